@@ -1,0 +1,33 @@
+# unetdsl: `make demo` and `make test` work on a fresh machine with nothing but python3.
+# The venv is rebuilt only when pyproject.toml or constraints.txt change (the stamp file).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_SPEC := specs/ddpm-cifar10.yaml
+
+.PHONY: install demo test check schema clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test,dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/unetdsl validate $(DEMO_SPEC)
+	$(BIN)/unetdsl resolve $(DEMO_SPEC)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check unetdsl tests benchmarks
+	$(BIN)/mypy unetdsl
+
+schema: $(STAMP)
+	$(BIN)/python -c "from unetdsl.schema import schema_text; from unetdsl.fsutil import write_text_atomic; write_text_atomic('schemas/unetdsl.schema.json', schema_text())"
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,133 @@
+"""The `unetdsl` command line.
+
+Exit status: 0 success, 1 invalid spec (or a failed check), 2 usage error, 3 internal error.
+Results go to stdout; problems, warnings and progress to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+import yaml
+
+from . import __version__
+from .errors import InternalError, Problem, SpecError
+from .frontend import resolve_spec
+
+EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+
+Handler = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Handler] = {}
+
+
+def command(name: str) -> Callable[[Handler], Handler]:
+    def register(fn: Handler) -> Handler:
+        COMMANDS[name] = fn
+        return fn
+
+    return register
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _warn(warnings: Sequence[Problem]) -> None:
+    for w in warnings:
+        _err("warning: " + w.render())
+
+
+@command("validate")
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.specs:
+        try:
+            resolved, warnings = resolve_spec(path, args.set)
+        except SpecError as exc:
+            _err(exc.render())
+            status = EXIT_INVALID
+            continue
+        _warn(warnings)
+        print(f"ok  {path}  {resolved.name}  {resolved.spec_id}")
+    return status
+
+
+@command("resolve")
+def cmd_resolve(args: argparse.Namespace) -> int:
+    resolved, warnings = resolve_spec(args.spec, args.set)
+    _warn(warnings)
+    if args.json:
+        print(json.dumps(resolved.to_spec_data(), indent=2))
+    else:
+        print("# yaml-language-server: $schema=https://unetdsl.dev/schemas/unetdsl.schema.json")
+        print(f"# resolved by unetdsl {__version__}; spec id {resolved.spec_id}")
+        print(yaml.safe_dump(resolved.to_spec_data(), sort_keys=False, default_flow_style=None, width=100), end="")
+    return EXIT_OK
+
+
+@command("schema")
+def cmd_schema(args: argparse.Namespace) -> int:
+    from .schema import schema_text
+
+    sys.stdout.write(schema_text())
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unetdsl",
+        description="Build diffusion U-Nets from validated YAML specs.",
+        epilog="Exit status: 0 ok, 1 invalid spec or failed check, 2 usage error, 3 internal error (a bug).",
+    )
+    parser.add_argument("--version", action="version", version=f"unetdsl {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def with_set(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", metavar="PATH=VALUE", action="append", default=[],
+                       help="override a setting, e.g. --set encoder.levels.1.channels=192 (VALUE is YAML); repeatable")
+
+    p = sub.add_parser("validate", help="check specs; print each one's spec id",
+                       description="Check every spec completely (types, bounds, cross-field rules) without torch.")
+    p.add_argument("specs", nargs="+", metavar="SPEC", help="spec files (YAML)")
+    with_set(p)
+
+    p = sub.add_parser("resolve", help="print the fully explicit spec",
+                       description="Print the spec with every default and shorthand expanded. Its canonical "
+                       "JSON hashes to the spec id.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    with_set(p)
+
+    sub.add_parser("schema", help="print the JSON Schema of the language",
+                   description="Print the JSON Schema (draft 2020-12) that editors use to check specs.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SpecError as exc:
+        _err(exc.render())
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except InternalError as exc:
+        _err(f"internal error (a bug in unetdsl {__version__}, please report it): {exc}")
+        return EXIT_INTERNAL
+    except Exception as exc:  # noqa: BLE001 - last line of defence: never a bare traceback
+        import traceback
+
+        _err(f"internal error (a bug in unetdsl {__version__}, please report it with this trace):")
+        traceback.print_exc()
+        _err(f"{type(exc).__name__}: {exc}")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

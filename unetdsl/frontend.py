@@ -1,0 +1,160 @@
+"""The front half of the pipeline: source (+ `--set` overrides) -> Spec -> ResolvedSpec.
+
+    load_spec(source, overrides)     -> LoadedSpec (Spec + the positions its values came from)
+    resolve_spec(source, overrides)  -> (ResolvedSpec, warnings)
+
+Every problem raised here is a SpecError whose problems carry `file:line:col` wherever the value
+came from text (a file, a YAML string or an override). No torch here.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path as FsPath
+from typing import Any, Union
+
+from .errors import Location, Path, Problem, SpecError
+from .loader import Positions, load_file, load_text
+from .resolve import resolve
+from .spec.models import Spec
+from .spec.resolved import ResolvedSpec
+from .spec.validate import validate_data
+
+SpecSource = Union[str, os.PathLike[str], dict[str, Any], Spec, ResolvedSpec]
+
+
+@dataclass
+class LoadedSpec:
+    spec: Spec
+    positions: Positions | None
+
+    def locate(self, problems: Sequence[Problem]) -> list[Problem]:
+        if self.positions is None:
+            return list(problems)
+        return [p.located(self.positions.location(p.path)) for p in problems]
+
+
+def _is_path(source: str) -> bool:
+    return "\n" not in source and (source.endswith((".yaml", ".yml", ".json")) or os.path.isfile(source))
+
+
+def load_spec(source: SpecSource, overrides: Sequence[str] = ()) -> LoadedSpec:
+    """Read and type-check a spec from a path, YAML text, a dict or a Spec."""
+    positions: Positions | None = None
+    if isinstance(source, ResolvedSpec):
+        source = source.to_spec_data()
+    if isinstance(source, Spec):
+        if not overrides:
+            return LoadedSpec(source, None)
+        data: Any = source.model_dump(exclude_none=True)
+    elif isinstance(source, dict):
+        data = copy.deepcopy(source)
+    elif isinstance(source, (str, os.PathLike)):
+        text = os.fspath(source)
+        loaded = load_file(text) if isinstance(source, os.PathLike) or _is_path(text) else load_text(text)
+        data, positions = loaded.data, loaded.positions
+    else:
+        raise SpecError.single((), f"cannot read a spec from a {type(source).__name__}",
+                               allowed="a path, a YAML string, a dict or a unetdsl.Spec")
+    if overrides:
+        if positions is None:
+            positions = Positions("<dict>", [])
+        data = apply_overrides(data, overrides, positions)
+    if not isinstance(data, dict):
+        where = positions.location(()) if positions is not None else None
+        raise SpecError([Problem((), "a spec is a mapping of settings", found=type(data).__name__, location=where,
+                                 hint="start from one of the files in specs/")])
+    return LoadedSpec(validate_data(data, positions), positions)
+
+
+def resolve_spec(source: SpecSource, overrides: Sequence[str] = ()) -> tuple[ResolvedSpec, list[Problem]]:
+    """Load, type-check and resolve. Returns the resolved spec and any warnings (located)."""
+    if isinstance(source, ResolvedSpec) and not overrides:
+        return source, []
+    loaded = load_spec(source, overrides)
+    warnings: list[Problem] = []
+    try:
+        resolved = resolve(loaded.spec, warnings=warnings)
+    except SpecError as exc:
+        raise SpecError(loaded.locate(exc.problems)) from None
+    return resolved, loaded.locate(warnings)
+
+
+# --- `--set path=value` --------------------------------------------------------------------------
+def apply_overrides(data: Any, overrides: Sequence[str], positions: Positions) -> Any:
+    """Apply `path=value` overrides (value is YAML) to a copy of `data`, recording their positions."""
+    problems: list[Problem] = []
+    for text in overrides:
+        try:
+            data = _apply_one(data, text, positions)
+        except SpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpecError(problems)
+    return data
+
+
+def _apply_one(data: Any, text: str, positions: Positions) -> Any:
+    source = "--set"
+    if "=" not in text:
+        raise SpecError([Problem((), "an override is PATH=VALUE", found=repr(text),
+                                 hint="e.g. --set encoder.levels.1.channels=192",
+                                 location=Location(source, 1, 1, text))])
+    raw_path, raw_value = text.split("=", 1)
+    value_col = len(raw_path) + 2
+    value_loc = Location(source, 1, value_col, text)
+    try:
+        value = load_text(raw_value, source).data if raw_value.strip() else None
+    except SpecError as exc:
+        raise SpecError([replace(p, location=value_loc) for p in exc.problems]) from None
+    parts = raw_path.strip().split(".")
+    if not raw_path.strip() or any(not p for p in parts):
+        raise SpecError([Problem((), f"empty name in override path {raw_path!r}", location=Location(source, 1, 1, text))])
+    root = copy.deepcopy(data) if data is not None else {}
+    node = root
+    path: list[str | int] = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        col = 1 + sum(len(p) + 1 for p in parts[:i])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) > len(node) or (int(part) == len(node) and not last):
+                raise SpecError([Problem(tuple(path), f"{_dotted(path)} is a list of {len(node)}; "
+                                         f"{part!r} is not an index of it",
+                                         allowed=f"0..{len(node) - 1}" if node else "none (the list is empty)",
+                                         location=Location(source, 1, col, text))])
+            key: str | int = int(part)
+        elif isinstance(node, dict):
+            key = part
+        else:
+            raise SpecError([Problem(tuple(path), f"{_dotted(path)} is a single value, not a section",
+                                     location=Location(source, 1, col, text))])
+        path.append(key)
+        if last:
+            if isinstance(node, list) and key == len(node):
+                node.append(value)
+            else:
+                node[key] = value  # type: ignore[index]
+        else:
+            nxt = node[key] if (isinstance(node, dict) and key in node) or isinstance(node, list) else None
+            if nxt is None:
+                nxt = {}
+                node[key] = nxt  # type: ignore[index]
+            node = nxt
+    positions.overrides[tuple(path)] = value_loc
+    return root
+
+
+def _dotted(path: list[str | int]) -> str:
+    return ".".join(str(p) for p in path) or "the spec"
+
+
+def spec_name_of(source: SpecSource) -> str | None:
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and _is_path(source)):
+        return FsPath(os.fspath(source)).stem
+    return None
+
+
+__all__ = ["LoadedSpec", "SpecSource", "load_spec", "resolve_spec", "apply_overrides", "Path"]

@@ -1,0 +1,46 @@
+"""Atomic file writes: a temporary file in the target folder, fsync, then rename into place,
+so a crash or an exception mid-write leaves the previous file intact."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+TMP_PREFIX = ".unetdsl-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; on success it replaces `target`, else vanishes."""
+    target = Path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=folder)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+        with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+
+
+def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
+    write_atomic(target, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_atomic(target: str | os.PathLike[str], writer: Callable[[Path], object]) -> None:
+    with atomic_path(target) as tmp:
+        writer(tmp)

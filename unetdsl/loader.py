@@ -1,0 +1,319 @@
+"""YAML text -> plain data + the source position of every value. No torch here.
+
+We read PyYAML's *event stream* and build the data ourselves instead of calling `safe_load`,
+because safe_load gets four things wrong for a spec language:
+
+* duplicate keys: safe_load silently keeps the last one; we reject them naming both lines;
+* YAML 1.1 scalars: `no`/`on`/`yes` become booleans and `010` the octal 8; we resolve plain
+  scalars by the YAML 1.2 core schema, where only `true`/`false` are booleans, and reject the
+  ambiguous forms (`010`, `1_000`) outright;
+* explicit tags (`!!python/...`, `!!str`, `!foo`): rejected, a spec has no use for them;
+* resource bombs: input size, nesting depth and alias expansion are bounded *before* anything
+  large is built (the event parser is iterative, so deep nesting cannot overflow the stack).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import Location, Path, Problem, SpecError
+
+MAX_BYTES = 1 << 20  # 1 MiB: a spec is a few kB
+MAX_DEPTH = 32  # mapping/sequence nesting; real specs use ~5
+MAX_NODES = 20_000  # values after alias expansion; real specs have a few hundred
+
+
+@dataclass
+class Positions:
+    """Where each value (and each mapping key) of a loaded document came from."""
+
+    source: str
+    lines: list[str]
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    # `--set` overrides: a value set on the command line, and everything below it, points there.
+    overrides: dict[Path, Location] = field(default_factory=dict)
+
+    def location(self, path: Path, *, key: bool = False) -> Location | None:
+        """The location of `path`; of its key when `key` (unknown-key errors point at the key).
+
+        Falls back to the nearest ancestor that has a position (a missing key -> its mapping).
+        """
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.overrides:
+                return self.overrides[path[:n]]
+        table = self.keys if key else self.values
+        if path in table:
+            return self._loc(*table[path])
+        for n in range(len(path) - 1, -1, -1):
+            if path[:n] in self.values:
+                return self._loc(*self.values[path[:n]])
+        return None
+
+    def _loc(self, line: int, col: int) -> Location:
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else None
+        return Location(self.source, line, col, text)
+
+
+@dataclass
+class Loaded:
+    data: Any
+    positions: Positions
+
+
+# --- YAML 1.2 core schema for plain scalars ------------------------------------------------
+_NULL = {"", "~", "null", "Null", "NULL"}
+_BOOL = {"true": True, "false": False}
+# YAML 1.1 booleans that YAML 1.2 reads as strings; kept as strings, flagged by validation hints.
+YAML11_BOOLEANS = {
+    v
+    for w in ("yes", "no", "on", "off", "y", "n", "true", "false")
+    for v in (w, w.capitalize(), w.upper())
+} - {"true", "false"}
+_INT = re.compile(r"[-+]?[0-9]+\Z")
+_INT_OCT = re.compile(r"0o[0-7]+\Z")
+_INT_HEX = re.compile(r"0x[0-9a-fA-F]+\Z")
+_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
+_INF = re.compile(r"[-+]?\.(inf|Inf|INF)\Z")
+_NAN = re.compile(r"\.(nan|NaN|NAN)\Z")
+_AMBIGUOUS_INT = re.compile(r"[-+]?(0[0-9]+|[0-9][0-9_]*_[0-9_]*)\Z")
+
+
+class _ScalarTrap(Exception):
+    def __init__(self, message: str, hint: str):
+        self.message, self.hint = message, hint
+
+
+def resolve_plain(text: str) -> Any:
+    """The value of an unquoted scalar under the YAML 1.2 core schema (strict about traps)."""
+    if text in _NULL:
+        return None
+    if text in _BOOL:
+        return _BOOL[text]
+    if _AMBIGUOUS_INT.match(text):
+        digits = text.replace("_", "").lstrip("+")
+        raise _ScalarTrap(
+            f"ambiguous number {text!r}: YAML 1.1 and 1.2 read it differently "
+            "(leading zeros are octal in 1.1, underscores are digit separators in 1.1 only)",
+            f"write {int(digits)} (or quote it if you meant a string)",
+        )
+    if _INT.match(text):
+        return int(text)
+    if _INT_OCT.match(text):
+        return int(text[2:], 8)
+    if _INT_HEX.match(text):
+        return int(text[2:], 16)
+    if _FLOAT.match(text):
+        return float(text)
+    if _INF.match(text):
+        return -math.inf if text.startswith("-") else math.inf
+    if _NAN.match(text):
+        return math.nan
+    return text
+
+
+# --- the composer ----------------------------------------------------------------------------
+@dataclass
+class _Node:
+    kind: str  # "scalar" | "seq" | "map"
+    line: int
+    col: int
+    value: Any = None  # scalar: resolved value
+    items: list[Any] = field(default_factory=list)  # seq: [_Node]; map: [(key_node, value_node)]
+
+
+class _Composer:
+    def __init__(self, text: str, source: str):
+        self.text = text
+        self.source = source
+        self.lines = text.splitlines()
+        self.problems: list[Problem] = []
+        self.anchors: dict[str, _Node] = {}
+
+    def loc(self, line: int, col: int) -> Location:
+        text = self.lines[line - 1] if 0 < line <= len(self.lines) else None
+        return Location(self.source, line, col, text)
+
+    def fail(self, line: int, col: int, message: str, **kw: Any) -> None:
+        self.problems.append(Problem((), message, location=self.loc(line, col), **kw))
+
+    def compose(self) -> _Node | None:
+        """Events -> a tree of _Node, iteratively, bounding depth; aliases share their node."""
+        stack: list[_Node] = []
+        pending_key: list[_Node | None] = []
+        root: _Node | None = None
+        documents = 0
+        try:
+            for event in yaml.parse(self.text, Loader=yaml.SafeLoader):
+                mark = event.start_mark
+                line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+                if isinstance(event, yaml.DocumentStartEvent):
+                    documents += 1
+                    if documents > 1:
+                        self.fail(line, col, "a spec file holds one YAML document; found a second")
+                        raise SpecError(self.problems)
+                    continue
+                if isinstance(event, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)):
+                    continue
+                if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                    done = stack.pop()
+                    pending_key.pop()
+                    self._attach(done, stack, pending_key)
+                    if not stack:
+                        root = done
+                    continue
+                tag = getattr(event, "tag", None)
+                if tag is not None and tag != "!":
+                    self.fail(
+                        line, col, f"explicit YAML tag {tag!r} is not allowed in a spec",
+                        hint="remove the tag; quote a value to make it a string",
+                    )
+                node: _Node
+                if isinstance(event, yaml.AliasEvent):
+                    target = self.anchors.get(event.anchor or "")
+                    if target is None:  # pragma: no cover - the parser reports undefined aliases
+                        self.fail(line, col, f"undefined alias *{event.anchor}")
+                        raise SpecError(self.problems)
+                    node = target
+                elif isinstance(event, yaml.ScalarEvent):
+                    node = _Node("scalar", line, col, self._scalar(event, line, col))
+                elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                    node = _Node("seq" if isinstance(event, yaml.SequenceStartEvent) else "map", line, col)
+                    if len(stack) >= MAX_DEPTH:
+                        self.fail(line, col, f"nesting deeper than {MAX_DEPTH} levels")
+                        raise SpecError(self.problems)
+                else:  # pragma: no cover - PyYAML has no other node events
+                    continue
+                anchor = getattr(event, "anchor", None)
+                if anchor is not None and not isinstance(event, yaml.AliasEvent):
+                    self.anchors[anchor] = node
+                if node.kind in ("seq", "map") and not isinstance(event, yaml.AliasEvent):
+                    stack.append(node)
+                    pending_key.append(None)
+                    continue
+                self._attach(node, stack, pending_key)
+                if not stack:
+                    root = node
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+            what = " ".join(s for s in (exc.context, exc.problem) if s)
+            self.fail(line, col, f"not valid YAML: {what}")
+        except yaml.YAMLError as exc:  # reader errors (bad bytes) carry no mark
+            self.fail(1, 1, f"not valid YAML: {exc}")
+        if self.problems:
+            raise SpecError(self.problems)
+        return root
+
+    def _scalar(self, event: yaml.ScalarEvent, line: int, col: int) -> Any:
+        # Quoted, block and explicitly '!'-tagged scalars are strings; plain ones are resolved.
+        if event.style is not None or event.tag == "!":
+            return event.value
+        try:
+            return resolve_plain(event.value)
+        except _ScalarTrap as trap:
+            self.fail(line, col, trap.message, hint=trap.hint)
+            return event.value
+
+    def _attach(self, node: _Node, stack: list[_Node], pending_key: list[_Node | None]) -> None:
+        if not stack:
+            return
+        parent = stack[-1]
+        if parent.kind == "seq":
+            parent.items.append(node)
+        elif pending_key[-1] is None:
+            pending_key[-1] = node
+        else:
+            parent.items.append((pending_key[-1], node))
+            pending_key[-1] = None
+
+
+def _to_data(node: _Node, path: Path, positions: Positions, budget: list[int], depth: int) -> Any:
+    """_Node tree -> plain data, expanding aliases under a node budget (billion-laughs guard)."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise SpecError.single(
+            path, f"the document expands to more than {MAX_NODES} values (alias expansion bomb?)",
+            location=positions.location(path) if path in positions.values else Location(positions.source, node.line, node.col),
+        )
+    if depth > MAX_DEPTH:
+        raise SpecError.single(path, f"nesting deeper than {MAX_DEPTH} levels (recursive alias?)",
+                               location=Location(positions.source, node.line, node.col))
+    positions.values.setdefault(path, (node.line, node.col))
+    if node.kind == "scalar":
+        return node.value
+    if node.kind == "seq":
+        return [_to_data(child, (*path, i), positions, budget, depth + 1) for i, child in enumerate(node.items)]
+    out: dict[str, Any] = {}
+    first_line: dict[str, int] = {}
+    problems: list[Problem] = []
+    for key_node, value_node in node.items:
+        if key_node.kind != "scalar" or isinstance(key_node.value, (list, dict)):
+            problems.append(Problem(path, "mapping keys must be plain names",
+                                    location=positions._loc(key_node.line, key_node.col)))
+            continue
+        key = key_node.value if isinstance(key_node.value, str) else _key_text(key_node.value)
+        if key in first_line:
+            problems.append(Problem(
+                (*path, key),
+                f"duplicate key {key!r}: first given on line {first_line[key]}, again on line {key_node.line}",
+                hint="keep one of them (YAML loaders disagree on which wins)",
+                location=positions._loc(key_node.line, key_node.col),
+            ))
+            continue
+        first_line[key] = key_node.line
+        positions.keys.setdefault((*path, key), (key_node.line, key_node.col))
+        out[key] = _to_data(value_node, (*path, key), positions, budget, depth + 1)
+    if problems:
+        raise SpecError(problems)
+    return out
+
+
+def _key_text(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def load_text(text: str | bytes, source: str = "<string>") -> Loaded:
+    """Parse one YAML document into plain data with positions. Raises SpecError only."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_BYTES:
+            raise _too_big(source, len(text))
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SpecError.single((), f"not UTF-8 text (byte {exc.start}: {exc.reason})",
+                                   location=Location(source, 1, 1)) from None
+    if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
+        raise _too_big(source, len(text))
+    composer = _Composer(text, source)
+    root = composer.compose()
+    positions = Positions(source, composer.lines)
+    if root is None:
+        raise SpecError.single((), "the spec is empty", location=Location(source, 1, 1),
+                               hint="start from one of the files in specs/")
+    data = _to_data(root, (), positions, [MAX_NODES], 0)
+    return Loaded(data, positions)
+
+
+def load_file(path: str) -> Loaded:
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise SpecError.single((), f"cannot read spec file: {exc.strerror or exc}",
+                               location=Location(path, 1, 1)) from None
+    return load_text(raw, source=path)
+
+
+def _too_big(source: str, size: int) -> SpecError:
+    return SpecError.single((), f"the spec is {size} bytes; at most {MAX_BYTES} are read",
+                            location=Location(source, 1, 1))

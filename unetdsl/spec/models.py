@@ -1,0 +1,211 @@
+"""The unetdsl language: pydantic v2 models. Strict types, no unknown keys, bounds everywhere.
+
+These models check *types*; rules that relate several fields (groups divide channels, the
+decoder mirrors the encoder, ...) live in `unetdsl.resolve`, the single gate every spec passes
+before the compiler sees it. A `null` (or absent) level setting means "inherit from defaults".
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .vocabulary import (
+    Activation,
+    Downsample,
+    ModelKind,
+    NormType,
+    Order,
+    TimeInjection,
+    Upsample,
+)
+
+FORMAT_VERSION = 1
+MAX_CHANNELS = 8192
+MAX_LEVELS = 8
+MAX_BLOCKS = 16
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
+
+
+Channels = Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
+Blocks = Annotated[int, Field(ge=1, le=MAX_BLOCKS)]
+
+
+class NormSpec(StrictModel):
+    """Normalisation layer. `group` with `groups`; `layer` = one group; `instance` = a group per
+    channel; `batch` normalises over the batch (allowed, but warned about: its statistics differ
+    between training and sampling)."""
+
+    type: NormType | None = Field(None, description="group | layer | instance | batch (default: group)")
+    groups: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | Literal["auto"] | None = Field(
+        None,
+        description="GroupNorm groups: a number dividing every channel count it normalises, or 'auto' "
+        "(the largest common divisor <= 32). Only for type: group. Default 32.",
+    )
+    eps: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(None, description="Added to the variance. Default 1e-5.")
+
+
+class AttentionSpec(StrictModel):
+    """Multi-head self-attention over all positions, after each ResBlock of the level
+    (diffusers' AttnDownBlock2D / Attention: GroupNorm, q/k/v/out projections, residual).
+    Give `heads` or `head_dim`, not both; neither means one head."""
+
+    heads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="Number of heads; must divide channels.")
+    head_dim: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(
+        None, description="Channels per head; must divide channels (heads = channels / head_dim)."
+    )
+
+
+class LevelSettings(StrictModel):
+    """Settings every level and the middle inherit from `defaults` and may override."""
+
+    norm: NormSpec | None = Field(None, description="Normalisation (fields merge with defaults.norm).")
+    activation: Activation | None = Field(None, description="Activation function (closed list). Default silu.")
+    order: Order | None = Field(None, description="pre: norm->act->conv (default) | post: conv->norm->act.")
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = Field(
+        None, description="Dropout before each ResBlock's second conv, in [0, 1). Default 0."
+    )
+
+
+class EncoderLevel(LevelSettings):
+    channels: Channels = Field(description="Output channels of every ResBlock of this level.")
+    blocks: Blocks | None = Field(None, description="ResBlocks at this resolution. Default 2.")
+    attention: AttentionSpec | None = Field(None, description="Self-attention after each block; omit for none.")
+    downsample: Downsample | None = Field(
+        None, description="How this level halves the resolution (not on the last level). Default: encoder.downsample."
+    )
+
+
+class DecoderLevel(LevelSettings):
+    channels: Channels = Field(description="Output channels of every ResBlock of this level.")
+    blocks: Blocks | None = Field(
+        None, description="ResBlocks at this resolution. For a U-Net: encoder blocks + 1 (one per skip). "
+        "Standalone decoder: default 2."
+    )
+    attention: AttentionSpec | None = Field(None, description="Self-attention after each block; omit for none.")
+    upsample: Upsample | None = Field(
+        None, description="How this level doubles the resolution (not on the last level). Default: decoder.upsample."
+    )
+
+
+class EncoderSpec(StrictModel):
+    downsample: Downsample = Field(
+        "conv", description="conv (strided 3x3) | avgpool | maxpool | resblock; any level may override."
+    )
+    levels: list[EncoderLevel] = Field(
+        min_length=1, max_length=MAX_LEVELS,
+        description="Resolution levels, highest resolution first. Every level but the last halves the size.",
+    )
+
+
+class DecoderSpec(StrictModel):
+    upsample: Upsample = Field(
+        "nearest", description="nearest | bilinear (interpolate then 3x3 conv) | transposed | resblock."
+    )
+    levels: list[DecoderLevel] | None = Field(
+        None, max_length=MAX_LEVELS, min_length=1,
+        description="Levels in the order they run: lowest resolution first. A U-Net mirrors the encoder when omitted.",
+    )
+
+
+class MiddleSpec(LevelSettings):
+    blocks: Annotated[int, Field(ge=0, le=MAX_BLOCKS)] | None = Field(
+        None, description="ResBlocks at the lowest resolution (attention between consecutive ones). Default 2."
+    )
+    attention: AttentionSpec | None = Field(None, description="Self-attention between the middle ResBlocks.")
+
+
+class SinusoidalTime(StrictModel):
+    """Transformer-style sin/cos features of the timestep (diffusers `Timesteps`)."""
+
+    embedding: Literal["sinusoidal"]
+    features: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(
+        None, description="Frequency features before the MLP. Default: first level channels."
+    )
+    dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(
+        None, description="Time-embedding width every ResBlock receives. Default: 4 x first level channels."
+    )
+    flip_sin_to_cos: bool | None = Field(None, description="cos first, then sin (default true).")
+    freq_shift: Annotated[float, Field(ge=-1e3, le=1e3)] | None = Field(None, description="Default 0.")
+    max_period: Annotated[float, Field(gt=1.0, le=1e9)] | None = Field(None, description="Default 10000.")
+    injection: TimeInjection | None = Field(
+        None, description="add: norm2(h + proj(t)) (default) | scale_shift: norm2(h) * (1 + s) + b"
+    )
+
+
+class FourierTime(StrictModel):
+    """Random Gaussian Fourier features (diffusers `GaussianFourierProjection`, score SDE)."""
+
+    embedding: Literal["fourier"]
+    features: Annotated[int, Field(ge=2, le=MAX_CHANNELS)] | None = Field(
+        None, description="sin+cos features before the MLP (even). Default: 2 x first level channels."
+    )
+    dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(None, description="Default 4 x first channels.")
+    scale: Annotated[float, Field(gt=0.0, le=1e4)] | None = Field(None, description="Std of the random frequencies. Default 16.")
+    log: bool | None = Field(None, description="Take log(t) first (diffusers default true).")
+    flip_sin_to_cos: bool | None = Field(None, description="Default false (as diffusers).")
+    injection: TimeInjection | None = Field(None, description="add (default) | scale_shift")
+
+
+class LearnedTime(StrictModel):
+    """A learned table indexed by the integer timestep (diffusers `time_embedding_type: learned`)."""
+
+    embedding: Literal["learned"]
+    timesteps: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="Rows of the table (training timesteps).")
+    features: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(None, description="Default: first channels.")
+    dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(None, description="Default 4 x first channels.")
+    injection: TimeInjection | None = Field(None, description="add (default) | scale_shift")
+
+
+TimeSpec = Annotated[SinusoidalTime | FourierTime | LearnedTime, Field(discriminator="embedding")]
+
+
+class HeadSpec(StrictModel):
+    """The output head: [norm -> activation ->] conv to out_channels (uses defaults' norm/activation)."""
+
+    norm: bool | None = Field(None, description="Norm and activation before the output conv (default true).")
+    kernel_size: Literal[1, 3] | None = Field(None, description="Output conv kernel (default 3).")
+
+
+class InitSpec(StrictModel):
+    zero_out: bool | None = Field(
+        None, description="Zero-initialise each block's last conv, attention output and the output conv "
+        "(guided-diffusion's zero_module). Default false."
+    )
+
+
+class Spec(StrictModel):
+    """A unetdsl model specification (format version 1)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True,
+        json_schema_extra={"$id": "https://unetdsl.dev/schemas/unetdsl.schema.json"},
+    )
+
+    unetdsl: Literal[1] = Field(description="Format version of this file. Always 1 for now.")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Model name; also the default output file name. Letters, digits, '.', '_', '-'.",
+    )
+    description: str | None = Field(None, max_length=4000, description="Free text (where it comes from).")
+    model: ModelKind = Field("unet", description="unet | encoder | decoder")
+    dims: Literal[1, 2, 3] = Field(2, description="Spatial dimensions: 1 (sequence), 2 (image), 3 (volume).")
+    in_channels: Channels = Field(description="Channels of the input.")
+    out_channels: Channels = Field(description="Channels of the output.")
+    sample_size: Annotated[int, Field(ge=1, le=8192)] | Annotated[
+        list[Annotated[int, Field(ge=1, le=8192)]], Field(min_length=1, max_length=3)
+    ] = Field(description="Example input size: one number for every dimension, or one per dimension.")
+    time: TimeSpec | None = Field(None, description="Timestep embedding; required by a U-Net.")
+    classes: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        None, description="Number of class labels; their embedding is added to the time embedding."
+    )
+    defaults: LevelSettings | None = Field(None, description="Settings every level and the middle inherit.")
+    encoder: EncoderSpec | None = Field(None, description="Downsampling path (unet, encoder).")
+    middle: MiddleSpec | None = Field(None, description="Blocks at the lowest resolution.")
+    decoder: DecoderSpec | None = Field(None, description="Upsampling path (unet: mirrored when omitted; decoder).")
+    head: HeadSpec | None = Field(None, description="Output head options.")
+    init: InitSpec | None = Field(None, description="Initialisation options.")

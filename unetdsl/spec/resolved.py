@@ -1,0 +1,212 @@
+"""The resolved spec: every level states every setting, channel flow included. The compiler
+reads only this. `to_spec_data()` writes it back in the language (fully explicit), and its
+canonical JSON hashes to the spec id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from .vocabulary import Activation, Downsample, ModelKind, NormType, Order, TimeEmbedding, TimeInjection, Upsample
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ResolvedNorm(_Frozen):
+    type: NormType
+    groups: int | None  # a number for type group, None otherwise
+    eps: float
+
+    def groups_for(self, channels: int) -> int:
+        """GroupNorm groups over `channels` (layer = 1 group, instance = 1 per channel)."""
+        if self.type == "group":
+            assert self.groups is not None
+            return self.groups
+        return 1 if self.type == "layer" else channels
+
+    def as_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "eps": self.eps}
+        if self.type == "group":
+            data["groups"] = self.groups
+        return data
+
+
+class ResolvedAttention(_Frozen):
+    heads: int
+    head_dim: int
+
+
+class ResolvedBlock(_Frozen):
+    """One ResBlock's channel flow: (B, in + skip, ...) -> (B, out, ...)."""
+
+    in_channels: int
+    skip_channels: int  # channels concatenated from the encoder (U-Net decoder), else 0
+    out_channels: int
+
+
+class ResolvedLevel(_Frozen):
+    channels: int
+    blocks: list[ResolvedBlock]
+    norm: ResolvedNorm
+    activation: Activation
+    order: Order
+    dropout: float
+    attention: ResolvedAttention | None
+    # How the level ends: encoder levels downsample, decoder levels upsample, the last neither.
+    downsample: Downsample | None = None
+    upsample: Upsample | None = None
+
+    def settings_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "norm": self.norm.as_data(),
+            "activation": self.activation,
+            "order": self.order,
+            "dropout": self.dropout,
+        }
+        if self.attention is not None:
+            data["attention"] = {"heads": self.attention.heads}
+        return data
+
+
+class ResolvedTime(_Frozen):
+    embedding: TimeEmbedding
+    features: int  # width of the raw embedding fed to the MLP
+    dim: int  # width every ResBlock receives
+    injection: TimeInjection
+    flip_sin_to_cos: bool
+    freq_shift: float  # sinusoidal only (0 otherwise)
+    max_period: float  # sinusoidal only
+    scale: float  # fourier only
+    log: bool  # fourier only
+    timesteps: int  # learned only (0 otherwise)
+
+    def as_data(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"embedding": self.embedding, "features": self.features, "dim": self.dim}
+        if self.embedding == "sinusoidal":
+            data |= {"flip_sin_to_cos": self.flip_sin_to_cos, "freq_shift": self.freq_shift,
+                     "max_period": self.max_period}
+        elif self.embedding == "fourier":
+            data |= {"scale": self.scale, "log": self.log, "flip_sin_to_cos": self.flip_sin_to_cos}
+        else:
+            data["timesteps"] = self.timesteps
+        data["injection"] = self.injection
+        return data
+
+
+class ResolvedMiddle(_Frozen):
+    channels: int
+    blocks: int
+    norm: ResolvedNorm
+    activation: Activation
+    order: Order
+    dropout: float
+    attention: ResolvedAttention | None
+
+
+class ResolvedHead(_Frozen):
+    in_channels: int
+    norm: ResolvedNorm | None  # None: conv only
+    activation: Activation
+    kernel_size: int
+
+
+class ResolvedSpec(_Frozen):
+    unetdsl: int
+    name: str
+    description: str | None
+    model: ModelKind
+    dims: int
+    in_channels: int
+    out_channels: int
+    sample_size: list[int]
+    time: ResolvedTime | None
+    classes: int | None
+    stem_channels: int  # conv_in: in_channels -> stem_channels
+    encoder: list[ResolvedLevel]
+    middle: ResolvedMiddle
+    decoder: list[ResolvedLevel]
+    head: ResolvedHead
+    defaults_order: Order
+    defaults_dropout: float
+    zero_out: bool
+
+    # --- derived facts the compiler and the summary share ---
+    @property
+    def downsampling_factor(self) -> int:
+        """How much the input must be divisible by: 2 per encoder downsample."""
+        return 2 ** sum(1 for lv in self.encoder if lv.downsample is not None)
+
+    @property
+    def output_size(self) -> list[int]:
+        up = 2 ** sum(1 for lv in self.decoder if lv.upsample is not None)
+        return [s * up // self.downsampling_factor for s in self.sample_size]
+
+    def to_spec_data(self) -> dict[str, Any]:
+        """This resolved spec in the language, every setting explicit; re-validates to the same id."""
+        data: dict[str, Any] = {"unetdsl": self.unetdsl, "name": self.name}
+        if self.description is not None:
+            data["description"] = self.description
+        data |= {
+            "model": self.model,
+            "dims": self.dims,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "sample_size": list(self.sample_size),
+        }
+        if self.time is not None:
+            data["time"] = self.time.as_data()
+        if self.classes is not None:
+            data["classes"] = self.classes
+        # defaults only feed the head once every level is explicit.
+        data["defaults"] = {
+            "norm": (self.head.norm or self.middle.norm).as_data(),
+            "activation": self.head.activation,
+            "order": self.defaults_order,
+            "dropout": self.defaults_dropout,
+        }
+        if self.encoder:
+            levels = []
+            for lv in self.encoder:
+                entry: dict[str, Any] = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data()}
+                if lv.downsample is not None:
+                    entry["downsample"] = lv.downsample
+                levels.append(entry)
+            data["encoder"] = {"downsample": self.encoder[0].downsample or "conv", "levels": levels}
+        middle: dict[str, Any] = {
+            "blocks": self.middle.blocks,
+            "norm": self.middle.norm.as_data(),
+            "activation": self.middle.activation,
+            "order": self.middle.order,
+            "dropout": self.middle.dropout,
+        }
+        if self.middle.attention is not None:
+            middle["attention"] = {"heads": self.middle.attention.heads}
+        data["middle"] = middle
+        if self.decoder:
+            dlevels = []
+            for lv in self.decoder:
+                entry = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data()}
+                if lv.upsample is not None:
+                    entry["upsample"] = lv.upsample
+                dlevels.append(entry)
+            data["decoder"] = {"upsample": self.decoder[0].upsample or "nearest", "levels": dlevels}
+        data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size}
+        data["init"] = {"zero_out": self.zero_out}
+        return data
+
+    def canonical_json(self) -> str:
+        """Sorted keys, no spaces: the byte string the spec id hashes (name/description excluded:
+        they do not change the function the model computes)."""
+        data = self.to_spec_data()
+        data.pop("name", None)
+        data.pop("description", None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @property
+    def spec_id(self) -> str:
+        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]

@@ -1,0 +1,222 @@
+"""Plain data -> Spec, with pydantic's errors turned into located, readable Problems."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import types
+import typing
+from typing import Any, Union, get_args, get_origin
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import Path, Problem, SpecError
+from ..loader import YAML11_BOOLEANS, Positions
+from .models import Spec
+
+
+def validate_data(data: Any, positions: Positions | None = None) -> Spec:
+    """Type-check `data` against the language. Raises SpecError with every problem found."""
+    try:
+        return Spec.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise SpecError(problems_from_pydantic(exc, data, positions)) from None
+
+
+def problems_from_pydantic(exc: ValidationError, data: Any, positions: Positions | None) -> list[Problem]:
+    # A union reports one error per member; group by the data path and merge what each allowed.
+    grouped: dict[tuple[Path, str], list[dict[str, Any]]] = {}
+    for err in exc.errors(include_url=False):
+        path = _data_path(err["loc"], data, err["type"])
+        kind = "extra" if err["type"] == "extra_forbidden" else "missing" if err["type"] == "missing" else "value"
+        grouped.setdefault((path, kind), []).append(err)
+    problems = []
+    for (path, kind), errs in grouped.items():
+        problems.append(_problem(path, kind, errs, data, positions))
+    return problems
+
+
+def _data_path(loc: tuple[Any, ...], data: Any, err_type: str) -> Path:
+    """Drop pydantic's union-member labels from `loc`, keeping only keys/indexes of the data."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            out.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out.append(part)
+            node = node[part]
+        elif i == len(loc) - 1 and err_type == "missing" and isinstance(part, str):
+            out.append(part)
+        # else: a union tag such as 'int' or 'sinusoidal' - not a place in the data
+    return tuple(out)
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, float):
+        return f"the number {value!r}" if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return repr(value)
+
+
+def _allowed(err: dict[str, Any]) -> str | None:
+    t, ctx = err["type"], err.get("ctx") or {}
+    table = {
+        "int_type": "a whole number (no quotes, no decimal point)",
+        "int_from_float": "a whole number (no decimal point)",
+        "float_type": "a number",
+        "bool_type": "true or false",
+        "string_type": "a string",
+        "model_type": "a mapping of settings",
+        "model_attributes_type": "a mapping of settings",
+        "dict_type": "a mapping",
+        "list_type": "a list",
+        "none_required": "null",
+        "union_tag_not_found": "a mapping with an 'embedding' key",
+        "finite_number": "a finite number",
+    }
+    if t in table:
+        return table[t]
+    if t == "literal_error":
+        return str(ctx.get("expected", "")).replace("'", "")
+    if t == "union_tag_invalid":
+        return str(ctx.get("expected_tags", "")).replace("'", "")
+    if t == "greater_than_equal":
+        return f">= {ctx['ge']}"
+    if t == "greater_than":
+        return f"> {ctx['gt']}"
+    if t == "less_than_equal":
+        return f"<= {ctx['le']}"
+    if t == "less_than":
+        return f"< {ctx['lt']}"
+    if t == "too_short":
+        return f"at least {ctx.get('min_length')} item(s)"
+    if t == "too_long":
+        return f"at most {ctx.get('max_length')} item(s)"
+    if t == "string_pattern_mismatch":
+        return "letters, digits, '.', '_' and '-' (starting with a letter or digit), at most 64"
+    if t == "string_too_long":
+        return f"at most {ctx.get('max_length')} characters"
+    return None
+
+
+def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, positions: Positions | None) -> Problem:
+    def loc(key: bool = False) -> Any:
+        return positions.location(path, key=key) if positions is not None else None
+
+    if kind == "extra":
+        key = path[-1] if path else "?"
+        allowed_keys = _allowed_keys(path[:-1], data)
+        close = difflib.get_close_matches(str(key), allowed_keys, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else None
+        if key == "<<":
+            hint = "YAML merge keys are not supported; write the settings out, or use `defaults`"
+        return Problem(path, f"unknown key {key!r}", allowed=", ".join(allowed_keys) or None, hint=hint,
+                       location=loc(key=True))
+    if kind == "missing":
+        return Problem(path, f"missing required key {path[-1]!r}", location=loc(key=True),
+                       allowed=_field_description(path, data))
+    value = errs[0].get("input")
+    allowed = []
+    for e in errs:
+        a = _allowed(e)
+        if a and a not in allowed:
+            allowed.append(a)
+    # An int/float pair of union errors reads best as its bound, when one member failed a bound.
+    bound = [a for a in allowed if a[:1] in "<>" or a.startswith("at ")]
+    allowed_text = " and ".join(bound) if bound and len(bound) < len(allowed) and not isinstance(value, str) else " or ".join(allowed)
+    hint = None
+    if isinstance(value, str) and value in YAML11_BOOLEANS:
+        hint = f"{value!r} is a string in YAML 1.2; write true or false"
+    elif isinstance(value, str) and _looks_numeric(value):
+        hint = f"remove the quotes: {value}"
+    elif isinstance(value, float) and value.is_integer() and any(e["type"] in ("int_type", "int_from_float") for e in errs):
+        hint = f"write {int(value)}"
+    elif isinstance(value, bool) and any(e["type"] in ("int_type", "float_type") for e in errs):
+        hint = "booleans are not numbers here"
+    if errs[0]["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(value, dict):
+        value = value.get("embedding")
+        path = (*path, "embedding") if "embedding" in (errs[0].get("input") or {}) else path
+    types_seen = {e["type"] for e in errs}
+    if types_seen & {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}:
+        message = "out of range"
+    elif types_seen & {"too_short", "too_long", "string_too_long"}:
+        message = "wrong length"
+    elif types_seen & {"literal_error", "union_tag_invalid", "string_pattern_mismatch"}:
+        message = "not an allowed value"
+    else:
+        message = "wrong type"
+    location = positions.location(path) if positions is not None else None
+    return Problem(path, message, found=_describe(value), allowed=allowed_text or None, hint=hint, location=location)
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- introspection for "allowed keys" ----------------------------------------------------------
+def _models_at(path: Path, data: Any) -> list[type[BaseModel]]:
+    """The model classes that could describe the mapping at `path` (several for unions)."""
+    current: list[Any] = [Spec]
+    node = data
+    for part in path:
+        nxt: list[Any] = []
+        for ann in current:
+            for m in _flatten(ann):
+                if isinstance(part, int) and get_origin(m) is list:
+                    nxt.extend(get_args(m)[:1])
+                elif isinstance(m, type) and issubclass(m, BaseModel) and isinstance(part, str) and part in m.model_fields:
+                    nxt.append(m.model_fields[part].annotation)
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+        current = nxt
+    models = [m for ann in current for m in _flatten(ann) if isinstance(m, type) and issubclass(m, BaseModel)]
+    # a discriminated union: pick the member the data names
+    if len(models) > 1 and isinstance(node, dict) and "embedding" in node:
+        named = [m for m in models if "embedding" in m.model_fields
+                 and node["embedding"] in get_args(m.model_fields["embedding"].annotation)]
+        models = named or models
+    return models
+
+
+def _has(node: Any, part: str | int) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(part, int) and 0 <= part < len(node)
+
+
+def _flatten(ann: Any) -> list[Any]:
+    origin = get_origin(ann)
+    if origin is typing.Annotated:
+        return _flatten(get_args(ann)[0])
+    if origin in (Union, types.UnionType):
+        return [x for a in get_args(ann) for x in _flatten(a)]
+    return [ann]
+
+
+def _allowed_keys(path: Path, data: Any) -> list[str]:
+    keys: list[str] = []
+    for m in _models_at(path, data):
+        keys += [k for k in m.model_fields if k not in keys]
+    return keys
+
+
+def _field_description(path: Path, data: Any) -> str | None:
+    for m in _models_at(path[:-1], data):
+        f = m.model_fields.get(str(path[-1]))
+        if f is not None and f.description:
+            return f.description
+    return None
