@@ -120,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InternalError as exc:
         _err(f"internal error (a bug in unetdsl {__version__}, please report it): {exc}")
         return EXIT_INTERNAL
-    except Exception as exc:  # noqa: BLE001 - last line of defence: never a bare traceback
+    except Exception as exc:
         import traceback
 
         _err(f"internal error (a bug in unetdsl {__version__}, please report it with this trace):")

@@ -138,7 +138,7 @@ def _apply_one(data: Any, text: str, positions: Positions) -> Any:
             else:
                 node[key] = value  # type: ignore[index]
         else:
-            nxt = node[key] if (isinstance(node, dict) and key in node) or isinstance(node, list) else None
+            nxt = node[key] if (isinstance(node, dict) and key in node) or isinstance(node, list) else None  # type: ignore[index]
             if nxt is None:
                 nxt = {}
                 node[key] = nxt  # type: ignore[index]
@@ -157,4 +157,4 @@ def spec_name_of(source: SpecSource) -> str | None:
     return None
 
 
-__all__ = ["LoadedSpec", "SpecSource", "load_spec", "resolve_spec", "apply_overrides", "Path"]
+__all__ = ["LoadedSpec", "Path", "SpecSource", "apply_overrides", "load_spec", "resolve_spec"]

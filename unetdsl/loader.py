@@ -125,6 +125,7 @@ class _Node:
     col: int
     value: Any = None  # scalar: resolved value
     items: list[Any] = field(default_factory=list)  # seq: [_Node]; map: [(key_node, value_node)]
+    problem: tuple[str, str | None] | None = None  # (message, hint), reported with the node's path
 
 
 class _Composer:
@@ -168,11 +169,6 @@ class _Composer:
                         root = done
                     continue
                 tag = getattr(event, "tag", None)
-                if tag is not None and tag != "!":
-                    self.fail(
-                        line, col, f"explicit YAML tag {tag!r} is not allowed in a spec",
-                        hint="remove the tag; quote a value to make it a string",
-                    )
                 node: _Node
                 if isinstance(event, yaml.AliasEvent):
                     target = self.anchors.get(event.anchor or "")
@@ -181,7 +177,8 @@ class _Composer:
                         raise SpecError(self.problems)
                     node = target
                 elif isinstance(event, yaml.ScalarEvent):
-                    node = _Node("scalar", line, col, self._scalar(event, line, col))
+                    node = _Node("scalar", line, col)
+                    node.value, node.problem = self._scalar(event)
                 elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
                     node = _Node("seq" if isinstance(event, yaml.SequenceStartEvent) else "map", line, col)
                     if len(stack) >= MAX_DEPTH:
@@ -189,6 +186,9 @@ class _Composer:
                         raise SpecError(self.problems)
                 else:  # pragma: no cover - PyYAML has no other node events
                     continue
+                if tag is not None and tag != "!" and not isinstance(event, yaml.AliasEvent):
+                    node.problem = (f"explicit YAML tag {tag!r} is not allowed in a spec",
+                                    "remove the tag; quote a value to make it a string")
                 anchor = getattr(event, "anchor", None)
                 if anchor is not None and not isinstance(event, yaml.AliasEvent):
                     self.anchors[anchor] = node
@@ -210,15 +210,14 @@ class _Composer:
             raise SpecError(self.problems)
         return root
 
-    def _scalar(self, event: yaml.ScalarEvent, line: int, col: int) -> Any:
+    def _scalar(self, event: yaml.ScalarEvent) -> tuple[Any, tuple[str, str | None] | None]:
         # Quoted, block and explicitly '!'-tagged scalars are strings; plain ones are resolved.
         if event.style is not None or event.tag == "!":
-            return event.value
+            return event.value, None
         try:
-            return resolve_plain(event.value)
+            return resolve_plain(event.value), None
         except _ScalarTrap as trap:
-            self.fail(line, col, trap.message, hint=trap.hint)
-            return event.value
+            return event.value, (trap.message, trap.hint)
 
     def _attach(self, node: _Node, stack: list[_Node], pending_key: list[_Node | None]) -> None:
         if not stack:
@@ -233,45 +232,60 @@ class _Composer:
             pending_key[-1] = None
 
 
-def _to_data(node: _Node, path: Path, positions: Positions, budget: list[int], depth: int) -> Any:
-    """_Node tree -> plain data, expanding aliases under a node budget (billion-laughs guard)."""
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise SpecError.single(
-            path, f"the document expands to more than {MAX_NODES} values (alias expansion bomb?)",
-            location=positions.location(path) if path in positions.values else Location(positions.source, node.line, node.col),
-        )
-    if depth > MAX_DEPTH:
-        raise SpecError.single(path, f"nesting deeper than {MAX_DEPTH} levels (recursive alias?)",
-                               location=Location(positions.source, node.line, node.col))
-    positions.values.setdefault(path, (node.line, node.col))
-    if node.kind == "scalar":
-        return node.value
-    if node.kind == "seq":
-        return [_to_data(child, (*path, i), positions, budget, depth + 1) for i, child in enumerate(node.items)]
-    out: dict[str, Any] = {}
-    first_line: dict[str, int] = {}
-    problems: list[Problem] = []
-    for key_node, value_node in node.items:
-        if key_node.kind != "scalar" or isinstance(key_node.value, (list, dict)):
-            problems.append(Problem(path, "mapping keys must be plain names",
-                                    location=positions._loc(key_node.line, key_node.col)))
-            continue
-        key = key_node.value if isinstance(key_node.value, str) else _key_text(key_node.value)
-        if key in first_line:
-            problems.append(Problem(
-                (*path, key),
-                f"duplicate key {key!r}: first given on line {first_line[key]}, again on line {key_node.line}",
-                hint="keep one of them (YAML loaders disagree on which wins)",
-                location=positions._loc(key_node.line, key_node.col),
-            ))
-            continue
-        first_line[key] = key_node.line
-        positions.keys.setdefault((*path, key), (key_node.line, key_node.col))
-        out[key] = _to_data(value_node, (*path, key), positions, budget, depth + 1)
-    if problems:
-        raise SpecError(problems)
-    return out
+class _Converter:
+    """_Node tree -> plain data, expanding aliases under a node budget (billion-laughs guard).
+
+    Problems (duplicate keys, YAML traps, tags) are collected with their data path; only the
+    budget and depth limits stop the walk early.
+    """
+
+    def __init__(self, positions: Positions):
+        self.positions = positions
+        self.budget = MAX_NODES
+        self.problems: list[Problem] = []
+
+    def at(self, node: _Node) -> Location:
+        return self.positions._loc(node.line, node.col)
+
+    def convert(self, node: _Node, path: Path, depth: int) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise SpecError([*self.problems, Problem(
+                path, f"the document expands to more than {MAX_NODES} values (an alias expansion bomb?)",
+                hint="write the spec out without nested aliases", location=self.at(node))])
+        if depth > MAX_DEPTH:
+            raise SpecError([*self.problems, Problem(
+                path, f"nesting deeper than {MAX_DEPTH} levels (a recursive alias?)", location=self.at(node))])
+        self.positions.values.setdefault(path, (node.line, node.col))
+        if node.problem is not None:
+            message, hint = node.problem
+            self.problems.append(Problem(path, message, hint=hint, location=self.at(node)))
+        if node.kind == "scalar":
+            return node.value
+        if node.kind == "seq":
+            return [self.convert(child, (*path, i), depth + 1) for i, child in enumerate(node.items)]
+        out: dict[str, Any] = {}
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.items:
+            if key_node.kind != "scalar":
+                self.problems.append(Problem(path, "mapping keys must be plain names", location=self.at(key_node)))
+                continue
+            key = key_node.value if isinstance(key_node.value, str) else _key_text(key_node.value)
+            if key in first_line:
+                self.problems.append(Problem(
+                    (*path, key),
+                    f"duplicate key {key!r}: first given on line {first_line[key]}, again on line {key_node.line}",
+                    hint="keep one of them (YAML loaders disagree on which wins)",
+                    location=self.at(key_node),
+                ))
+                continue
+            if key_node.problem is not None:
+                self.problems.append(Problem((*path, key), key_node.problem[0], hint=key_node.problem[1],
+                                             location=self.at(key_node)))
+            first_line[key] = key_node.line
+            self.positions.keys.setdefault((*path, key), (key_node.line, key_node.col))
+            out[key] = self.convert(value_node, (*path, key), depth + 1)
+        return out
 
 
 def _key_text(value: Any) -> str:
@@ -297,10 +311,13 @@ def load_text(text: str | bytes, source: str = "<string>") -> Loaded:
     composer = _Composer(text, source)
     root = composer.compose()
     positions = Positions(source, composer.lines)
-    if root is None:
+    if root is None or (root.kind == "scalar" and root.value is None):
         raise SpecError.single((), "the spec is empty", location=Location(source, 1, 1),
                                hint="start from one of the files in specs/")
-    data = _to_data(root, (), positions, [MAX_NODES], 0)
+    converter = _Converter(positions)
+    data = converter.convert(root, (), 0)
+    if converter.problems:
+        raise SpecError(converter.problems)
     return Loaded(data, positions)
 
 

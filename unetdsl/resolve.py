@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import Path, Problem, SpecError, divisors, join_allowed
+from .errors import Path, Problem, SpecError, divisors, join_allowed, sort_problems
 from .spec.models import (
     AttentionSpec,
     DecoderLevel,
@@ -40,7 +40,7 @@ from .spec.resolved import (
 )
 
 # Built-in defaults (diffusers UNet2DModel / DDPM where it has the setting).
-BUILTIN = {
+BUILTIN: dict[str, Any] = {
     "norm_type": "group",
     "groups": 32,
     "eps": 1e-5,
@@ -356,13 +356,13 @@ class _Resolver:
                     for i, lv in reversed(list(enumerate(enc_levels)))
                 ]
                 mirrored = True
-            for k, lv in enumerate(dec_levels):
+            for k, dlv in enumerate(dec_levels):
                 # Problems in a mirrored level are the encoder level's settings: point there.
                 path = ("decoder", "levels", k) if not mirrored else ("encoder", "levels", len(enc_levels) - 1 - k)
                 if is_unet:
                     mirror = len(enc_levels) - 1 - k
                     need = len(encoder[mirror].blocks) + 1
-                    n = lv.blocks if lv.blocks is not None else need
+                    n = dlv.blocks if dlv.blocks is not None else need
                     if n != need:
                         self.fail((*path, "blocks"),
                                   f"decoder level {k} consumes the {need} skip tensors encoder level {mirror} "
@@ -370,18 +370,18 @@ class _Resolver:
                                   found=str(n), allowed=str(need), hint="or omit blocks")
                         n = need
                 else:
-                    n = lv.blocks if lv.blocks is not None else self.setting_blocks()
+                    n = dlv.blocks if dlv.blocks is not None else self.setting_blocks()
                 blocks = []
                 for _ in range(n):
                     skip = skips.pop() if is_unet else 0
-                    blocks.append(ResolvedBlock(in_channels=prev, skip_channels=skip, out_channels=lv.channels))
-                    prev = lv.channels
+                    blocks.append(ResolvedBlock(in_channels=prev, skip_channels=skip, out_channels=dlv.channels))
+                    prev = dlv.channels
                 resample = None
                 if k < len(dec_levels) - 1:
                     ups = s.decoder.upsample if s.decoder is not None else "nearest"
-                    resample = ("upsample", _pick((lv.upsample, (*path, "upsample")),
+                    resample = ("upsample", _pick((dlv.upsample, (*path, "upsample")),
                                                   (ups, ("decoder", "upsample")), builtin="nearest"))
-                decoder.append(self.level(lv, path, blocks, resample, f"decoder level {k}"))
+                decoder.append(self.level(dlv, path, blocks, resample, f"decoder level {k}"))
         if not decoder:
             prev = mid_channels
 
@@ -470,6 +470,6 @@ def resolve(spec: Spec, *, warnings: list[Problem] | None = None) -> ResolvedSpe
     r = _Resolver(spec)
     resolved = r.resolve()
     if warnings is not None:
-        warnings.extend(r.warnings)
+        warnings.extend(sort_problems(r.warnings))  # one warning per place it was set
     return resolved
 

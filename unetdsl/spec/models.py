@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from .vocabulary import (
     Activation,
@@ -25,6 +26,16 @@ FORMAT_VERSION = 1
 MAX_CHANNELS = 8192
 MAX_LEVELS = 8
 MAX_BLOCKS = 16
+
+
+def _refuse_bool(value: object) -> object:
+    # pydantic's Literal[1] accepts `true` (True == 1) even in strict mode; JSON Schema does not.
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+NoBool = BeforeValidator(_refuse_bool)
 
 
 class StrictModel(BaseModel):
@@ -168,7 +179,7 @@ class HeadSpec(StrictModel):
     """The output head: [norm -> activation ->] conv to out_channels (uses defaults' norm/activation)."""
 
     norm: bool | None = Field(None, description="Norm and activation before the output conv (default true).")
-    kernel_size: Literal[1, 3] | None = Field(None, description="Output conv kernel (default 3).")
+    kernel_size: Annotated[Literal[1, 3], NoBool] | None = Field(None, description="Output conv kernel (default 3).")
 
 
 class InitSpec(StrictModel):
@@ -186,14 +197,14 @@ class Spec(StrictModel):
         json_schema_extra={"$id": "https://unetdsl.dev/schemas/unetdsl.schema.json"},
     )
 
-    unetdsl: Literal[1] = Field(description="Format version of this file. Always 1 for now.")
+    unetdsl: Annotated[Literal[1], NoBool] = Field(description="Format version of this file. Always 1 for now.")
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
         description="Model name; also the default output file name. Letters, digits, '.', '_', '-'.",
     )
     description: str | None = Field(None, max_length=4000, description="Free text (where it comes from).")
     model: ModelKind = Field("unet", description="unet | encoder | decoder")
-    dims: Literal[1, 2, 3] = Field(2, description="Spatial dimensions: 1 (sequence), 2 (image), 3 (volume).")
+    dims: Annotated[Literal[1, 2, 3], NoBool] = Field(2, description="Spatial dimensions: 1 (sequence), 2 (image), 3 (volume).")
     in_channels: Channels = Field(description="Channels of the input.")
     out_channels: Channels = Field(description="Channels of the output.")
     sample_size: Annotated[int, Field(ge=1, le=8192)] | Annotated[

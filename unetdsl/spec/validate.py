@@ -14,6 +14,20 @@ from ..errors import Path, Problem, SpecError
 from ..loader import YAML11_BOOLEANS, Positions
 from .models import Spec
 
+# Names other projects use for something in our vocabulary: pointed at, never accepted silently.
+SYNONYMS = {
+    "positional": "sinusoidal",  # diffusers' time_embedding_type
+    "swish": "silu",
+    "strided": "conv",
+    "stride": "conv",
+    "interpolate": "nearest",
+    "upconv": "transposed",
+    "deconv": "transposed",
+    "gn": "group",
+    "groupnorm": "group",
+    "scale-shift": "scale_shift",
+}
+
 
 def validate_data(data: Any, positions: Positions | None = None) -> Spec:
     """Type-check `data` against the language. Raises SpecError with every problem found."""
@@ -26,8 +40,11 @@ def validate_data(data: Any, positions: Positions | None = None) -> Spec:
 def problems_from_pydantic(exc: ValidationError, data: Any, positions: Positions | None) -> list[Problem]:
     # A union reports one error per member; group by the data path and merge what each allowed.
     grouped: dict[tuple[Path, str], list[dict[str, Any]]] = {}
-    for err in exc.errors(include_url=False):
+    for details in exc.errors(include_url=False):
+        err: dict[str, Any] = dict(details)
         path = _data_path(err["loc"], data, err["type"])
+        if err["type"] == "union_tag_not_found":  # a time section without its `embedding` key
+            path, err = (*path, "embedding"), {**err, "type": "missing"}
         kind = "extra" if err["type"] == "extra_forbidden" else "missing" if err["type"] == "missing" else "value"
         grouped.setdefault((path, kind), []).append(err)
     problems = []
@@ -41,12 +58,9 @@ def _data_path(loc: tuple[Any, ...], data: Any, err_type: str) -> Path:
     out: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and isinstance(part, str) and part in node:
+        if isinstance(node, (dict, list)) and isinstance(part, (str, int)) and _has(node, part):
             out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            out.append(part)
-            node = node[part]
+            node = node[part]  # type: ignore[index]
         elif i == len(loc) - 1 and err_type == "missing" and isinstance(part, str):
             out.append(part)
         # else: a union tag such as 'int' or 'sinusoidal' - not a place in the data
@@ -124,8 +138,11 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
         return Problem(path, f"unknown key {key!r}", allowed=", ".join(allowed_keys) or None, hint=hint,
                        location=loc(key=True))
     if kind == "missing":
+        if path[-1] == "embedding":
+            return Problem(path, "missing required key 'embedding'", location=loc(key=True),
+                           allowed="sinusoidal, fourier, learned")
         return Problem(path, f"missing required key {path[-1]!r}", location=loc(key=True),
-                       allowed=_field_description(path, data))
+                       hint=_field_description(path, data))
     value = errs[0].get("input")
     allowed = []
     for e in errs:
@@ -134,16 +151,23 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
             allowed.append(a)
     # An int/float pair of union errors reads best as its bound, when one member failed a bound.
     bound = [a for a in allowed if a[:1] in "<>" or a.startswith("at ")]
-    allowed_text = " and ".join(bound) if bound and len(bound) < len(allowed) and not isinstance(value, str) else " or ".join(allowed)
+    use_bound = bound and len(bound) < len(allowed) and not isinstance(value, str)
+    allowed_text = " and ".join(bound) if use_bound else " or ".join(allowed)
     hint = None
     if isinstance(value, str) and value in YAML11_BOOLEANS:
         hint = f"{value!r} is a string in YAML 1.2; write true or false"
     elif isinstance(value, str) and _looks_numeric(value):
         hint = f"remove the quotes: {value}"
-    elif isinstance(value, float) and value.is_integer() and any(e["type"] in ("int_type", "int_from_float") for e in errs):
+    elif isinstance(value, float) and value.is_integer() and any(e["type"].startswith("int_") for e in errs):
         hint = f"write {int(value)}"
     elif isinstance(value, bool) and any(e["type"] in ("int_type", "float_type") for e in errs):
         hint = "booleans are not numbers here"
+    elif isinstance(value, str) and value.lower() in SYNONYMS and SYNONYMS[value.lower()] in allowed_text:
+        hint = f"unetdsl calls this {SYNONYMS[value.lower()]!r}"
+    elif isinstance(value, str) and allowed_text:
+        words = allowed_text.replace(" or ", ", ").split(", ")
+        close = difflib.get_close_matches(value, words, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else None
     if errs[0]["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(value, dict):
         value = value.get("embedding")
         path = (*path, "embedding") if "embedding" in (errs[0].get("input") or {}) else path
@@ -179,9 +203,9 @@ def _models_at(path: Path, data: Any) -> list[type[BaseModel]]:
             for m in _flatten(ann):
                 if isinstance(part, int) and get_origin(m) is list:
                     nxt.extend(get_args(m)[:1])
-                elif isinstance(m, type) and issubclass(m, BaseModel) and isinstance(part, str) and part in m.model_fields:
+                elif _is_model(m) and isinstance(part, str) and part in m.model_fields:
                     nxt.append(m.model_fields[part].annotation)
-        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None
+        node = node[part] if isinstance(node, (dict, list)) and _has(node, part) else None  # type: ignore[index]
         current = nxt
     models = [m for ann in current for m in _flatten(ann) if isinstance(m, type) and issubclass(m, BaseModel)]
     # a discriminated union: pick the member the data names
@@ -192,10 +216,14 @@ def _models_at(path: Path, data: Any) -> list[type[BaseModel]]:
     return models
 
 
+def _is_model(m: Any) -> bool:
+    return isinstance(m, type) and issubclass(m, BaseModel)
+
+
 def _has(node: Any, part: str | int) -> bool:
     if isinstance(node, dict):
-        return part in node
-    return isinstance(part, int) and 0 <= part < len(node)
+        return isinstance(part, str) and part in node
+    return isinstance(part, int) and not isinstance(part, bool) and 0 <= part < len(node)
 
 
 def _flatten(ann: Any) -> list[Any]:

@@ -1,0 +1,136 @@
+"""resolve(): defaults inherited, decoder mirrored, channel flow, auto groups, stable spec ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unetdsl import SpecError, resolve_spec
+from unetdsl.frontend import load_spec
+
+from .conftest import SPECS, TINY
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_resolved_form_revalidates_to_the_same_id(path: Path) -> None:
+    resolved, _ = resolve_spec(path)
+    again, _ = resolve_spec(resolved.to_spec_data())
+    assert again.spec_id == resolved.spec_id
+    assert again == resolved
+    # and through its YAML rendering too (what `unetdsl resolve` prints)
+    text = yaml.safe_dump(resolved.to_spec_data(), sort_keys=False)
+    assert resolve_spec(text)[0].spec_id == resolved.spec_id
+
+
+def test_spec_id_ignores_formatting_and_name_but_not_architecture() -> None:
+    a, _ = resolve_spec(TINY)
+    reordered = yaml.safe_dump(yaml.safe_load(TINY), sort_keys=True, default_flow_style=False)
+    assert resolve_spec(reordered)[0].spec_id == a.spec_id
+    assert resolve_spec(TINY.replace("name: tiny", "name: other"))[0].spec_id == a.spec_id
+    assert resolve_spec(TINY.replace("dim: 16", "dim: 32"))[0].spec_id != a.spec_id
+    # explicit defaults equal to the built-in ones change nothing
+    explicit = TINY.replace("{groups: 2}", "{type: group, groups: 2, eps: 1.0e-5}")
+    assert resolve_spec(explicit)[0].spec_id == a.spec_id
+
+
+def test_spec_id_is_stable_across_releases() -> None:
+    # A golden value: changing it breaks every id users have recorded. Only with a format bump.
+    assert resolve_spec(TINY)[0].spec_id == "sha256:ef0f706f68b10ba9"
+
+
+def test_ddpm_channel_flow_matches_diffusers_unet2d() -> None:
+    r, _ = resolve_spec(Path(__file__).parent.parent / "specs" / "ddpm-cifar10.yaml")
+    # diffusers UpBlock2D: resnet i takes prev (or out) + res_skip channels
+    flow = [[(b.in_channels, b.skip_channels, b.out_channels) for b in lv.blocks] for lv in r.decoder]
+    assert flow == [
+        [(256, 256, 256), (256, 256, 256), (256, 256, 256)],
+        [(256, 256, 256), (256, 256, 256), (256, 256, 256)],
+        [(256, 256, 256), (256, 256, 256), (256, 128, 256)],
+        [(256, 128, 128), (128, 128, 128), (128, 128, 128)],
+    ]
+    assert [lv.attention is not None for lv in r.encoder] == [False, True, False, False]
+    assert [lv.attention is not None for lv in r.decoder] == [False, False, True, False]
+    assert [lv.downsample for lv in r.encoder] == ["conv", "conv", "conv", None]
+    assert [lv.upsample for lv in r.decoder] == ["nearest", "nearest", "nearest", None]
+    assert r.time is not None and (r.time.features, r.time.dim, r.time.freq_shift) == (128, 512, 1.0)
+    assert r.output_size == [32, 32] and r.downsampling_factor == 8
+
+
+def test_level_overrides_merge_field_by_field_with_defaults() -> None:
+    text = TINY.replace(
+        "{channels: 8, blocks: 1, attention: {heads: 2}}",
+        "{channels: 8, blocks: 1, attention: {heads: 2}, norm: {eps: 1.0e-3}, activation: gelu, dropout: 0.2}",
+    )
+    r, _ = resolve_spec(text)
+    lv = r.encoder[1]
+    assert (lv.norm.groups, lv.norm.eps, lv.activation, lv.dropout) == (2, 1e-3, "gelu", 0.2)
+    assert (r.encoder[0].norm.eps, r.encoder[0].activation) == (1e-5, "silu")
+    # the mirrored decoder level inherits the encoder level's own settings
+    assert (r.decoder[0].activation, r.decoder[0].norm.eps, r.decoder[0].dropout) == ("gelu", 1e-3, 0.2)
+
+
+def test_auto_groups_pick_the_largest_common_divisor_up_to_32() -> None:
+    text = TINY.replace("{groups: 2}", "{groups: auto}").replace("channels: 4,", "channels: 48,").replace(
+        "channels: 8,", "channels: 96,")
+    r, _ = resolve_spec(text)
+    # level 0 normalises 48 channels: divisors of 48 up to 32 -> 24
+    assert r.encoder[0].norm.groups == 24
+    # level 1 normalises 48 (its first block's input) and 96: gcd 48 -> 24
+    assert r.encoder[1].norm.groups == 24
+    # 40 channels: divisors 1, 2, 4, 5, 8, 10, 20, 40 -> 20
+    r40, _ = resolve_spec(text.replace("channels: 48,", "channels: 40,").replace("channels: 96,", "channels: 40,"))
+    assert r40.encoder[0].norm.groups == 20
+
+
+def test_batch_norm_is_allowed_with_a_located_warning() -> None:
+    r, warnings = resolve_spec(TINY.replace("{groups: 2}", "{type: batch}"))
+    assert r.encoder[0].norm.type == "batch"
+    assert len(warnings) == 1 and warnings[0].dotted_path == "defaults.norm.type"
+    assert warnings[0].location is not None and warnings[0].location.line == 8
+
+
+def test_all_rule_problems_reported_at_once() -> None:
+    text = TINY.replace("sample_size: 16", "sample_size: 15").replace("{heads: 2}}\nmiddle", "{heads: 3}}\nmiddle")
+    text = text.replace("{groups: 2}", "{groups: 3}")
+    with pytest.raises(SpecError) as info:
+        resolve_spec(text)
+    paths = {p.dotted_path for p in info.value.problems}
+    assert {"sample_size", "encoder.levels.1.attention.heads", "defaults.norm.groups"} <= paths
+
+
+def test_spec_objects_and_dicts_resolve_without_positions() -> None:
+    spec = load_spec(TINY).spec
+    assert resolve_spec(spec)[0].spec_id == resolve_spec(TINY)[0].spec_id
+    bad = yaml.safe_load(TINY)
+    bad["encoder"]["levels"][0]["channels"] = 5
+    with pytest.raises(SpecError) as info:
+        resolve_spec(bad)
+    assert all(p.location is None for p in info.value.problems)
+    assert info.value.problems[0].dotted_path == "defaults.norm.groups"
+
+
+def test_overrides_apply_and_point_at_the_command_line() -> None:
+    r, _ = resolve_spec(TINY, ["encoder.levels.1.channels=16", "middle.blocks=3"])
+    assert r.encoder[1].channels == 16 and r.middle.blocks == 3
+    with pytest.raises(SpecError) as info:
+        resolve_spec(TINY, ["encoder.levels.1.attention.heads=3"])
+    (p,) = info.value.problems
+    assert p.location is not None and p.location.source == "--set" and p.location.col == 34
+    assert p.dotted_path == "encoder.levels.1.attention.heads"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("encoder.levels.7.channels=4", "not an index"),
+        ("name.x=1", "single value"),
+        ("nothing", "PATH=VALUE"),
+        ("a..b=1", "empty name"),
+        ("dims=[1", "not valid YAML"),
+    ],
+)
+def test_bad_overrides(override: str, message: str) -> None:
+    with pytest.raises(SpecError, match=message):
+        resolve_spec(TINY, [override])
