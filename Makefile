@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/unetdsl validate $(DEMO_SPEC)
-	$(BIN)/unetdsl resolve $(DEMO_SPEC)
+	$(BIN)/unetdsl build $(DEMO_SPEC) -o out/ddpm-cifar10.pt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -68,6 +68,39 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@command("build")
+def cmd_build(args: argparse.Namespace) -> int:
+    import torch
+
+    from .compiler import build_model
+    from .export import ExportCheckError, export_torchscript
+    from .sample import sample_inputs
+    from .summary import render
+
+    resolved, warnings = resolve_spec(args.spec, args.set)
+    _warn(warnings)
+    torch.manual_seed(args.seed)
+    model = build_model(resolved)
+    inputs = sample_inputs(resolved, batch=2)
+    with torch.inference_mode():
+        out = model(inputs.x, inputs.t, inputs.y)
+    print(f"{resolved.name}  {resolved.spec_id}  ({resolved.model}, {resolved.dims}D)")
+    print(render(model, resolved))
+    print(f"sample: input {list(inputs.x.shape)} -> output {list(out.shape)}")
+    if not torch.isfinite(out).all():
+        _err("error: the sample forward produced NaN or Inf")
+        return EXIT_INVALID
+    target = args.output or f"{resolved.name}.pt"
+    try:
+        report = export_torchscript(model, target)
+    except ExportCheckError as exc:
+        _err(f"error: {exc}")
+        return EXIT_INVALID
+    print(f"wrote {report.path} (TorchScript; forward(x, t, y)); reloaded and checked: max |diff| "
+          f"{report.max_abs_diff:.2e} on {report.checked_shapes[0]}")
+    return EXIT_OK
+
+
 @command("schema")
 def cmd_schema(args: argparse.Namespace) -> int:
     from .schema import schema_text
@@ -99,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "JSON hashes to the spec id.")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    with_set(p)
+
+    p = sub.add_parser("build", help="validate, build, check and export a model",
+                       description="Validate the spec, build the model, run the sample input through it, print a "
+                       "summary, write the TorchScript file, reload it and check it against the eager model.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", metavar="OUT.pt", help="output file (default: the spec's name + .pt)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random initial weights (default 0)")
     with_set(p)
 
     sub.add_parser("schema", help="print the JSON Schema of the language",

@@ -20,6 +20,9 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like any written file
     tmp_path = Path(tmp)
     try:
         yield tmp_path

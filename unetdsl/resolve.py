@@ -191,10 +191,17 @@ class _Resolver:
             "eps": _pick((lv.eps, (*p, "eps")), (df.eps, (*d, "eps")), builtin=BUILTIN["eps"]),
         }
 
-    def resolve_norm(self, level: LevelSettings | None, path: Path, seen: list[tuple[int, str]]) -> ResolvedNorm:
+    def resolve_norm(self, level: LevelSettings | None, path: Path, seen: list[tuple[int, str]],
+                     *, carries_time: bool = True) -> ResolvedNorm:
         """Norm for a place whose GroupNorms see the channel counts in `seen` ((count, what) pairs)."""
         ns = self.norm_settings(level, path)
         kind, groups, eps = ns["type"].value, ns["groups"], ns["eps"].value
+        t = self.spec.time
+        if kind == "instance" and carries_time and seen and t is not None and (t.injection or "add") == "add":
+            self.fail(ns["type"].origin or (*path, "norm", "type"),
+                      "instance norm subtracts each channel's own mean, erasing the time embedding that "
+                      "injection: add puts in front of it: the blocks would ignore the timestep",
+                      found="instance", allowed="group, layer, batch; or set time.injection: scale_shift")
         if kind == "batch":
             self.warnings.append(Problem(ns["type"].origin or path, (
                 "batch norm uses batch statistics: training and sampling (often batch 1) then differ; "
@@ -387,7 +394,8 @@ class _Resolver:
 
         head_spec = s.head
         head_norm_on = head_spec.norm if head_spec is not None and head_spec.norm is not None else True
-        head_norm = self.resolve_norm(None, ("head",), [(prev, "the output head's norm")]) if head_norm_on else None
+        head_norm = (self.resolve_norm(None, ("head",), [(prev, "the output head's norm")], carries_time=False)
+                     if head_norm_on else None)
         head = ResolvedHead(
             in_channels=prev,
             norm=head_norm,

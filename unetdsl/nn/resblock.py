@@ -1,0 +1,104 @@
+"""The diffusion ResBlock (DDPM / diffusers ResnetBlock2D), in both orders and both injections.
+
+pre  (default): h = conv1(act(norm1(x)))
+                add:         h = conv2(drop(act(norm2(h + proj(act(t))))))
+                scale_shift: s, b = proj(act(t)); h = conv2(drop(act(norm2(h) * (1 + s) + b)))
+post:           h = act(norm1(conv1(x)))
+                add:         h = act(norm2(conv2(drop(h + proj(act(t))))))
+                scale_shift: h = act(norm2(conv2(drop(h))) * (1 + s) + b)
+out = shortcut(x) + h,  shortcut = 1x1 conv when channels change, else identity.
+
+`resample` ('up'/'down') makes it the ResBlock-up/down of guided-diffusion and diffusers
+(ResnetBlock2D(up/down=True)): nearest x2 / avg-pool /2 applied to both the branch (after the
+first norm+act in pre order) and the shortcut input.
+"""
+
+
+from typing import Final, Optional
+
+import torch
+from torch import nn
+
+from .layers import broadcast_to_spatial, conv_nd
+
+
+class ResBlock(nn.Module):
+    pre: Final[bool]
+    scale_shift: Final[bool]
+    dims: Final[int]
+
+    def __init__(
+        self,
+        *,
+        dims: int,
+        in_channels: int,
+        out_channels: int,
+        temb_channels: Optional[int],
+        norm1: nn.Module,
+        norm2: nn.Module,
+        act: nn.Module,
+        dropout: float,
+        pre: bool,
+        scale_shift: bool,
+        resample: Optional[nn.Module] = None,
+        zero_out: bool = False,
+    ):
+        super().__init__()
+        self.dims, self.pre, self.scale_shift = dims, pre, scale_shift
+        # (B, Cin, ...) -> (B, Cout, ...); biases kept: GroupNorm removes only a per-group mean,
+        # so a per-channel bias still matters, and diffusers checkpoints carry it.
+        self.norm1 = norm1
+        self.conv1 = conv_nd(dims, in_channels, out_channels, 3, padding=1)
+        self.time_emb_proj: Optional[nn.Linear] = None
+        if temb_channels is not None:
+            self.time_emb_proj = nn.Linear(temb_channels, out_channels * (2 if scale_shift else 1))
+        self.norm2 = norm2
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = conv_nd(dims, out_channels, out_channels, 3, padding=1)
+        if zero_out:
+            nn.init.zeros_(self.conv2.weight)
+            nn.init.zeros_(self.conv2.bias)  # type: ignore[arg-type]
+        self.nonlinearity = act
+        self.conv_shortcut: Optional[nn.Module] = None
+        if in_channels != out_channels:
+            self.conv_shortcut = conv_nd(dims, in_channels, out_channels, 1)
+        self.resample = resample  # parameter-free x2 / /2 (ResBlock-up/down), or None
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        # x: (B, Cin, *spatial); temb: (B, T) or None
+        shortcut = x
+        if self.pre:
+            h = self.nonlinearity(self.norm1(x))
+            if self.resample is not None:
+                h = self.resample(h)
+                shortcut = self.resample(shortcut)
+            h = self.conv1(h)
+        else:
+            if self.resample is not None:
+                x = self.resample(x)
+                shortcut = x
+            h = self.nonlinearity(self.norm1(self.conv1(x)))
+
+        scale: Optional[torch.Tensor] = None
+        shift: Optional[torch.Tensor] = None
+        if self.time_emb_proj is not None and temb is not None:
+            t = broadcast_to_spatial(self.time_emb_proj(self.nonlinearity(temb)), self.dims)  # (B, C[*2], 1...)
+            if self.scale_shift:
+                scale, shift = t.chunk(2, dim=1)
+            else:
+                h = h + t
+
+        if self.pre:
+            h = self.norm2(h)
+            if scale is not None and shift is not None:
+                h = h * (1.0 + scale) + shift
+            h = self.conv2(self.dropout(self.nonlinearity(h)))
+        else:
+            h = self.norm2(self.conv2(self.dropout(h)))
+            if scale is not None and shift is not None:
+                h = h * (1.0 + scale) + shift
+            h = self.nonlinearity(h)
+
+        if self.conv_shortcut is not None:
+            shortcut = self.conv_shortcut(shortcut)
+        return shortcut + h  # (B, Cout, *spatial)

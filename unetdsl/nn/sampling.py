@@ -1,0 +1,86 @@
+"""Down- and upsampling between levels. All take (x, temb) so a level can hold any of them,
+the ResBlock-down/up included (which reads temb); the others ignore it.
+
+down: conv (strided 3x3; padding 0 means diffusers' asymmetric right/bottom pad), avgpool, maxpool
+up:   interpolate (nearest | bilinear/linear/trilinear) then 3x3 conv, transposed conv (k4 s2 p1)
+"""
+
+
+from typing import Final, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import AVG_POOL, CONV_TRANSPOSE, MAX_POOL, conv_nd, lookup
+from .resblock import ResBlock
+
+
+class ConvDownsample(nn.Module):
+    """(B, C, *S) -> (B, C, *S/2) with a strided 3x3 conv (diffusers Downsample2D(use_conv=True))."""
+
+    asymmetric: Final[bool]
+    dims: Final[int]
+
+    def __init__(self, *, dims: int, channels: int, padding: int = 1):
+        super().__init__()
+        self.dims, self.asymmetric = dims, padding == 0
+        self.conv = conv_nd(dims, channels, channels, 3, stride=2, padding=padding)
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.asymmetric:  # pad right/bottom/back by one, as the original DDPM TF code
+            pad = [0, 1] * self.dims
+            x = F.pad(x, pad, mode="constant", value=0.0)
+        return self.conv(x)
+
+
+class PoolDownsample(nn.Module):
+    """(B, C, *S) -> (B, C, *S/2) by 2x average or max pooling (no parameters)."""
+
+    def __init__(self, *, dims: int, kind: str):
+        super().__init__()
+        pools = {"avgpool": AVG_POOL, "maxpool": MAX_POOL}
+        self.pool = lookup(pools, kind, "pooling")[dims](kernel_size=2, stride=2)  # type: ignore[index]
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.pool(x)
+
+
+class InterpolateUpsample(nn.Module):
+    """(B, C, *S) -> (B, C, *2S): interpolation then a 3x3 conv (no checkerboard artifacts)."""
+
+    mode: Final[str]
+
+    def __init__(self, *, dims: int, channels: int, mode: str):
+        super().__init__()
+        self.mode = mode
+        self.conv = conv_nd(dims, channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.mode == "nearest":
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        else:
+            x = F.interpolate(x, scale_factor=2.0, mode=self.mode, align_corners=False)
+        return self.conv(x)
+
+
+class TransposedUpsample(nn.Module):
+    """(B, C, *S) -> (B, C, *2S) by a 4x4 stride-2 transposed conv (diffusers' use_conv_transpose)."""
+
+    def __init__(self, *, dims: int, channels: int):
+        super().__init__()
+        self.conv = lookup(CONV_TRANSPOSE, dims, "dims")(channels, channels, 4, stride=2, padding=1)  # type: ignore[operator]
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ResBlockResample(nn.Module):
+    """A ResBlock that halves or doubles the size (guided-diffusion resblock_updown)."""
+
+    def __init__(self, block: ResBlock):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        return self.block(x, temb)

@@ -1,0 +1,99 @@
+"""Timestep embeddings -> the MLP every ResBlock's time projection reads (diffusers Timesteps,
+GaussianFourierProjection, learned table; then TimestepEmbedding: linear -> SiLU -> linear)."""
+
+
+import math
+from typing import Final, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SinusoidalProjection(nn.Module):
+    """t (B,) -> (B, features): [sin, cos](t * f_i), f_i = exp(-ln(max_period) * i / (half - shift)).
+
+    Computed in float32 in forward (as diffusers' get_timestep_embedding), so it stays exact
+    when the model is cast to half precision; odd `features` are zero-padded by one column."""
+
+    features: Final[int]
+    flip_sin_to_cos: Final[bool]
+    freq_shift: Final[float]
+    log_max_period: Final[float]
+
+    def __init__(self, *, features: int, flip_sin_to_cos: bool, freq_shift: float, max_period: float):
+        super().__init__()
+        self.features, self.flip_sin_to_cos = features, flip_sin_to_cos
+        self.freq_shift, self.log_max_period = float(freq_shift), math.log(max_period)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.features // 2
+        exponent = -self.log_max_period * torch.arange(half, dtype=torch.float32, device=t.device)
+        freqs = torch.exp(exponent / (half - self.freq_shift))
+        args = t[:, None].float() * freqs[None, :]  # (B, half)
+        emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
+        if self.flip_sin_to_cos:
+            emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+        if self.features % 2 == 1:
+            emb = F.pad(emb, (0, 1, 0, 0))
+        return emb
+
+
+class FourierProjection(nn.Module):
+    """Random Gaussian Fourier features (score SDE): t (B,) -> (B, 2 * n) with fixed frequencies."""
+
+    log: Final[bool]
+    flip_sin_to_cos: Final[bool]
+
+    def __init__(self, *, features: int, scale: float, log: bool, flip_sin_to_cos: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(features // 2) * scale, requires_grad=False)
+        self.log, self.flip_sin_to_cos = log, flip_sin_to_cos
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        x = t.float()
+        if self.log:
+            x = torch.log(x)
+        proj = x[:, None] * self.weight[None, :].float() * (2.0 * math.pi)  # (B, n)
+        if self.flip_sin_to_cos:
+            return torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+class LearnedProjection(nn.Module):
+    """A learned table indexed by the integer timestep: t (B,) -> (B, features)."""
+
+    def __init__(self, *, timesteps: int, features: int):
+        super().__init__()
+        self.table = nn.Embedding(timesteps, features)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.table(t.long())
+
+
+class TimeEmbedding(nn.Module):
+    """Projection, then linear -> SiLU -> linear to the width every ResBlock receives, plus an
+    optional class-label embedding added to it. t: () or (B,) -> (B, dim)."""
+
+    def __init__(self, *, proj: nn.Module, features: int, dim: int, classes: Optional[int]):
+        super().__init__()
+        self.time_proj = proj
+        self.linear_1 = nn.Linear(features, dim)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(dim, dim)
+        self.class_embedding: Optional[nn.Embedding] = None if classes is None else nn.Embedding(classes, dim)
+
+    def forward(self, t: torch.Tensor, batch: int, y: Optional[torch.Tensor]) -> torch.Tensor:
+        t = t.reshape(-1)
+        if t.shape[0] == 1 and batch != 1:
+            t = t.expand(batch)  # one timestep for the whole batch
+        if t.shape[0] != batch:
+            raise ValueError("unetdsl: got {} timesteps for a batch of {}; give one, or one per sample".format(
+                t.shape[0], batch))
+        emb = self.time_proj(t).to(self.linear_1.weight.dtype)  # (B, features)
+        emb = self.linear_2(self.act(self.linear_1(emb)))  # (B, dim)
+        if self.class_embedding is not None:
+            if y is None:
+                raise ValueError("unetdsl: this model is class-conditional: call model(x, t, y) with class labels y")
+            emb = emb + self.class_embedding(y.reshape(-1).long()).to(emb.dtype)
+        return emb

@@ -1,0 +1,189 @@
+"""The three models: UNet (encoder, middle, decoder with skip concatenation), and the halves
+on their own (latent-diffusion's autoencoder Encoder/Decoder). One forward signature:
+`forward(x, t=None, y=None)`. All decisions are made at build time; forward only computes and
+checks its inputs (clear errors, from scripted code too).
+
+Submodule names follow diffusers' UNet2DModel where it has the part (`resnets`, `attentions`,
+`conv_in`, `time_embedding.linear_1`, ...) so its weights map over by renaming prefixes only.
+"""
+
+
+from typing import Final, Optional
+
+import torch
+from torch import nn
+
+from .time import TimeEmbedding
+
+
+class EncoderLevel(nn.Module):
+    """blocks x (ResBlock -> attention) at one resolution, then an optional downsample.
+    In a U-Net (`push_skips`) it pushes every block output and the downsample output onto `skips`."""
+
+    push_skips: Final[bool]
+
+    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], downsample: Optional[nn.Module],
+                 push_skips: bool):
+        super().__init__()
+        self.push_skips = push_skips
+        self.resnets = nn.ModuleList(resnets)
+        self.attentions = nn.ModuleList(attentions)  # nn.Identity where the level has no attention
+        self.downsample = downsample
+
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
+        for res, attn in zip(self.resnets, self.attentions):
+            h = attn(res(h, temb))
+            if self.push_skips:
+                skips.append(h)
+        if self.downsample is not None:
+            h = self.downsample(h, temb)  # (B, C, *S/2)
+            if self.push_skips:
+                skips.append(h)
+        return h
+
+
+class DecoderLevel(nn.Module):
+    """blocks x ([concat skip] -> ResBlock -> attention), then an optional upsample."""
+
+    use_skips: Final[bool]
+
+    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], upsample: Optional[nn.Module],
+                 use_skips: bool):
+        super().__init__()
+        self.use_skips = use_skips
+        self.resnets = nn.ModuleList(resnets)
+        self.attentions = nn.ModuleList(attentions)
+        self.upsample = upsample
+
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
+        for res, attn in zip(self.resnets, self.attentions):
+            if self.use_skips:
+                h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, *S)
+            h = attn(res(h, temb))
+        if self.upsample is not None:
+            h = self.upsample(h, temb)  # (B, C, *2S)
+        return h
+
+
+class MiddleBlock(nn.Module):
+    """ResBlock, then (attention -> ResBlock) for the rest (diffusers UNetMidBlock2D)."""
+
+    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module]):
+        super().__init__()
+        self.resnets = nn.ModuleList(resnets)
+        # attention i follows resnet i; the last resnet is followed by an Identity (no weights)
+        self.attentions = nn.ModuleList([*attentions, *[nn.Identity() for _ in range(len(resnets) - len(attentions))]])
+
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        for res, attn in zip(self.resnets, self.attentions):
+            h = attn(res(h, temb))
+        return h
+
+
+class Head(nn.Module):
+    """[norm -> act ->] conv to the output channels."""
+
+    def __init__(self, norm: Optional[nn.Module], act: nn.Module, conv: nn.Module):
+        super().__init__()
+        self.norm = norm
+        self.act = act
+        self.conv = conv
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.norm is not None:
+            h = self.act(self.norm(h))
+        return self.conv(h)
+
+
+class _Net(nn.Module):
+    """Input checks and the time embedding shared by the three models."""
+
+    dims: Final[int]
+    in_channels: Final[int]
+    size_multiple: Final[int]
+
+    def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
+                 time_embedding: Optional[TimeEmbedding], head: Head):
+        super().__init__()
+        self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
+        self.conv_in = conv_in
+        self.time_embedding = time_embedding
+        self.head = head
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != self.dims + 2:
+            raise ValueError("unetdsl: expected input of shape (B, C, {} spatial dims), got {} dims".format(
+                self.dims, x.dim()))
+        if x.shape[1] != self.in_channels:
+            raise ValueError("unetdsl: expected {} input channels, got {}".format(self.in_channels, x.shape[1]))
+        for size in x.shape[2:]:
+            if size % self.size_multiple != 0:
+                raise ValueError("unetdsl: every spatial size must be a multiple of {} (the total downsampling); "
+                                 "got {}".format(self.size_multiple, list(x.shape[2:])))
+
+    def _embed(self, x: torch.Tensor, t: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        if self.time_embedding is None:
+            if t is not None or y is not None:
+                raise ValueError("unetdsl: this model has no time (or class) conditioning: call model(x)")
+            return None
+        if t is None:
+            raise ValueError("unetdsl: this model is conditioned on the timestep: call model(x, t)")
+        return self.time_embedding(t, x.shape[0], y)  # (B, T)
+
+
+class UNet(_Net):
+    """x (B, Cin, *S), t () | (B,), y (B,) -> (B, Cout, *S)."""
+
+    def __init__(self, *, encoder: list[EncoderLevel], middle: MiddleBlock, decoder: list[DecoderLevel], **common):  # type: ignore[no-untyped-def]
+        super().__init__(**common)
+        self.encoder = nn.ModuleList(encoder)
+        self.middle = middle
+        self.decoder = nn.ModuleList(decoder)
+
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        self._check(x)
+        temb = self._embed(x, t, y)
+        h = self.conv_in(x)
+        skips: list[torch.Tensor] = [h]
+        for level in self.encoder:
+            h = level(h, temb, skips)
+        h = self.middle(h, temb)
+        for level in self.decoder:
+            h = level(h, temb, skips)
+        return self.head(h)
+
+
+class Encoder(_Net):
+    """x (B, Cin, *S) -> (B, Cout, *S / 2^(levels-1)): no skips."""
+
+    def __init__(self, *, encoder: list[EncoderLevel], middle: MiddleBlock, **common):  # type: ignore[no-untyped-def]
+        super().__init__(**common)
+        self.encoder = nn.ModuleList(encoder)
+        self.middle = middle
+
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        self._check(x)
+        temb = self._embed(x, t, y)
+        h = self.conv_in(x)
+        skips: list[torch.Tensor] = []  # stays empty: an encoder alone keeps no skips
+        for level in self.encoder:
+            h = level(h, temb, skips)
+        return self.head(self.middle(h, temb))
+
+
+class Decoder(_Net):
+    """z (B, Cin, *S) -> (B, Cout, *S * 2^(levels-1)): middle first, then the levels."""
+
+    def __init__(self, *, middle: MiddleBlock, decoder: list[DecoderLevel], **common):  # type: ignore[no-untyped-def]
+        super().__init__(**common)
+        self.middle = middle
+        self.decoder = nn.ModuleList(decoder)
+
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        self._check(x)
+        temb = self._embed(x, t, y)
+        h = self.middle(self.conv_in(x), temb)
+        skips: list[torch.Tensor] = []
+        for level in self.decoder:
+            h = level(h, temb, skips)
+        return self.head(h)

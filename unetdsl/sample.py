@@ -1,0 +1,38 @@
+"""Example inputs for a resolved spec: what checks, summaries and exports run the model on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .spec.resolved import ResolvedSpec, ResolvedTime
+
+
+@dataclass
+class SampleInputs:
+    x: torch.Tensor  # (B, Cin, *S)
+    t: torch.Tensor | None  # (B,)
+    y: torch.Tensor | None  # (B,) class labels
+
+    def args(self) -> tuple[torch.Tensor | None, ...]:
+        return (self.x, self.t, self.y)
+
+
+# timestep samplers per embedding: integer steps for tables/sinusoids, positive sigmas for fourier
+_TIMESTEPS: dict[str, Callable[[ResolvedTime, int, torch.Generator], torch.Tensor]] = {
+    "sinusoidal": lambda t, b, g: torch.randint(0, 1000, (b,), generator=g),
+    "learned": lambda t, b, g: torch.randint(0, t.timesteps, (b,), generator=g),
+    "fourier": lambda t, b, g: torch.rand(b, generator=g) * 80.0 + 0.01,  # log(t) needs t > 0
+}
+
+
+def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None = None, seed: int = 0,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SampleInputs:
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, spec.in_channels, *(size or spec.sample_size))
+    x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    t = _TIMESTEPS[spec.time.embedding](spec.time, batch, g).to(device) if spec.time is not None else None
+    y = torch.randint(0, spec.classes, (batch,), generator=g).to(device) if spec.classes is not None else None
+    return SampleInputs(x, t, y)
