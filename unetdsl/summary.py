@@ -10,8 +10,16 @@ from torch import nn
 from .spec.resolved import ResolvedSpec
 
 
-def count(module: nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
+def count(module: object) -> int:
+    return sum(p.numel() for p in module.parameters()) if isinstance(module, nn.Module) else 0
+
+
+def part(model: nn.Module, name: str, index: int | None = None) -> nn.Module:
+    module = getattr(model, name)
+    if index is not None:
+        module = module[index]
+    assert isinstance(module, nn.Module)
+    return module
 
 
 @dataclass
@@ -32,25 +40,25 @@ def rows(model: nn.Module, spec: ResolvedSpec) -> list[Row]:
         return f"{a.heads}x{a.head_dim}" if a is not None else "-"  # type: ignore[attr-defined]
 
     size = list(spec.sample_size)
-    out = [Row("stem (conv_in)", res(size), f"{spec.in_channels}->{spec.stem_channels}", "-", "-", count(model.conv_in))]
+    out = [Row("stem (conv_in)", res(size), f"{spec.in_channels}->{spec.stem_channels}", "-", "-", count(part(model, "conv_in")))]
     if spec.time is not None:
-        te = model.time_embedding
+        te = part(model, "time_embedding")
         out.append(Row(f"time ({spec.time.embedding})", "-", f"{spec.time.features}->{spec.time.dim}", "-", "-", count(te)))
     for i, lv in enumerate(spec.encoder):
         down = f" +{lv.downsample}" if lv.downsample else ""
         out.append(Row(f"encoder {i}", res(size), str(lv.channels), f"{len(lv.blocks)}{down}", att(lv.attention),
-                       count(model.encoder[i])))
+                       count(part(model, "encoder", i))))
         if lv.downsample:
             size = [s // 2 for s in size]
     m = spec.middle
-    out.append(Row("middle", res(size), str(m.channels), str(m.blocks), att(m.attention), count(model.middle)))
+    out.append(Row("middle", res(size), str(m.channels), str(m.blocks), att(m.attention), count(part(model, "middle"))))
     for i, lv in enumerate(spec.decoder):
         up = f" +{lv.upsample}" if lv.upsample else ""
         out.append(Row(f"decoder {i}", res(size), str(lv.channels), f"{len(lv.blocks)}{up}", att(lv.attention),
-                       count(model.decoder[i])))
+                       count(part(model, "decoder", i))))
         if lv.upsample:
             size = [s * 2 for s in size]
-    out.append(Row("head", res(size), f"{spec.head.in_channels}->{spec.out_channels}", "-", "-", count(model.head)))
+    out.append(Row("head", res(size), f"{spec.head.in_channels}->{spec.out_channels}", "-", "-", count(part(model, "head"))))
     return out
 
 

@@ -29,7 +29,7 @@ def _quiet() -> Iterator[None]:
 
 def script(model: nn.Module) -> torch.jit.ScriptModule:
     with _quiet():
-        return torch.jit.script(model)  # type: ignore[no-any-return]
+        return torch.jit.script(model)
 
 
 def freeze(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
@@ -46,4 +46,4 @@ def load(path: str | os.PathLike[str], extra_files: dict[str, Any] | None = None
          map_location: str | torch.device | None = None) -> torch.jit.ScriptModule:
     """Load a TorchScript file. It is code: only for files unetdsl wrote (or the user trusts)."""
     with _quiet():
-        return torch.jit.load(os.fspath(path), map_location=map_location, _extra_files=extra_files)  # type: ignore[no-any-return]
+        return torch.jit.load(os.fspath(path), map_location=map_location, _extra_files=extra_files)

@@ -7,7 +7,8 @@ imports or evaluates a name it does not list.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -19,9 +20,13 @@ MAX_POOL: dict[int, type[nn.Module]] = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.
 BATCH_NORM: dict[int, type[nn.Module]] = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 
 
-def lookup(registry: dict[str, object] | dict[int, object], key: object, what: str) -> object:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def lookup(registry: Mapping[K, V], key: K, what: str) -> V:
     try:
-        return registry[key]  # type: ignore[index]
+        return registry[key]
     except KeyError:
         known = ", ".join(str(k) for k in registry)
         raise KeyError(f"unknown {what} {key!r}; known: {known}") from None
@@ -30,7 +35,7 @@ def lookup(registry: dict[str, object] | dict[int, object], key: object, what: s
 def conv_nd(dims: int, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
             padding: int = 0, bias: bool = True) -> nn.Module:
     cls = lookup(CONV, dims, "number of dims")
-    return cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)  # type: ignore[operator]
+    return cls(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=bias)
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -54,7 +59,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 def activation(name: str) -> nn.Module:
     factory = lookup(ACTIVATIONS, name, "activation")
-    return factory()  # type: ignore[operator,no-any-return]
+    return factory()
 
 
 # --- norms -------------------------------------------------------------------------------------
@@ -70,7 +75,7 @@ NORMS: dict[str, Callable[[int, int, int, float], nn.Module]] = {
 
 def norm(kind: str, dims: int, channels: int, groups: int, eps: float) -> nn.Module:
     factory = lookup(NORMS, kind, "norm")
-    return factory(dims, channels, groups, eps)  # type: ignore[operator,no-any-return]
+    return factory(dims, channels, groups, eps)
 
 
 # interpolate() modes per upsampling name and number of dims

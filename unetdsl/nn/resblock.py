@@ -19,7 +19,7 @@ from typing import Final, Optional
 import torch
 from torch import nn
 
-from .layers import broadcast_to_spatial, conv_nd
+from .layers import broadcast_to_spatial, conv_nd, zero_module
 
 
 class ResBlock(nn.Module):
@@ -49,19 +49,16 @@ class ResBlock(nn.Module):
         # so a per-channel bias still matters, and diffusers checkpoints carry it.
         self.norm1 = norm1
         self.conv1 = conv_nd(dims, in_channels, out_channels, 3, padding=1)
-        self.time_emb_proj: Optional[nn.Linear] = None
-        if temb_channels is not None:
-            self.time_emb_proj = nn.Linear(temb_channels, out_channels * (2 if scale_shift else 1))
+        # (no instance annotations on these Optional submodules: TorchScript warns about them)
+        self.time_emb_proj = (None if temb_channels is None
+                              else nn.Linear(temb_channels, out_channels * (2 if scale_shift else 1)))
         self.norm2 = norm2
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv_nd(dims, out_channels, out_channels, 3, padding=1)
         if zero_out:
-            nn.init.zeros_(self.conv2.weight)
-            nn.init.zeros_(self.conv2.bias)  # type: ignore[arg-type]
+            zero_module(self.conv2)
         self.nonlinearity = act
-        self.conv_shortcut: Optional[nn.Module] = None
-        if in_channels != out_channels:
-            self.conv_shortcut = conv_nd(dims, in_channels, out_channels, 1)
+        self.conv_shortcut = conv_nd(dims, in_channels, out_channels, 1) if in_channels != out_channels else None
         self.resample = resample  # parameter-free x2 / /2 (ResBlock-up/down), or None
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:

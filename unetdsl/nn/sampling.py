@@ -40,7 +40,7 @@ class PoolDownsample(nn.Module):
     def __init__(self, *, dims: int, kind: str):
         super().__init__()
         pools = {"avgpool": AVG_POOL, "maxpool": MAX_POOL}
-        self.pool = lookup(pools, kind, "pooling")[dims](kernel_size=2, stride=2)  # type: ignore[index]
+        self.pool = lookup(pools, kind, "pooling")[dims](kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         return self.pool(x)
@@ -69,7 +69,7 @@ class TransposedUpsample(nn.Module):
 
     def __init__(self, *, dims: int, channels: int):
         super().__init__()
-        self.conv = lookup(CONV_TRANSPOSE, dims, "dims")(channels, channels, 4, stride=2, padding=1)  # type: ignore[operator]
+        self.conv = lookup(CONV_TRANSPOSE, dims, "dims")(channels, channels, 4, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         return self.conv(x)

@@ -81,15 +81,14 @@ class TimeEmbedding(nn.Module):
         self.linear_1 = nn.Linear(features, dim)
         self.act = nn.SiLU()
         self.linear_2 = nn.Linear(dim, dim)
-        self.class_embedding: Optional[nn.Embedding] = None if classes is None else nn.Embedding(classes, dim)
+        self.class_embedding = None if classes is None else nn.Embedding(classes, dim)
 
     def forward(self, t: torch.Tensor, batch: int, y: Optional[torch.Tensor]) -> torch.Tensor:
         t = t.reshape(-1)
         if t.shape[0] == 1 and batch != 1:
             t = t.expand(batch)  # one timestep for the whole batch
         if t.shape[0] != batch:
-            raise ValueError("unetdsl: got {} timesteps for a batch of {}; give one, or one per sample".format(
-                t.shape[0], batch))
+            raise ValueError(f"unetdsl: got {t.shape[0]} timesteps for a batch of {batch}; give one, or one per sample")
         emb = self.time_proj(t).to(self.linear_1.weight.dtype)  # (B, features)
         emb = self.linear_2(self.act(self.linear_1(emb)))  # (B, dim)
         if self.class_embedding is not None:

@@ -112,14 +112,13 @@ class _Net(nn.Module):
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != self.dims + 2:
-            raise ValueError("unetdsl: expected input of shape (B, C, {} spatial dims), got {} dims".format(
-                self.dims, x.dim()))
+            raise ValueError(f"unetdsl: expected input of shape (B, C, {self.dims} spatial dims), got {x.dim()} dims")
         if x.shape[1] != self.in_channels:
-            raise ValueError("unetdsl: expected {} input channels, got {}".format(self.in_channels, x.shape[1]))
+            raise ValueError(f"unetdsl: expected {self.in_channels} input channels, got {x.shape[1]}")
         for size in x.shape[2:]:
             if size % self.size_multiple != 0:
-                raise ValueError("unetdsl: every spatial size must be a multiple of {} (the total downsampling); "
-                                 "got {}".format(self.size_multiple, list(x.shape[2:])))
+                raise ValueError(f"unetdsl: every spatial size must be a multiple of {self.size_multiple} "
+                                 f"(the total downsampling); got {list(x.shape[2:])}")
 
     def _embed(self, x: torch.Tensor, t: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         if self.time_embedding is None:

@@ -1,0 +1,73 @@
+"""`unetdsl build`: summary, the written TorchScript file, its provenance, and failure paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unetdsl import export as export_module
+from unetdsl.cli import main
+from unetdsl.sample import sample_inputs
+from unetdsl.torchscript import load
+
+from .conftest import ROOT
+
+
+def test_build_writes_a_checked_torchscript_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tiny.pt"
+    assert main(["build", str(ROOT / "specs" / "tiny.yaml"), "-o", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    assert "encoder 1" in stdout and "2x4" in stdout  # level rows, attention heads x head_dim
+    assert "total parameters: 11,831" in stdout
+    assert "output [2, 3, 16, 16]" in stdout and "reloaded and checked" in stdout
+    extra = {"unetdsl/spec_id": "", "unetdsl/spec.json": ""}
+    loaded = load(out, extra_files=extra)
+    spec = json.loads(extra["unetdsl/spec.json"])
+    assert spec["name"] == "tiny" and extra["unetdsl/spec_id"] == b"sha256:ef0f706f68b10ba9"
+    x = torch.randn(1, 3, 32, 32)  # another size works too: the file is not specialised to 16x16
+    assert loaded(x, torch.tensor([3])).shape == (1, 3, 32, 32)
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.pt"]  # no temporary file left
+
+
+def test_build_default_output_name_is_the_spec_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["build", str(ROOT / "specs" / "tiny.yaml"), "--set", "name=renamed"]) == 0
+    assert (tmp_path / "renamed.pt").exists()
+
+
+def test_failed_check_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tiny.pt"
+    out.write_bytes(b"previous")
+    real_run = export_module._run
+    calls = {"n": 0}
+
+    def corrupt(model: torch.nn.Module, inputs: object) -> torch.Tensor:
+        calls["n"] += 1
+        result = real_run(model, inputs)  # type: ignore[arg-type]
+        return result + 1.0 if calls["n"] == 2 else result  # the reloaded file's answer is off
+
+    monkeypatch.setattr(export_module, "_run", corrupt)
+    assert main(["build", str(ROOT / "specs" / "tiny.yaml"), "-o", str(out)]) == 1
+    assert "disagrees with the eager model" in capsys.readouterr().err
+    assert out.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.pt"]
+
+
+def test_build_invalid_spec_exits_1_before_building(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["build", str(ROOT / "specs" / "tiny.yaml"), "--set", "defaults.norm.groups=3", "-o",
+                 str(tmp_path / "x.pt")])
+    assert code == 1 and "--set:1:" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_sample_inputs_follow_the_spec() -> None:
+    from unetdsl.frontend import resolve_spec
+
+    r, _ = resolve_spec(ROOT / "specs" / "adm-imagenet64-cond.yaml")
+    inputs = sample_inputs(r, batch=3)
+    assert inputs.x.shape == (3, 3, 64, 64) and inputs.y is not None and int(inputs.y.max()) < 1000

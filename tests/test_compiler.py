@@ -1,0 +1,152 @@
+"""The compiler: every example spec builds, runs, back-propagates and scripts to the same numbers."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import unetdsl
+from unetdsl import SpecError, build_model
+from unetdsl.nn.unet import Decoder, Encoder, UNet
+from unetdsl.sample import sample_inputs
+from unetdsl.spec.resolved import ResolvedSpec
+from unetdsl.torchscript import script
+
+from .conftest import ROOT, SPECS, TINY
+
+KINDS = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
+
+
+def smallest_size(spec: ResolvedSpec) -> list[int]:
+    # the smallest input every level can take: one pixel at the deepest level (2 for a decoder)
+    return [spec.downsampling_factor if spec.model != "decoder" else 2] * spec.dims
+
+
+@pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
+def built(request: pytest.FixtureRequest) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(request.param)
+
+
+def test_sample_forward_has_the_right_shape(built: torch.nn.Module) -> None:
+    spec = built.spec
+    inputs = sample_inputs(spec, batch=1)
+    with torch.inference_mode():
+        out = built(*inputs.args())
+    assert type(built) is KINDS[spec.model]
+    assert out.shape == (1, spec.out_channels, *spec.output_size)
+    assert torch.isfinite(out).all()
+
+
+def test_backward_reaches_every_parameter(built: torch.nn.Module) -> None:
+    spec = built.spec
+    inputs = sample_inputs(spec, batch=2, size=smallest_size(spec))
+    built.train()
+    try:
+        built.zero_grad(set_to_none=True)
+        built(*inputs.args()).square().mean().backward()
+    finally:
+        built.eval()
+    for name, p in built.named_parameters():
+        if not p.requires_grad:  # the fixed Fourier frequencies
+            continue
+        assert p.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(p.grad).all(), f"{name} has a non-finite gradient"
+    built.zero_grad(set_to_none=True)
+
+
+def test_scripted_equals_eager(built: torch.nn.Module) -> None:
+    spec = built.spec
+    inputs = sample_inputs(spec, batch=2, size=smallest_size(spec), seed=1)
+    scripted = script(built)
+    with torch.inference_mode():
+        torch.testing.assert_close(scripted(*inputs.args()), built(*inputs.args()), rtol=0, atol=1e-6)
+
+
+def test_ddpm_cifar10_has_the_published_parameter_count() -> None:
+    model = build_model(ROOT / "specs" / "ddpm-cifar10.yaml", device="meta")
+    assert sum(p.numel() for p in model.parameters()) == 35_746_307
+
+
+def test_meta_device_builds_without_allocating() -> None:
+    big = TINY.replace("channels: 4,", "channels: 4096,").replace("channels: 8,", "channels: 8192,")
+    model = build_model(big, device="meta")  # ~3.6e9 parameters: 14 GB if it were allocated
+    assert all(p.is_meta for p in model.parameters())
+    assert sum(p.numel() for p in model.parameters()) > 3e9
+
+
+def test_spec_errors_come_before_any_tensor() -> None:
+    with pytest.raises(SpecError):
+        build_model(TINY.replace("{groups: 2}", "{groups: 3}"), device="meta")
+
+
+def test_model_carries_its_resolved_spec_and_named_halves() -> None:
+    model = build_model(TINY)
+    assert isinstance(model.spec, ResolvedSpec) and model.spec.name == "tiny"
+    assert len(model.encoder) == 2 and len(model.decoder) == 2
+    assert hasattr(model.encoder[0], "resnets") and hasattr(model, "middle")
+    assert unetdsl.build_model is build_model
+
+
+def test_dtype_option() -> None:
+    model = build_model(TINY, dtype=torch.float64)
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    inputs = sample_inputs(model.spec, dtype=torch.float64)
+    assert model(*inputs.args()).dtype == torch.float64
+
+
+def test_scalar_timestep_broadcasts_like_a_vector() -> None:
+    model = build_model(TINY)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, torch.tensor(7)), model(x, torch.full((3,), 7)), rtol=0, atol=0)
+        torch.testing.assert_close(model(x, torch.tensor([7])), model(x, torch.full((3,), 7)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scripted", [False, True], ids=["eager", "scripted"])
+def test_bad_calls_get_clear_errors(scripted: bool) -> None:
+    model = build_model(TINY)
+    cond = build_model(TINY + "classes: 5\n")
+    if scripted:
+        model, cond = script(model), script(cond)
+    x = torch.randn(2, 3, 16, 16)
+    cases = [
+        (lambda: model(x), "conditioned on the timestep"),
+        (lambda: model(torch.randn(2, 3, 15, 16), torch.zeros(2)), "multiple of 2"),
+        (lambda: model(torch.randn(2, 4, 16, 16), torch.zeros(2)), "expected 3 input channels"),
+        (lambda: model(torch.randn(3, 16, 16), torch.zeros(2)), "spatial dims"),
+        (lambda: model(x, torch.zeros(3)), "3 timesteps for a batch of 2"),
+        (lambda: cond(x, torch.zeros(2)), "class labels"),
+    ]
+    for call, message in cases:
+        with pytest.raises(Exception, match=message) as info:
+            call()
+        assert isinstance(info.value, (ValueError, torch.jit.Error))
+
+
+def test_unconditioned_model_refuses_a_timestep() -> None:
+    enc = build_model(ROOT / "specs" / "ldm-kl-f8-encoder.yaml", device="meta")
+    assert enc.time_embedding is None
+    with pytest.raises(ValueError, match="no time"):
+        enc(torch.randn(1, 3, 8, 8, device="meta"), torch.zeros(1, device="meta"))
+
+
+def test_zero_out_zeroes_the_residual_branches() -> None:
+    model = build_model(TINY + "init: {zero_out: true}\n")
+    assert model.encoder[0].resnets[0].conv2.weight.abs().sum() == 0
+    assert model.head.conv.weight.abs().sum() == 0
+    assert model.middle.attentions[0].to_out.weight.abs().sum() == 0
+    x = torch.randn(1, 3, 16, 16)
+    assert model(x, torch.zeros(1)).abs().max() == 0  # the output conv starts at zero
+
+
+def test_torchscript_deprecation_warnings_are_silenced_only_in_our_calls(tmp_path: Path) -> None:
+    model = build_model(TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        script(model)
+    with pytest.warns(DeprecationWarning, match="torch.jit.script"):
+        torch.jit.script(model)  # a user's own call still warns
