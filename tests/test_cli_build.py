@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from unetdsl import export as export_module
+from unetdsl import artifacts as export_module
 from unetdsl.cli import main
 from unetdsl.sample import sample_inputs
 from unetdsl.torchscript import load
@@ -43,15 +45,13 @@ def test_failed_check_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tiny.pt"
     out.write_bytes(b"previous")
-    real_run = export_module._run
-    calls = {"n": 0}
+    real = export_module.FORMATS["torchscript"]
 
-    def corrupt(model: torch.nn.Module, inputs: object) -> torch.Tensor:
-        calls["n"] += 1
-        result = real_run(model, inputs)  # type: ignore[arg-type]
-        return result + 1.0 if calls["n"] == 2 else result  # the reloaded file's answer is off
+    def off_by_one(path: Path, device: torch.device) -> Callable[..., torch.Tensor]:
+        runner = real.load(path, device)
+        return lambda inputs: runner(inputs) + 1.0  # the reloaded file's answer is off
 
-    monkeypatch.setattr(export_module, "_run", corrupt)
+    monkeypatch.setitem(export_module.FORMATS, "torchscript", replace(real, load=off_by_one))
     assert main(["build", str(ROOT / "specs" / "tiny.yaml"), "-o", str(out)]) == 1
     assert "disagrees with the eager model" in capsys.readouterr().err
     assert out.read_bytes() == b"previous"

@@ -18,14 +18,18 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .compiler import build_model
+    from .artifacts import export
+    from .weights import load, save
+
+# torch is heavy: only these pull it in, and only when first asked for.
+_LAZY = {"build_model": "compiler", "export": "artifacts", "save": "weights", "load": "weights"}
 
 
 def __getattr__(name: str) -> Any:
-    # torch is heavy: only the compiler pulls it in, and only when asked for.
-    if name == "build_model":
-        from .compiler import build_model
+    if name in _LAZY:
+        import importlib
 
-        return build_model
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'unetdsl' has no attribute {name!r}")
 
 
@@ -38,6 +42,9 @@ __all__ = [
     "UnetdslError",
     "__version__",
     "build_model",
+    "export",
+    "load",
     "load_spec",
     "resolve_spec",
+    "save",
 ]

@@ -73,31 +73,61 @@ def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
     from .compiler import build_model
-    from .export import ExportCheckError, export_torchscript
+    from .artifacts import DTYPES, ExportError, default_path, export
     from .sample import sample_inputs
     from .summary import render
+    from .weights import WeightsError, load_weights
 
     resolved, warnings = resolve_spec(args.spec, args.set)
     _warn(warnings)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        _err("error: --device cuda: no CUDA device is available on this machine")
+        return EXIT_USAGE
     torch.manual_seed(args.seed)
     model = build_model(resolved)
-    inputs = sample_inputs(resolved, batch=2)
+    if args.weights:
+        try:
+            loaded = load_weights(model, args.weights)
+        except WeightsError as exc:
+            _err(f"error: {exc}")
+            return EXIT_INVALID
+        print(f"weights: {args.weights} ({str(loaded).removeprefix('torch.')})")
+    model = model.to(device=args.device, dtype=DTYPES[args.dtype])
+    inputs = sample_inputs(resolved, batch=2, device=args.device, dtype=DTYPES[args.dtype])
     with torch.inference_mode():
-        out = model(inputs.x, inputs.t, inputs.y)
-    print(f"{resolved.name}  {resolved.spec_id}  ({resolved.model}, {resolved.dims}D)")
+        out = model(*inputs.args())
+    print(f"{resolved.name}  {resolved.spec_id}  ({resolved.model}, {resolved.dims}D, {args.dtype} on {args.device})")
     print(render(model, resolved))
     print(f"sample: input {list(inputs.x.shape)} -> output {list(out.shape)}")
     if not torch.isfinite(out).all():
         _err("error: the sample forward produced NaN or Inf")
         return EXIT_INVALID
-    target = args.output or f"{resolved.name}.pt"
+    target = args.output or default_path(resolved, args.format)
     try:
-        report = export_torchscript(model, target)
-    except ExportCheckError as exc:
+        report = export(model, target, format=args.format, freeze=args.freeze)
+    except ExportError as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
-    print(f"wrote {report.path} (TorchScript; forward(x, t, y)); reloaded and checked: max |diff| "
-          f"{report.max_abs_diff:.2e} on {report.checked_shapes[0]}")
+    checks = "; ".join(f"{shape}: max |diff| {diff:.2e}" for shape, diff in report.checks)
+    print(f"wrote {report.path} ({args.format}); reloaded and checked against eager: {checks}")
+    return EXIT_OK
+
+
+@command("inspect")
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspect import InspectError, read_metadata
+
+    try:
+        meta = read_metadata(args.file)
+    except InspectError as exc:
+        _err(f"error: {exc}")
+        return EXIT_INVALID
+    spec = meta.pop("unetdsl/spec.json", None)
+    for key, value in sorted(meta.items()):
+        print(f"{key.removeprefix('unetdsl/')}: {value}")
+    if spec is not None:
+        print("spec:")
+        print(yaml.safe_dump(json.loads(spec), sort_keys=False, default_flow_style=None, width=100), end="")
     return EXIT_OK
 
 
@@ -138,9 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate the spec, build the model, run the sample input through it, print a "
                        "summary, write the TorchScript file, reload it and check it against the eager model.")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("-o", "--output", metavar="OUT.pt", help="output file (default: the spec's name + .pt)")
+    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: the spec's name + .pt/.pt2/.onnx)")
+    p.add_argument("--format", choices=["torchscript", "export", "onnx"], default="torchscript",
+                   help="torchscript (.pt, default), export (torch.export .pt2) or onnx")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--weights", metavar="FILE.safetensors", help="trained weights to load (strict; never a pickle)")
+    p.add_argument("--freeze", action="store_true", help="torch.jit.freeze the TorchScript module")
     p.add_argument("--seed", type=int, default=0, help="seed for the random initial weights (default 0)")
     with_set(p)
+
+    p = sub.add_parser("inspect", help="print the spec and provenance stored in an exported file",
+                       description="Read the resolved spec, spec id and versions stored in a .pt, .pt2, .onnx or "
+                       ".safetensors file written by unetdsl, without running any code from it.")
+    p.add_argument("file", metavar="FILE")
 
     sub.add_parser("schema", help="print the JSON Schema of the language",
                    description="Print the JSON Schema (draft 2020-12) that editors use to check specs.")
@@ -158,6 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:  # `unetdsl ... | head`: the reader left; not an error of ours
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except InternalError as exc:
         _err(f"internal error (a bug in unetdsl {__version__}, please report it): {exc}")
         return EXIT_INTERNAL

@@ -47,3 +47,15 @@ def write_text_atomic(target: str | os.PathLike[str], text: str) -> None:
 def write_atomic(target: str | os.PathLike[str], writer: Callable[[Path], object]) -> None:
     with atomic_path(target) as tmp:
         writer(tmp)
+
+
+def remove_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporaries a killed earlier write of `target` left behind (only this target's)."""
+    target = Path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    removed = []
+    for stale in folder.glob(TMP_PREFIX + target.name + ".*"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed.append(stale)
+    return removed

@@ -1,0 +1,61 @@
+"""examples/cpp: a C++ program built against the libtorch inside the torch wheel runs an
+exported TorchScript file and gives Python's numbers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unetdsl import build_model, export
+from unetdsl.torchscript import load
+
+from .conftest import ROOT, TINY
+
+MISSING = [tool for tool in ("cmake", "g++") if shutil.which(tool) is None]
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"no C++ toolchain here ({', '.join(MISSING)} missing)")
+
+
+@pytest.fixture(scope="module")
+def run_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build = tmp_path_factory.mktemp("cpp-build")
+    prefix = torch.utils.cmake_prefix_path
+    subprocess.run(["cmake", "-S", str(ROOT / "examples" / "cpp"), "-B", str(build), f"-DCMAKE_PREFIX_PATH={prefix}",
+                    "-DCMAKE_BUILD_TYPE=Release"], check=True, capture_output=True)
+    subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True)
+    return build / "run_model"
+
+
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "class-conditional"])
+def test_cpp_program_matches_python(run_model: Path, tmp_path: Path, conditional: bool) -> None:
+    spec = TINY + ("classes: 4\n" if conditional else "")
+    model = build_model(spec)
+    export(model, tmp_path / "m.pt")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 24, 16)).astype(np.float32)  # not the sample size: the file is dynamic
+    t = np.array([3.0, 811.0], dtype=np.float32)
+    y = np.array([1, 3], dtype=np.int64)
+    x.tofile(tmp_path / "x.bin")
+    t.tofile(tmp_path / "t.bin")
+    y.tofile(tmp_path / "y.bin")
+    args = [str(run_model), str(tmp_path / "m.pt"), str(tmp_path / "out.bin"), str(tmp_path / "x.bin"), "2,3,24,16",
+            str(tmp_path / "t.bin")] + ([str(tmp_path / "y.bin")] if conditional else [])
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "2,3,24,16"
+    out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(2, 3, 24, 16)
+    scripted = load(tmp_path / "m.pt")
+    with torch.inference_mode():
+        ref = scripted(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(y) if conditional else None)
+    np.testing.assert_allclose(out, ref.numpy(), rtol=0, atol=1e-6)
+
+
+def test_cpp_program_reports_errors(run_model: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([str(run_model), str(tmp_path / "absent.pt"), "o", "x", "1,3,16,16"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "run_model:" in proc.stderr
+    assert subprocess.run([str(run_model)], capture_output=True, check=False).returncode == 2

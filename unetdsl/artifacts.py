@@ -1,0 +1,299 @@
+"""Export a built model and prove the written file computes what the eager model computes.
+
+    export(model, "m.pt",  format="torchscript")   # torch.jit.script (optionally frozen)
+    export(model, "m.pt2", format="export")        # torch.export, dynamic batch and spatial sizes
+    export(model, "m.onnx", format="onnx")         # ONNX (dynamo exporter), checked in ONNX Runtime
+
+Each file is written under a temporary name next to the target, loaded back the way a
+deployment loads it (torch.jit.load / torch.export.load / onnxruntime), compared with the eager
+model on the sample input *and* on a second batch size and spatial size, and only then renamed
+into place. A failed check or an interrupted write leaves the previous file intact. Every file
+carries the resolved spec, spec id, unetdsl version, dtype and device it was made for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__, torchscript
+from .errors import UnetdslError
+from .fsutil import atomic_path, remove_stale_temporaries
+from .sample import SampleInputs, sample_inputs
+from .spec.resolved import ResolvedSpec
+
+
+class ExportError(UnetdslError):
+    """The artifact could not be made (a missing optional dependency, an unsupported request)."""
+
+
+class ExportCheckError(ExportError):
+    """The written artifact does not compute what the eager model computes."""
+
+
+# max |diff| allowed between the reloaded artifact and the eager model, by dtype: atol + rtol * |eager|
+TOLERANCE: dict[torch.dtype, tuple[float, float]] = {
+    torch.float32: (1e-4, 1e-4),
+    torch.float16: (2e-2, 2e-2),
+    torch.bfloat16: (1e-1, 5e-2),
+}
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    format: str
+    checks: list[tuple[list[int], float]] = field(default_factory=list)  # (input shape, max |diff|)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(d for _, d in self.checks)
+
+
+def metadata(spec: ResolvedSpec, dtype: torch.dtype, device: torch.device, fmt: str) -> dict[str, str]:
+    """Provenance stored inside every exported file."""
+    return {
+        "unetdsl/spec.json": json.dumps(spec.to_spec_data(), sort_keys=True),
+        "unetdsl/spec_id": spec.spec_id,
+        "unetdsl/version": __version__,
+        "unetdsl/torch_version": torch.__version__,
+        "unetdsl/format": fmt,
+        "unetdsl/dtype": str(dtype).removeprefix("torch."),
+        "unetdsl/device": device.type,
+        "unetdsl/forward": "forward(x, t, y)" if spec.classes else "forward(x, t)" if spec.time else "forward(x)",
+    }
+
+
+def call_args(inputs: SampleInputs) -> tuple[torch.Tensor, ...]:
+    """The positional inputs an artifact takes: x, then t and y where the model has them."""
+    return tuple(a for a in (inputs.x, inputs.t, inputs.y) if a is not None)
+
+
+def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype) -> list[SampleInputs]:
+    """The sample input (batch 2, sample size) and a second batch size and spatial size: another
+    multiple of the downsampling factor, leaving at least 2 positions at the deepest level."""
+    factor = spec.downsampling_factor
+    base = spec.sample_size
+    second = [factor * 2 if s != factor * 2 else factor * 3 for s in base]
+    return [
+        sample_inputs(spec, batch=2, device=device, dtype=dtype, seed=0),
+        sample_inputs(spec, batch=3, size=second, device=device, dtype=dtype, seed=1),
+    ]
+
+
+Runner = Callable[[SampleInputs], torch.Tensor]
+
+
+# --- formats: how each is written and how a deployment loads it back --------------------------
+def _write_torchscript(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[str, str],
+                       options: dict[str, Any]) -> None:
+    scripted = torchscript.script(model)
+    if options.get("freeze"):
+        scripted = torchscript.freeze(scripted)
+    torchscript.save(scripted, path, meta)
+
+
+def _load_torchscript(path: Path, device: torch.device) -> Runner:
+    module = torchscript.load(path, map_location=device)
+    return lambda inp: module(inp.x, inp.t, inp.y)
+
+
+def _dynamic_shapes(spec: ResolvedSpec, args: tuple[torch.Tensor, ...]) -> tuple[dict[int, Any], ...]:
+    """Batch free; every spatial size a free multiple of the downsampling factor, at least twice
+    the factor (torch.export specialises a size of 1, so the deepest level keeps >= 2 positions)."""
+    from torch.export import Dim
+
+    batch = Dim("batch", min=1, max=4096)
+    factor = spec.downsampling_factor
+    x_dims: dict[int, Any] = {0: batch}
+    for i in range(spec.dims):
+        free = Dim(f"size{i}", min=2, max=max(8192 // factor, 2))
+        x_dims[2 + i] = factor * free if factor > 1 else free
+    return (x_dims, *({0: batch} for _ in args[1:]))
+
+
+def _traceable(model: nn.Module, spec: ResolvedSpec) -> nn.Module:
+    """A forward taking exactly the tensors the model has: torch.export and ONNX trace tensors,
+    not Optionals, and need a fixed signature (no *args)."""
+    wrappers: dict[tuple[bool, bool], type[nn.Module]] = {(False, False): _X, (True, False): _XT, (True, True): _XTY}
+    return wrappers[(spec.time is not None, spec.classes is not None)](model)
+
+
+class _X(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x, None, None)
+        return out
+
+
+class _XT(_X):
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out: torch.Tensor = self.model(x, t, None)
+        return out
+
+
+class _XTY(_X):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out: torch.Tensor = self.model(x, t, y)
+        return out
+
+
+def _trace_inputs(spec: ResolvedSpec, inputs: SampleInputs) -> SampleInputs:
+    # torch.export specialises sizes of 0/1: trace where every free factor is at least 2
+    factor = spec.downsampling_factor
+    if all(s // factor >= 2 for s in inputs.x.shape[2:]):
+        return inputs
+    return sample_inputs(spec, batch=2, size=[2 * factor] * spec.dims, device=inputs.x.device, dtype=inputs.x.dtype)
+
+
+def _write_export(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[str, str],
+                  options: dict[str, Any]) -> None:
+    spec: ResolvedSpec = model.spec  # type: ignore[assignment]
+    args = call_args(_trace_inputs(spec, inputs))
+    program = torch.export.export(_traceable(model, spec), args, dynamic_shapes=_dynamic_shapes(spec, args))
+    torch.export.save(program, str(path), extra_files=meta)
+
+
+def _load_export(path: Path, device: torch.device) -> Runner:
+    module = torch.export.load(str(path)).module()
+    return lambda inp: module(*call_args(inp))
+
+
+def _write_onnx(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[str, str],
+                options: dict[str, Any]) -> None:
+    onnx = _require("onnx")
+    _require("onnxscript")
+    spec: ResolvedSpec = model.spec  # type: ignore[assignment]
+    args = call_args(_trace_inputs(spec, inputs))
+    names = ["x", "t", "y"][: len(args)]
+    program = torch.onnx.export(
+        _traceable(model, spec), args, dynamo=True, input_names=names, output_names=["out"],
+        dynamic_shapes=_dynamic_shapes(spec, args), opset_version=options.get("opset", 18), verbose=False,
+    )
+    if program is None:  # pragma: no cover - the dynamo exporter always returns a program
+        raise ExportError("torch.onnx.export returned nothing")
+    program.save(str(path))
+    proto = onnx.load(str(path))
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def _load_onnx(path: Path, device: torch.device) -> Runner:
+    ort = _require("onnxruntime")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+    session = ort.InferenceSession(str(path), providers=providers)
+    names = [i.name for i in session.get_inputs()]
+
+    def run(inp: SampleInputs) -> torch.Tensor:
+        feed = {n: _to_numpy(a) for n, a in zip(names, call_args(inp), strict=True)}
+        out = session.run(None, feed)[0]
+        return torch.from_numpy(out).to(device)
+
+    return run
+
+
+def _to_numpy(t: torch.Tensor) -> Any:
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; ONNX Runtime takes ml_dtypes' through onnx
+        import ml_dtypes
+
+        return t.detach().float().cpu().numpy().astype(ml_dtypes.bfloat16)
+    return t.detach().cpu().numpy()
+
+
+def _require(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ExportError(f"the onnx format needs the '{name}' package: pip install 'unetdsl[onnx]'") from None
+
+
+@dataclass(frozen=True)
+class Format:
+    suffix: str
+    write: Callable[[nn.Module, SampleInputs, Path, dict[str, str], dict[str, Any]], None]
+    load: Callable[[Path, torch.device], Runner]
+    loader_name: str
+
+
+FORMATS: dict[str, Format] = {
+    "torchscript": Format(".pt", _write_torchscript, _load_torchscript, "torch.jit.load"),
+    "export": Format(".pt2", _write_export, _load_export, "torch.export.load"),
+    "onnx": Format(".onnx", _write_onnx, _load_onnx, "onnxruntime"),
+}
+
+
+def default_path(spec: ResolvedSpec, fmt: str) -> Path:
+    return Path(spec.name + FORMATS[fmt].suffix)
+
+
+def export(
+    model: nn.Module,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    format: str = "torchscript",
+    freeze: bool = False,
+    opset: int = 18,
+) -> ExportReport:
+    """Write `model` (built by unetdsl, on the device and in the dtype to export for) as `format`,
+    reload it, and compare it with the eager model. Raises ExportCheckError (nothing written) if
+    any check input disagrees beyond the dtype's tolerance."""
+    if format not in FORMATS:
+        raise ExportError(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+    spec: ResolvedSpec | None = getattr(model, "spec", None)
+    if spec is None:
+        raise ExportError("export needs a model made by unetdsl.build_model (it reads model.spec)")
+    fmt = FORMATS[format]
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    if dtype not in TOLERANCE:
+        raise ExportError(f"cannot export a {dtype} model; use one of {', '.join(DTYPES)}")
+    model.eval()
+    target = Path(path) if path is not None else default_path(spec, format)
+    remove_stale_temporaries(target)
+    checks = check_inputs(spec, device, dtype)
+    with torch.inference_mode():
+        expected = [model(*c.args()) for c in checks]
+    atol, rtol = TOLERANCE[dtype]
+    report = ExportReport(target, format)
+    with atomic_path(target) as tmp:
+        try:
+            fmt.write(model, checks[0], tmp, metadata(spec, dtype, device, format), {"freeze": freeze, "opset": opset})
+        except ExportError:
+            raise
+        except Exception as exc:  # the exporter refused a model unetdsl built: a bug here or upstream
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportError(f"{format} export failed ({type(exc).__name__}: {first}); this is a bug in "
+                              f"unetdsl {__version__} or torch {torch.__version__}, please report it") from exc
+        runner = fmt.load(tmp, device)
+        for inputs, want in zip(checks, expected, strict=True):
+            with torch.inference_mode():
+                got = runner(inputs)
+            if got.shape != want.shape:
+                raise ExportCheckError(f"{fmt.loader_name} of the written file gives shape {list(got.shape)} for input "
+                                       f"{list(inputs.x.shape)}; the eager model gives {list(want.shape)}; "
+                                       f"{target} was not written")
+            diff = (got.float() - want.float()).abs()
+            worst = diff.max().item()
+            allowed = atol + rtol * want.float().abs()
+            if not bool((diff <= allowed).all()):  # also catches NaN
+                raise ExportCheckError(
+                    f"{fmt.loader_name} of the written file disagrees with the eager model on input "
+                    f"{list(inputs.x.shape)}: max |diff| {worst:.3g} (allowed {atol:g} + {rtol:g}*|out| for {dtype}); "
+                    f"{target} was not written")
+            report.checks.append((list(inputs.x.shape), worst))
+    return report
