@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_SPEC := specs/ddpm-cifar10.yaml
 
-.PHONY: install demo test check schema clean
+.PHONY: install demo test test-fast check schema clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# everything but the torch.export/ONNX exports of the three large example specs (~5 of ~12 minutes)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 check: $(STAMP)
 	$(BIN)/ruff check unetdsl tests benchmarks

@@ -23,7 +23,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
     for _ in range(n):
         lv: dict[str, Any] = {"channels": draw(st.sampled_from([4, 8, 12])), "blocks": draw(st.integers(1, 2))}
         if draw(st.booleans()):
-            lv["attention"] = draw(st.sampled_from([{"heads": 2}, {"head_dim": 2}, {}]))
+            lv["attention"] = draw(st.sampled_from([{"heads": 2}, {"head_dim": 2}, {}, {"heads": 1, "norm": False}]))
         if draw(st.booleans()):
             lv["activation"] = draw(st.sampled_from(names(Activation)))
         if draw(st.booleans()):
@@ -42,6 +42,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         "middle": {"blocks": draw(st.integers(0, 2))},
         "head": {"norm": draw(st.booleans()), "kernel_size": draw(st.sampled_from([1, 3]))},
         "init": {"zero_out": draw(st.booleans())},
+        "center_input": draw(st.booleans()),
     }
     if spec["middle"]["blocks"] == 2 and draw(st.booleans()):
         spec["middle"]["attention"] = {"heads": 1}
@@ -59,13 +60,14 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         spec["time"] = time
         if draw(st.booleans()):
             spec["classes"] = 3
+        spec["head"]["divide_by_timestep"] = embedding == "fourier" and draw(st.booleans())
     for lv in levels[:-1]:
         key = "upsample" if kind == "decoder" else "downsample"
         lv[key] = draw(st.sampled_from(names(Upsample) if kind == "decoder" else names(Downsample)))
     if kind == "decoder":
         spec["decoder"] = {"levels": levels}
     else:
-        spec["encoder"] = {"levels": levels}
+        spec["encoder"] = {"levels": levels, "asymmetric_padding": draw(st.booleans())}
         if kind == "unet":
             spec["decoder"] = {"upsample": draw(st.sampled_from(names(Upsample)))}
     return spec

@@ -102,6 +102,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not torch.isfinite(out).all():
         _err("error: the sample forward produced NaN or Inf")
         return EXIT_INVALID
+    if not args.weights and not out.any():
+        _err("warning: the randomly initialised model outputs zeros (init.zero_out), so the export check compares "
+             "zeros; pass --weights to check the artifact on real numbers")
     target = args.output or default_path(resolved, args.format)
     try:
         report = export(model, target, format=args.format, freeze=args.freeze)

@@ -46,8 +46,9 @@ class _Compiler:
     def attention(self, settings: Any, channels: int) -> nn.Module:
         if settings.attention is None:
             return nn.Identity()
-        return AttentionBlock(channels=channels, heads=settings.attention.heads,
-                              norm=self.norm(settings.norm, channels), zero_out=self.spec.zero_out)
+        pre_norm = self.norm(settings.norm, channels) if settings.attention.norm else nn.Identity()
+        return AttentionBlock(channels=channels, heads=settings.attention.heads, norm=pre_norm,
+                              zero_out=self.spec.zero_out)
 
     def level_blocks(self, lv: ResolvedLevel) -> tuple[list[nn.Module], list[nn.Module]]:
         resnets: list[nn.Module] = [self.resblock(lv, b.in_channels + b.skip_channels, b.out_channels) for b in lv.blocks]
@@ -56,7 +57,8 @@ class _Compiler:
     # --- registries of resampling methods: name -> builder(level) ----------------------------
     def _down(self) -> dict[str, Callable[[ResolvedLevel], nn.Module]]:
         return {
-            "conv": lambda lv: ConvDownsample(dims=self.dims, channels=lv.channels, padding=1),
+            "conv": lambda lv: ConvDownsample(dims=self.dims, channels=lv.channels,
+                                              padding=0 if self.spec.asymmetric_padding else 1),
             "avgpool": lambda lv: PoolDownsample(dims=self.dims, kind="avgpool"),
             "maxpool": lambda lv: PoolDownsample(dims=self.dims, kind="maxpool"),
             "resblock": lambda lv: ResBlockResample(self.resblock(
@@ -115,7 +117,8 @@ class _Compiler:
         common: dict[str, Any] = dict(
             dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
             conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),
-            time_embedding=time_embedding, head=head,
+            time_embedding=time_embedding, head=head, center_input=s.center_input,
+            divide_by_timestep=h.divide_by_timestep,
         )
         models: dict[str, Callable[[], nn.Module]] = {
             "unet": lambda: UNet(encoder=encoder, middle=middle, decoder=decoder, **common),

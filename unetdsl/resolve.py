@@ -140,6 +140,9 @@ class _Resolver:
         if isinstance(s.time, FourierTime) and s.time.features is not None and s.time.features % 2:
             self.fail(("time", "features"), f"fourier features come in sin/cos pairs: {s.time.features} is odd",
                       found=str(s.time.features), allowed="an even number")
+        if s.head is not None and s.head.divide_by_timestep and s.time is None:
+            self.fail(("head", "divide_by_timestep"), "dividing the output by the timestep needs a time section",
+                      hint="add time: {embedding: fourier} (t is then the noise level), or remove this key")
         middle = s.middle or MiddleSpec()
         mblocks = middle.blocks if middle.blocks is not None else BUILTIN["middle_blocks"]
         if middle.attention is not None and mblocks < 2:
@@ -248,13 +251,13 @@ class _Resolver:
                 self.fail((*ap, "head_dim"), f"head_dim {att.head_dim} does not divide the level's {channels} channels",
                           found=str(att.head_dim), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
                 return None
-            return ResolvedAttention(heads=channels // att.head_dim, head_dim=att.head_dim)
+            return ResolvedAttention(heads=channels // att.head_dim, head_dim=att.head_dim, norm=_default(att.norm, True))
         heads = att.heads or 1
         if channels % heads:
             self.fail((*ap, "heads"), f"{heads} heads do not divide the level's {channels} channels",
                       found=str(heads), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
             return None
-        return ResolvedAttention(heads=heads, head_dim=channels // heads)
+        return ResolvedAttention(heads=heads, head_dim=channels // heads, norm=_default(att.norm, True))
 
     def level(
         self, lv: EncoderLevel | DecoderLevel, path: Path, blocks: list[ResolvedBlock],
@@ -272,7 +275,7 @@ class _Resolver:
             else:
                 seen.append((b.out_channels, f"{label}'s first norm"))
             seen.append((b.out_channels, f"{label}'s second norm"))
-        if lv.attention is not None:
+        if lv.attention is not None and lv.attention.norm is not False:
             seen.append((lv.channels, f"{what}'s attention norm"))
         resolved_resample: dict[str, Any] = {}
         if resample is not None:
@@ -336,7 +339,7 @@ class _Resolver:
             prev = mid_channels
         mblocks = mid_spec.blocks if mid_spec.blocks is not None else BUILTIN["middle_blocks"]
         mseen = [(mid_channels, "the middle blocks")] if mblocks else []
-        if mid_spec.attention is not None:
+        if mid_spec.attention is not None and mid_spec.attention.norm is not False:
             mseen.append((mid_channels, "the middle attention"))
         middle = ResolvedMiddle(
             channels=mid_channels,
@@ -401,6 +404,7 @@ class _Resolver:
             norm=head_norm,
             activation=self.setting(LevelSettings(), ("head",), "activation").value,
             kernel_size=head_spec.kernel_size if head_spec is not None and head_spec.kernel_size is not None else 3,
+            divide_by_timestep=bool(head_spec is not None and head_spec.divide_by_timestep),
         )
         # `defaults` norm feeds the head; the explicit form records it even when the head has none.
         time = self.resolve_time(first_channels)
@@ -426,6 +430,8 @@ class _Resolver:
             defaults_order=self.setting(LevelSettings(), ("defaults",), "order").value,
             defaults_dropout=self.setting(LevelSettings(), ("defaults",), "dropout").value,
             zero_out=bool(s.init.zero_out) if s.init is not None and s.init.zero_out is not None else False,
+            center_input=bool(s.center_input),
+            asymmetric_padding=bool(s.encoder is not None and s.encoder.asymmetric_padding),
         )
 
     def setting_blocks(self) -> int:

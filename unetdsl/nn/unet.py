@@ -101,11 +101,15 @@ class _Net(nn.Module):
     dims: Final[int]
     in_channels: Final[int]
     size_multiple: Final[int]
+    center_input: Final[bool]
+    divide_by_timestep: Final[bool]
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
-                 time_embedding: Optional[TimeEmbedding], head: Head):
+                 time_embedding: Optional[TimeEmbedding], head: Head, center_input: bool = False,
+                 divide_by_timestep: bool = False):
         super().__init__()
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
+        self.center_input, self.divide_by_timestep = center_input, divide_by_timestep
         self.conv_in = conv_in
         self.time_embedding = time_embedding
         self.head = head
@@ -129,6 +133,21 @@ class _Net(nn.Module):
             raise ValueError("unetdsl: this model is conditioned on the timestep: call model(x, t)")
         return self.time_embedding(t, x.shape[0], y)  # (B, T)
 
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        if self.center_input:
+            x = 2.0 * x - 1.0  # inputs in [0, 1] -> [-1, 1]
+        return self.conv_in(x)
+
+    def _finish(self, h: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
+        out = self.head(h)
+        if self.divide_by_timestep and t is not None:
+            # score models: the output is divided by the noise level t, one per sample
+            sigma = t.reshape(-1).to(out.dtype).expand(out.shape[0])
+            for _ in range(out.dim() - 1):
+                sigma = sigma.unsqueeze(-1)
+            out = out / sigma
+        return out
+
 
 class UNet(_Net):
     """x (B, Cin, *S), t () | (B,), y (B,) -> (B, Cout, *S)."""
@@ -142,14 +161,14 @@ class UNet(_Net):
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check(x)
         temb = self._embed(x, t, y)
-        h = self.conv_in(x)
+        h = self._stem(x)
         skips: list[torch.Tensor] = [h]
         for level in self.encoder:
             h = level(h, temb, skips)
         h = self.middle(h, temb)
         for level in self.decoder:
             h = level(h, temb, skips)
-        return self.head(h)
+        return self._finish(h, t)
 
 
 class Encoder(_Net):
@@ -163,11 +182,11 @@ class Encoder(_Net):
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check(x)
         temb = self._embed(x, t, y)
-        h = self.conv_in(x)
+        h = self._stem(x)
         skips: list[torch.Tensor] = []  # stays empty: an encoder alone keeps no skips
         for level in self.encoder:
             h = level(h, temb, skips)
-        return self.head(self.middle(h, temb))
+        return self._finish(self.middle(h, temb), t)
 
 
 class Decoder(_Net):
@@ -181,8 +200,8 @@ class Decoder(_Net):
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         self._check(x)
         temb = self._embed(x, t, y)
-        h = self.middle(self.conv_in(x), temb)
+        h = self.middle(self._stem(x), temb)
         skips: list[torch.Tensor] = []
         for level in self.decoder:
             h = level(h, temb, skips)
-        return self.head(h)
+        return self._finish(h, t)

@@ -69,6 +69,10 @@ class AttentionSpec(StrictModel):
     head_dim: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(
         None, description="Channels per head; must divide channels (heads = channels / head_dim)."
     )
+    norm: bool | None = Field(
+        None, description="Normalise (the level's norm) before q/k/v (default true; diffusers' scale-shift "
+        "middle attention has none)."
+    )
 
 
 class LevelSettings(StrictModel):
@@ -110,6 +114,10 @@ class EncoderSpec(StrictModel):
     levels: list[EncoderLevel] = Field(
         min_length=1, max_length=MAX_LEVELS,
         description="Resolution levels, highest resolution first. Every level but the last halves the size.",
+    )
+    asymmetric_padding: bool | None = Field(
+        None, description="Strided-conv downsampling pads only the right/bottom/back by one (the original DDPM "
+        "code; diffusers downsample_padding: 0) instead of one on every side. Default false."
     )
 
 
@@ -180,6 +188,10 @@ class HeadSpec(StrictModel):
 
     norm: bool | None = Field(None, description="Norm and activation before the output conv (default true).")
     kernel_size: Annotated[Literal[1, 3], NoBool] | None = Field(None, description="Output conv kernel (default 3).")
+    divide_by_timestep: bool | None = Field(
+        None, description="Divide the output by t (score models where t is the noise level sigma; diffusers "
+        "does this for fourier time embeddings). Needs a time section. Default false."
+    )
 
 
 class InitSpec(StrictModel):
@@ -218,5 +230,8 @@ class Spec(StrictModel):
     encoder: EncoderSpec | None = Field(None, description="Downsampling path (unet, encoder).")
     middle: MiddleSpec | None = Field(None, description="Blocks at the lowest resolution.")
     decoder: DecoderSpec | None = Field(None, description="Upsampling path (unet: mirrored when omitted; decoder).")
+    center_input: bool | None = Field(
+        None, description="Map the input x to 2x - 1 first (inputs in [0, 1]; diffusers center_input_sample). Default false."
+    )
     head: HeadSpec | None = Field(None, description="Output head options.")
     init: InitSpec | None = Field(None, description="Initialisation options.")

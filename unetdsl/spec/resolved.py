@@ -39,6 +39,12 @@ class ResolvedNorm(_Frozen):
 class ResolvedAttention(_Frozen):
     heads: int
     head_dim: int
+    norm: bool
+
+    def as_data(self) -> dict[str, Any]:
+        # settings added after format 1's first release are written only when not default,
+        # so the spec ids recorded before them stay valid
+        return {"heads": self.heads} if self.norm else {"heads": self.heads, "norm": False}
 
 
 class ResolvedBlock(_Frozen):
@@ -69,7 +75,7 @@ class ResolvedLevel(_Frozen):
             "dropout": self.dropout,
         }
         if self.attention is not None:
-            data["attention"] = {"heads": self.attention.heads}
+            data["attention"] = self.attention.as_data()
         return data
 
 
@@ -113,6 +119,7 @@ class ResolvedHead(_Frozen):
     norm: ResolvedNorm | None  # None: conv only
     activation: Activation
     kernel_size: int
+    divide_by_timestep: bool
 
 
 class ResolvedSpec(_Frozen):
@@ -134,6 +141,8 @@ class ResolvedSpec(_Frozen):
     defaults_order: Order
     defaults_dropout: float
     zero_out: bool
+    center_input: bool
+    asymmetric_padding: bool  # strided-conv downsampling pads right/bottom only
 
     # --- derived facts the compiler and the summary share ---
     @property
@@ -177,6 +186,8 @@ class ResolvedSpec(_Frozen):
                     entry["downsample"] = lv.downsample
                 levels.append(entry)
             data["encoder"] = {"downsample": self.encoder[0].downsample or "conv", "levels": levels}
+            if self.asymmetric_padding:
+                data["encoder"]["asymmetric_padding"] = True
         middle: dict[str, Any] = {
             "blocks": self.middle.blocks,
             "norm": self.middle.norm.as_data(),
@@ -185,7 +196,7 @@ class ResolvedSpec(_Frozen):
             "dropout": self.middle.dropout,
         }
         if self.middle.attention is not None:
-            middle["attention"] = {"heads": self.middle.attention.heads}
+            middle["attention"] = self.middle.attention.as_data()
         data["middle"] = middle
         if self.decoder:
             dlevels = []
@@ -196,7 +207,11 @@ class ResolvedSpec(_Frozen):
                 dlevels.append(entry)
             data["decoder"] = {"upsample": self.decoder[0].upsample or "nearest", "levels": dlevels}
         data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size}
+        if self.head.divide_by_timestep:
+            data["head"]["divide_by_timestep"] = True
         data["init"] = {"zero_out": self.zero_out}
+        if self.center_input:
+            data["center_input"] = True
         return data
 
     def canonical_json(self) -> str:
