@@ -45,7 +45,8 @@ def test_load_weights_fills_every_tensor(weights: tuple[dict[str, torch.Tensor],
     ("mutate", "message"),
     [
         (lambda s: s.pop("head.conv.weight"), "missing 1 tensor(s) the model needs: head.conv.weight"),
-        (lambda s: s.__setitem__("extra.weight", torch.zeros(2)), "1 unexpected tensor(s) the model has no place for: extra.weight"),
+        (lambda s: s.__setitem__("extra.weight", torch.zeros(2)),
+         "1 unexpected tensor(s) the model has no place for: extra.weight"),
         (lambda s: s.__setitem__("head.conv.bias", torch.zeros(4)), "wrong shape: head.conv.bias [4] (model: [3])"),
         (lambda s: s.__setitem__("conv_in.bias", torch.full((4,), float("nan"))), "NaN or Inf: conv_in.bias"),
         (lambda s: s.__setitem__("conv_in.bias", s["conv_in.bias"].half()), "mixed floating dtypes float16, float32"),
@@ -53,7 +54,9 @@ def test_load_weights_fills_every_tensor(weights: tuple[dict[str, torch.Tensor],
     ],
     ids=["missing", "unexpected", "shape", "nan", "mixed-dtype", "kind"],
 )
-def test_each_mismatch_gets_its_message(weights: tuple[dict[str, torch.Tensor], Path], mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_each_mismatch_gets_its_message(  # type: ignore[no-untyped-def]
+    weights: tuple[dict[str, torch.Tensor], Path], mutate, message: str
+) -> None:
     state, path = weights
     mutate(state)
     save_file(state, str(path))

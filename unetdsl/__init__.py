@@ -17,8 +17,8 @@ from .spec import ResolvedSpec, Spec
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .compiler import build_model
     from .artifacts import export
+    from .compiler import build_model
     from .weights import load, save
 
 # torch is heavy: only these pull it in, and only when first asked for.

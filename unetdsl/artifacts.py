@@ -124,7 +124,7 @@ def _traceable(model: nn.Module, spec: ResolvedSpec) -> nn.Module:
     """A forward taking exactly the tensors the model has: torch.export and ONNX trace tensors,
     not Optionals, and need a fixed signature (no *args)."""
     wrappers: dict[tuple[bool, bool], type[nn.Module]] = {(False, False): _X, (True, False): _XT, (True, True): _XTY}
-    return wrappers[(spec.time is not None, spec.classes is not None)](model)
+    return wrappers[(spec.time is not None, spec.classes is not None)](model).eval()
 
 
 class _X(nn.Module):

@@ -72,8 +72,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
-    from .compiler import build_model
     from .artifacts import DTYPES, ExportError, default_path, export
+    from .compiler import build_model
     from .sample import sample_inputs
     from .summary import render
     from .weights import WeightsError, load_weights
@@ -134,6 +134,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@command("convert")
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .interop.diffusers import convert_pretrained
+    from .weights import WeightsError
+
+    try:
+        resolved = convert_pretrained(args.folder, args.output, args.weights, name=args.name)
+    except WeightsError as exc:
+        _err(f"error: {exc}")
+        return EXIT_INVALID
+    print(f"wrote {args.output} ({resolved.name}, {resolved.spec_id})")
+    if args.weights:
+        print(f"wrote {args.weights} (every tensor mapped; unetdsl.load or build --weights reads it)")
+    return EXIT_OK
+
+
 @command("schema")
 def cmd_schema(args: argparse.Namespace) -> int:
     from .schema import schema_text
@@ -185,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read the resolved spec, spec id and versions stored in a .pt, .pt2, .onnx or "
                        ".safetensors file written by unetdsl, without running any code from it.")
     p.add_argument("file", metavar="FILE")
+
+    p = sub.add_parser("convert", help="turn a diffusers UNet2DModel folder into a spec (+ weights)",
+                       description="Read a local diffusers save_pretrained folder (config.json and "
+                       "diffusion_pytorch_model.safetensors; no network) and write a validated unetdsl spec, and "
+                       "optionally the weights mapped to unetdsl's names. Config keys unetdsl cannot represent are "
+                       "refused by name, never ignored.")
+    p.add_argument("source", choices=["diffusers"], help="the library the folder comes from")
+    p.add_argument("folder", metavar="DIR")
+    p.add_argument("-o", "--output", metavar="SPEC.yaml", required=True)
+    p.add_argument("--weights", metavar="OUT.safetensors", help="also write the mapped weights")
+    p.add_argument("--name", help="the spec's name (default: from the folder's config)")
 
     sub.add_parser("schema", help="print the JSON Schema of the language",
                    description="Print the JSON Schema (draft 2020-12) that editors use to check specs.")

@@ -402,7 +402,8 @@ class _Resolver:
         head = ResolvedHead(
             in_channels=prev,
             norm=head_norm,
-            activation=self.setting(LevelSettings(), ("head",), "activation").value,
+            activation=self.setting(LevelSettings(activation=head_spec.activation if head_spec else None),
+                                    ("head",), "activation").value,
             kernel_size=head_spec.kernel_size if head_spec is not None and head_spec.kernel_size is not None else 3,
             divide_by_timestep=bool(head_spec is not None and head_spec.divide_by_timestep),
         )

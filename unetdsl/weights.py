@@ -124,6 +124,7 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
     model = build_model(json.loads(metadata[SPEC_KEY]), device="meta")
     check_weights(model, tensors, str(path))
     model.load_state_dict(tensors, strict=True, assign=True)  # meta params replaced by the file's tensors
-    if model.spec.spec_id != metadata.get(ID_KEY):
-        raise WeightsError(f"{path}: stored spec id {metadata.get(ID_KEY)} != rebuilt {model.spec.spec_id}")
+    rebuilt = model.spec.spec_id  # type: ignore[union-attr]
+    if rebuilt != metadata.get(ID_KEY):
+        raise WeightsError(f"{path}: stored spec id {metadata.get(ID_KEY)} != rebuilt {rebuilt}")
     return model.to(device) if device is not None else model

@@ -187,6 +187,9 @@ class HeadSpec(StrictModel):
     """The output head: [norm -> activation ->] conv to out_channels (uses defaults' norm/activation)."""
 
     norm: bool | None = Field(None, description="Norm and activation before the output conv (default true).")
+    activation: Activation | None = Field(
+        None, description="The head's activation (default: defaults.activation; diffusers' UNet2DModel always uses silu)."
+    )
     kernel_size: Annotated[Literal[1, 3], NoBool] | None = Field(None, description="Output conv kernel (default 3).")
     divide_by_timestep: bool | None = Field(
         None, description="Divide the output by t (score models where t is the noise level sigma; diffusers "

@@ -1,0 +1,1 @@
+"""Bridges to other model libraries (diffusers)."""

@@ -1,0 +1,441 @@
+"""diffusers UNet2DModel <-> unetdsl: configs become validated specs, weights map over exactly.
+
+    spec_from_diffusers(config)  -> Spec        (a dict, a config.json path, or `unet.config`)
+    from_diffusers(unet)         -> unetdsl model with the UNet2DModel's weights (strict)
+    to_diffusers(model)          -> UNet2DModel with the unetdsl model's weights (strict)
+    convert_pretrained(dir, ...) -> spec.yaml + weights.safetensors from a save_pretrained folder
+
+Every key of the config is either represented or refused with a SpecError naming it (diffusers
+itself warns and ignores unknown keys). Weight names differ only in their prefixes (unetdsl's
+modules follow diffusers' names inside the blocks), so the mapping is a short list of renames.
+diffusers is imported only where a live UNet2DModel is made (`to_diffusers`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import Location, Problem, SpecError
+from ..frontend import load_spec
+from ..spec.models import Spec
+from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
+
+SOURCE = "diffusers config"
+
+# config keys that describe the file, not the model
+METADATA_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "_use_default_values"}
+
+# every UNet2DModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
+DEFAULTS: dict[str, Any] = {
+    "sample_size": None, "in_channels": 3, "out_channels": 3, "center_input_sample": False,
+    "time_embedding_type": "positional", "time_embedding_dim": None, "freq_shift": 0, "flip_sin_to_cos": True,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"),
+    "mid_block_type": "UNetMidBlock2D",
+    "up_block_types": ("AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (224, 448, 672, 896), "layers_per_block": 2, "mid_block_scale_factor": 1,
+    "downsample_padding": 1, "downsample_type": "conv", "upsample_type": "conv", "dropout": 0.0, "act_fn": "silu",
+    "attention_head_dim": 8, "norm_num_groups": 32, "attn_norm_num_groups": None, "norm_eps": 1e-5,
+    "resnet_time_scale_shift": "default", "add_attention": True, "class_embed_type": None, "num_class_embeds": None,
+    "num_train_timesteps": None,
+}
+
+# block type -> (has attention, how it resamples: None = by downsample_type/upsample_type)
+DOWN_BLOCKS: dict[str, tuple[bool, str | None]] = {
+    "DownBlock2D": (False, "conv"), "AttnDownBlock2D": (True, None), "ResnetDownsampleBlock2D": (False, "resblock"),
+}
+UP_BLOCKS: dict[str, tuple[bool, str | None]] = {
+    "UpBlock2D": (False, "nearest"), "AttnUpBlock2D": (True, None), "ResnetUpsampleBlock2D": (False, "resblock"),
+}
+DOWNSAMPLE_TYPES = {"conv": "conv", "resnet": "resblock"}
+UPSAMPLE_TYPES = {"conv": "nearest", "resnet": "resblock"}
+ACTIVATIONS = {"silu": "silu", "swish": "silu", "mish": "mish", "gelu": "gelu", "relu": "relu"}
+TIME_EMBEDDINGS = {"positional": "sinusoidal", "fourier": "fourier", "learned": "learned"}
+INJECTIONS = {"default": "add", "scale_shift": "scale_shift"}
+FOURIER_SCALE = 16.0  # UNet2DModel's GaussianFourierProjection(scale=16, log=True, flip_sin_to_cos=False)
+
+
+def _read_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        if path.is_dir():
+            path = path / "config.json"
+        try:
+            return json.loads(path.read_text()), str(path)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SpecError.single((), f"cannot read a diffusers config: {exc}", location=Location(str(path), 1, 1)) from None
+    return dict(config), SOURCE
+
+
+def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, name: str | None = None) -> Spec:
+    """A UNet2DModel config -> a validated Spec. Refuses, naming the key, anything unetdsl would not
+    compute identically."""
+    raw, source = _read_config(config)
+    problems: list[Problem] = []
+
+    def refuse(key: str, value: Any, why: str, allowed: str | None = None) -> None:
+        problems.append(Problem((key,), f"{why}", found=repr(value), allowed=allowed,
+                                location=Location(source, 1, 1)))
+
+    cls = raw.get("_class_name", "UNet2DModel")
+    if cls != "UNet2DModel":
+        refuse("_class_name", cls, "only UNet2DModel configs are converted", "UNet2DModel")
+    for key in raw:
+        if key not in DEFAULTS and key not in METADATA_KEYS:
+            refuse(key, raw[key], f"unknown UNet2DModel config key {key!r}: refusing rather than ignoring it")
+    c = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
+
+    def pick(key: str, table: Mapping[str, Any]) -> Any:
+        value = c[key]
+        if value not in table:
+            refuse(key, value, f"{key} {value!r} has no unetdsl equivalent", ", ".join(map(str, table)))
+            return next(iter(table.values()))
+        return table[value]
+
+    channels = list(c["block_out_channels"])
+    downs, ups = list(c["down_block_types"]), list(c["up_block_types"])
+    if len(downs) != len(channels) or len(ups) != len(channels):
+        refuse("down_block_types", downs, "down_block_types, up_block_types and block_out_channels differ in length")
+        raise SpecError(problems)
+    if not isinstance(c["layers_per_block"], int):
+        refuse("layers_per_block", c["layers_per_block"], "one layers_per_block for all levels is supported", "an int")
+    for key, want in (("mid_block_scale_factor", 1), ("downsample_padding", None)):
+        if want is not None and c[key] != want:
+            refuse(key, c[key], f"{key} other than {want} is not supported", str(want))
+    if c["downsample_padding"] not in (0, 1):
+        refuse("downsample_padding", c["downsample_padding"], "only 1 (symmetric) or 0 (right/bottom) padding", "0, 1")
+    if c["attn_norm_num_groups"] not in (None, c["norm_num_groups"]):
+        refuse("attn_norm_num_groups", c["attn_norm_num_groups"],
+               "a separate group count for the middle attention is not supported", f"null or {c['norm_num_groups']}")
+    if c["class_embed_type"] is not None:
+        refuse("class_embed_type", c["class_embed_type"], "only the plain class-label table is supported",
+               "null (with num_class_embeds)")
+    if c["mid_block_type"] not in ("UNetMidBlock2D", None):
+        refuse("mid_block_type", c["mid_block_type"], "unsupported middle block", "UNetMidBlock2D, null")
+
+    embedding = pick("time_embedding_type", TIME_EMBEDDINGS)
+    injection = pick("resnet_time_scale_shift", INJECTIONS)
+    activation = pick("act_fn", ACTIVATIONS)
+    head_dim = c["attention_head_dim"]
+
+    def attention(ch: int) -> dict[str, Any]:
+        return {"head_dim": head_dim if head_dim is not None else ch}
+
+    levels = []
+    for i, (block, ch) in enumerate(zip(downs, channels, strict=True)):
+        if block not in DOWN_BLOCKS:
+            refuse(f"down_block_types.{i}", block, "unsupported down block", ", ".join(DOWN_BLOCKS))
+            continue
+        has_attn, method = DOWN_BLOCKS[block]
+        level: dict[str, Any] = {"channels": ch, "blocks": c["layers_per_block"]}
+        if has_attn:
+            level["attention"] = attention(ch)
+        if i < len(channels) - 1:
+            level["downsample"] = method or pick("downsample_type", DOWNSAMPLE_TYPES)
+        levels.append(level)
+    dec_levels = []
+    for k, (block, ch) in enumerate(zip(ups, reversed(channels), strict=True)):
+        if block not in UP_BLOCKS:
+            refuse(f"up_block_types.{k}", block, "unsupported up block", ", ".join(UP_BLOCKS))
+            continue
+        has_attn, method = UP_BLOCKS[block]
+        level = {"channels": ch, "blocks": c["layers_per_block"] + 1}
+        if has_attn:
+            level["attention"] = attention(ch)
+        if k < len(channels) - 1:
+            level["upsample"] = method or pick("upsample_type", UPSAMPLE_TYPES)
+        dec_levels.append(level)
+
+    first = channels[0]
+    time: dict[str, Any] = {"embedding": embedding, "injection": injection}
+    if c["time_embedding_dim"] is not None:
+        time["dim"] = c["time_embedding_dim"]
+    if embedding == "sinusoidal":
+        time |= {"features": first, "flip_sin_to_cos": c["flip_sin_to_cos"], "freq_shift": c["freq_shift"]}
+    elif embedding == "fourier":
+        time |= {"features": 2 * first, "scale": FOURIER_SCALE, "log": True, "flip_sin_to_cos": False}
+    else:
+        if c["num_train_timesteps"] is None:
+            refuse("num_train_timesteps", None, "a learned time embedding needs num_train_timesteps", "an int")
+        time |= {"features": first, "timesteps": c["num_train_timesteps"] or 1}
+
+    factor = 2 ** (len(channels) - 1)
+    size = c["sample_size"]
+    data: dict[str, Any] = {
+        "unetdsl": 1,
+        "name": name or _name(raw),
+        "description": f"converted from a diffusers UNet2DModel config ({raw.get('_diffusers_version', '?')})",
+        "model": "unet",
+        "dims": 2,
+        "in_channels": c["in_channels"],
+        "out_channels": c["out_channels"],
+        "sample_size": list(size) if isinstance(size, (list, tuple)) else (size if size is not None else 4 * factor),
+        "time": time,
+        "defaults": {"norm": {"type": "group", "groups": c["norm_num_groups"], "eps": float(c["norm_eps"])},
+                     "activation": activation, "order": "pre", "dropout": float(c["dropout"])},
+        "encoder": {"levels": levels},
+        "middle": {"blocks": 2 if c["mid_block_type"] else 0},
+        "decoder": {"levels": dec_levels},
+        "head": {"norm": True, "kernel_size": 3, "activation": "silu"},  # UNet2DModel's conv_act is always SiLU
+    }
+    if c["downsample_padding"] == 0:
+        data["encoder"]["asymmetric_padding"] = True
+    if c["mid_block_type"] and c["add_attention"]:
+        # UNetMidBlock2D gives its attention no norm under scale_shift unless attn_norm_num_groups is set
+        norm = injection == "add" or c["attn_norm_num_groups"] is not None
+        data["middle"]["attention"] = {"head_dim": head_dim if head_dim is not None else channels[-1], "norm": norm}
+    if c["num_class_embeds"] is not None:
+        data["classes"] = c["num_class_embeds"]
+    if c["center_input_sample"]:
+        data["center_input"] = True
+    if embedding == "fourier":
+        data["head"]["divide_by_timestep"] = True  # UNet2DModel divides a fourier model's output by sigma
+    if problems:
+        raise SpecError(problems)
+    return load_spec(data).spec
+
+
+def _name(raw: Mapping[str, Any]) -> str:
+    base = Path(str(raw.get("_name_or_path") or "diffusers-unet2d")).name
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", base).strip("-.") or "diffusers-unet2d"
+    return cleaned[:64]
+
+
+# --- weights --------------------------------------------------------------------------------------
+_RENAMES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(p), r) for p, r in [
+        (r"^down_blocks\.(\d+)\.downsamplers\.0\.conv\.", r"encoder.\1.downsample.conv."),
+        (r"^down_blocks\.(\d+)\.downsamplers\.0\.", r"encoder.\1.downsample.block."),
+        (r"^down_blocks\.", "encoder."),
+        (r"^up_blocks\.(\d+)\.upsamplers\.0\.conv\.", r"decoder.\1.upsample.conv."),
+        (r"^up_blocks\.(\d+)\.upsamplers\.0\.", r"decoder.\1.upsample.block."),
+        (r"^up_blocks\.", "decoder."),
+        (r"^mid_block\.", "middle."),
+        (r"\.to_out\.0\.", ".to_out."),
+        (r"^class_embedding\.", "time_embedding.class_embedding."),
+        (r"^conv_norm_out\.", "head.norm."),
+        (r"^conv_out\.", "head.conv."),
+    ]
+]
+
+
+def unetdsl_key(key: str, spec: ResolvedSpec) -> str:
+    """A diffusers UNet2DModel state-dict key -> the unetdsl key of the same tensor."""
+    if key == "time_proj.weight":  # GaussianFourierProjection.weight, or the learned nn.Embedding
+        assert spec.time is not None
+        return "time_embedding.time_proj.table.weight" if spec.time.embedding == "learned" else "time_embedding.time_proj.weight"
+    for pattern, repl in _RENAMES:
+        key = pattern.sub(repl, key)
+    return key
+
+
+def map_state_dict(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, torch.Tensor]:
+    return {unetdsl_key(k, spec): v for k, v in state.items()}
+
+
+def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
+    """A live UNet2DModel -> the equivalent unetdsl model, every tensor used and every parameter filled."""
+    from ..compiler import build_model
+    from ..weights import check_weights
+
+    spec = spec_from_diffusers(dict(unet.config), name=name)  # type: ignore[arg-type]
+    model = build_model(spec)
+    mapped = map_state_dict(unet.state_dict(), model.spec)  # type: ignore[arg-type]
+    check_weights(model, mapped, "the UNet2DModel's weights")
+    model.to(dtype=next(unet.parameters()).dtype)
+    model.load_state_dict(mapped, strict=True)
+    return model
+
+
+# --- unetdsl -> diffusers -----------------------------------------------------------------------
+def diffusers_config(spec: ResolvedSpec) -> dict[str, Any]:
+    """The UNet2DModel config computing what `spec` computes; SpecError naming what it cannot express."""
+    problems: list[Problem] = []
+
+    def refuse(path: tuple[str | int, ...], why: str) -> None:
+        problems.append(Problem(path, why + " (outside diffusers UNet2DModel's vocabulary)"))
+
+    if spec.model != "unet" or spec.dims != 2:
+        refuse(("model",), f"a {spec.dims}D {spec.model}: UNet2DModel is a 2D U-Net")
+        raise SpecError(problems)
+    levels = [*spec.encoder, *spec.decoder]
+    places: list[ResolvedLevel | ResolvedMiddle] = [*levels, spec.middle]
+    norms = {(p.norm.type, p.norm.groups, p.norm.eps) for p in places}
+    if spec.head.norm is not None:
+        norms.add((spec.head.norm.type, spec.head.norm.groups, spec.head.norm.eps))
+    if len(norms) != 1 or next(iter(norms))[0] != "group":
+        refuse(("defaults", "norm"), f"one group norm everywhere is needed, found {sorted(norms, key=str)}")
+    acts = {p.activation for p in places}
+    reverse_act = {v: k for k, v in ACTIVATIONS.items() if k != "swish"}
+    if len(acts) != 1 or next(iter(acts)) not in reverse_act:
+        refuse(("defaults", "activation"), f"one of {', '.join(reverse_act)} in every block is needed, found {sorted(acts)}")
+    if spec.head.activation != "silu":
+        refuse(("head", "activation"), f"head activation {spec.head.activation!r} (UNet2DModel's conv_act is SiLU)")
+    if {p.order for p in places} != {"pre"}:
+        refuse(("defaults", "order"), "post-activation blocks")
+    dropouts = {p.dropout for p in places}
+    if len(dropouts) != 1:
+        refuse(("defaults", "dropout"), f"one dropout everywhere is needed, found {sorted(dropouts)}")
+    blocks = {len(lv.blocks) for lv in spec.encoder}
+    if len(blocks) != 1:
+        refuse(("encoder", "levels"), f"one block count for every level is needed, found {sorted(blocks)}")
+    if spec.middle.blocks not in (0, 2):
+        refuse(("middle", "blocks"), f"{spec.middle.blocks} middle blocks (UNetMidBlock2D has 2)")
+    head_dims = {lv.attention.head_dim for lv in levels if lv.attention is not None}
+    if spec.middle.attention is not None:
+        head_dims.add(spec.middle.attention.head_dim)
+    single_head = all(a.heads == 1 for a in [*(lv.attention for lv in levels), spec.middle.attention] if a is not None)
+    if len(head_dims) > 1 and not single_head:
+        refuse(("encoder", "levels"), f"one attention head_dim everywhere is needed, found {sorted(head_dims)}")
+    if any(lv.attention is not None and not lv.attention.norm for lv in levels):
+        refuse(("encoder", "levels"), "level attention without a norm")
+    t = spec.time
+    if t is None:
+        raise SpecError([*problems, Problem(("time",), "UNet2DModel always has a time embedding")])
+    down_type = "conv"
+    down_blocks = []
+    for i, lv in enumerate(spec.encoder):
+        if lv.attention is not None:
+            down_blocks.append("AttnDownBlock2D")
+            if lv.downsample == "resblock":
+                down_type = "resnet"
+        else:
+            down_blocks.append("ResnetDownsampleBlock2D" if lv.downsample == "resblock" else "DownBlock2D")
+        if lv.downsample not in (None, "conv", "resblock"):
+            refuse(("encoder", "levels", i, "downsample"), f"downsample {lv.downsample!r}")
+    attn_downs = {lv.downsample for lv in spec.encoder if lv.attention is not None and lv.downsample is not None}
+    if len(attn_downs) > 1:
+        refuse(("encoder", "levels"), "attention levels that downsample differently")
+    up_type = "conv"
+    up_blocks = []
+    for k, lv in enumerate(spec.decoder):
+        if lv.attention is not None:
+            up_blocks.append("AttnUpBlock2D")
+            if lv.upsample == "resblock":
+                up_type = "resnet"
+        else:
+            up_blocks.append("ResnetUpsampleBlock2D" if lv.upsample == "resblock" else "UpBlock2D")
+        if lv.upsample not in (None, "nearest", "resblock"):
+            refuse(("decoder", "levels", k, "upsample"), f"upsample {lv.upsample!r}")
+    channels = [lv.channels for lv in spec.encoder]
+    if [lv.channels for lv in spec.decoder] != channels[::-1]:
+        refuse(("decoder", "levels"), "decoder channels that do not mirror the encoder")
+    fourier = t.embedding == "fourier"
+    if fourier and (t.features != 2 * channels[0] or t.scale != FOURIER_SCALE or not t.log or t.flip_sin_to_cos
+                    or not spec.head.divide_by_timestep):
+        refuse(("time",), "a fourier embedding other than UNet2DModel's (2 x first channels, scale 16, log, "
+               "sin first, output divided by sigma)")
+    if not fourier and spec.head.divide_by_timestep:
+        refuse(("head", "divide_by_timestep"), "dividing by t without a fourier embedding")
+    if t.embedding != "fourier" and t.features != channels[0]:
+        refuse(("time", "features"), f"time features {t.features} != first channels {channels[0]}")
+    if t.embedding == "sinusoidal" and t.max_period != 10000.0:
+        refuse(("time", "max_period"), f"max_period {t.max_period}")
+    if spec.head.norm is None or spec.head.kernel_size != 3:
+        refuse(("head",), "an output head other than norm -> act -> 3x3 conv")
+    if spec.zero_out:
+        pass  # an initialisation choice: the weights carry over either way
+    if problems:
+        raise SpecError(problems)
+    mid_attn = spec.middle.attention
+    norm = spec.encoder[0].norm
+    return {
+        "sample_size": spec.sample_size[0] if len(set(spec.sample_size)) == 1 else list(spec.sample_size),
+        "in_channels": spec.in_channels,
+        "out_channels": spec.out_channels,
+        "center_input_sample": spec.center_input,
+        "time_embedding_type": {v: k for k, v in TIME_EMBEDDINGS.items()}[t.embedding],
+        "time_embedding_dim": t.dim,
+        "freq_shift": t.freq_shift,
+        "flip_sin_to_cos": t.flip_sin_to_cos,
+        "down_block_types": tuple(down_blocks),
+        "mid_block_type": "UNetMidBlock2D" if spec.middle.blocks else None,
+        "up_block_types": tuple(up_blocks),
+        "block_out_channels": tuple(channels),
+        "layers_per_block": len(spec.encoder[0].blocks),
+        "downsample_padding": 0 if spec.asymmetric_padding else 1,
+        "downsample_type": down_type,
+        "upsample_type": up_type,
+        "dropout": spec.middle.dropout,
+        "act_fn": spec.middle.activation,
+        "attention_head_dim": None if single_head else next(iter(head_dims), 8),
+        "norm_num_groups": norm.groups,
+        "attn_norm_num_groups": norm.groups if mid_attn is not None and mid_attn.norm and t.injection != "add" else None,
+        "norm_eps": norm.eps,
+        "resnet_time_scale_shift": {v: k for k, v in INJECTIONS.items()}[t.injection],
+        "add_attention": mid_attn is not None,
+        "num_class_embeds": spec.classes,
+        "num_train_timesteps": t.timesteps if t.embedding == "learned" else None,
+    }
+
+
+def to_diffusers(model: nn.Module) -> nn.Module:
+    """The unetdsl model as a diffusers UNet2DModel with the same weights (strict)."""
+    from diffusers import UNet2DModel
+
+    spec: ResolvedSpec = model.spec  # type: ignore[assignment]
+    config = diffusers_config(spec)
+    if spec.middle.attention is not None and not spec.middle.attention.norm and config["resnet_time_scale_shift"] == "default":
+        raise SpecError([Problem(("middle", "attention", "norm"), "a norm-less middle attention with additive "
+                                 "time injection (outside diffusers UNet2DModel's vocabulary)")])
+    unet: nn.Module = UNet2DModel(**config)  # type: ignore[assignment]  # diffusers ships no usable stubs
+    names = {unetdsl_key(k, spec): k for k in unet.state_dict()}
+    ours = model.state_dict()
+    if set(names) != set(ours):
+        raise SpecError([Problem((), f"internal mapping mismatch: {sorted(set(names) ^ set(ours))[:5]}")])
+    unet.to(dtype=next(model.parameters()).dtype)
+    unet.load_state_dict({names[k]: v for k, v in ours.items()}, strict=True)
+    return unet.eval()
+
+
+# --- a save_pretrained folder -> spec.yaml + weights.safetensors ------------------------------------
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+
+
+def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLike[str],
+                       weights_out: str | os.PathLike[str] | None = None, *, name: str | None = None) -> ResolvedSpec:
+    """Read `config.json` (+ the safetensors weights) of a local diffusers UNet2DModel folder; write a
+    validated spec YAML and, if asked, the mapped weights as a unetdsl checkpoint. No network."""
+    import yaml
+
+    from ..compiler import build_model
+    from ..fsutil import write_text_atomic
+    from ..weights import WeightsError, check_weights, read_tensors, save
+
+    root = Path(folder)
+    spec = spec_from_diffusers(root / "config.json", name=name)
+    model = None
+    if weights_out is not None:
+        path = root / WEIGHTS_FILE
+        if not path.is_file():
+            pickled = sorted(p.name for p in root.glob("*.bin"))
+            hint = (f"; found {', '.join(pickled)}: pickles are not read, re-save with safe_serialization=True"
+                    if pickled else "")
+            raise WeightsError(f"{path}: no such weights file{hint}")
+        tensors, _ = read_tensors(path)
+        model = build_model(spec, device="meta")
+        mapped = map_state_dict(tensors, model.spec)  # type: ignore[arg-type]
+        check_weights(model, mapped, str(path))
+        model.load_state_dict(mapped, strict=True, assign=True)
+    data = spec.model_dump(exclude_none=True, mode="json")
+    text = ("# yaml-language-server: $schema=https://unetdsl.dev/schemas/unetdsl.schema.json\n"
+            f"# converted by `unetdsl convert diffusers {root}`\n"
+            + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
+    resolved, _ = load_and_resolve(text)  # the file we write must read back to this spec
+    write_text_atomic(spec_out, text)
+    if model is not None and weights_out is not None:
+        save(model, weights_out)
+    return resolved
+
+
+def load_and_resolve(text: str) -> tuple[ResolvedSpec, list[Problem]]:
+    from ..frontend import resolve_spec
+
+    return resolve_spec(text)
