@@ -150,3 +150,14 @@ def test_torchscript_deprecation_warnings_are_silenced_only_in_our_calls(tmp_pat
         script(model)
     with pytest.warns(DeprecationWarning, match="torch.jit.script"):
         torch.jit.script(model)  # a user's own call still warns
+
+
+@pytest.mark.parametrize(("norm", "order", "conv1", "conv2"), [
+    ("group", "pre", True, True), ("group", "post", True, True),
+    ("batch", "pre", False, True), ("batch", "post", False, False),
+])
+def test_conv_bias_only_where_the_next_norm_keeps_it(norm: str, order: str, conv1: bool, conv2: bool) -> None:
+    text = TINY.replace("{groups: 2}", "{groups: 2}" if norm == "group" else "{type: batch}")
+    model = build_model(text, overrides=[f"defaults.order={order}"])
+    block = model.encoder[1].resnets[0]
+    assert (block.conv1.bias is not None, block.conv2.bias is not None) == (conv1, conv2)

@@ -20,7 +20,11 @@ from .nn.resblock import ResBlock
 from .nn.sampling import ConvDownsample, InterpolateUpsample, PoolDownsample, ResBlockResample, TransposedUpsample
 from .nn.time import FourierProjection, LearnedProjection, SinusoidalProjection, TimeEmbedding
 from .nn.unet import Decoder, DecoderLevel, Encoder, EncoderLevel, Head, MiddleBlock, UNet
-from .spec.resolved import ResolvedLevel, ResolvedNorm, ResolvedSpec, ResolvedTime
+from .spec.resolved import ResolvedLevel, ResolvedNorm, ResolvedSettings, ResolvedSpec, ResolvedTime
+
+
+# norms that subtract each channel's own mean: a conv bias right before them is dead weight
+PER_CHANNEL_NORMS = frozenset({"instance", "batch"})
 
 
 class _Compiler:
@@ -34,16 +38,19 @@ class _Compiler:
     def norm(self, n: ResolvedNorm, channels: int) -> nn.Module:
         return norm(n.type, self.dims, channels, n.groups_for(channels), n.eps)
 
-    def resblock(self, settings: Any, cin: int, cout: int, resample: nn.Module | None = None) -> ResBlock:
+    def resblock(self, settings: ResolvedSettings, cin: int, cout: int, resample: nn.Module | None = None) -> ResBlock:
         pre = settings.order == "pre"
+        # pre: conv1 -> (+t) -> norm2, conv2 -> residual add; post: conv1 -> norm1, conv2 -> norm2
+        bias = settings.norm.type not in PER_CHANNEL_NORMS
         return ResBlock(
             dims=self.dims, in_channels=cin, out_channels=cout, temb_channels=self.temb,
             norm1=self.norm(settings.norm, cin if pre else cout), norm2=self.norm(settings.norm, cout),
             act=activation(settings.activation), dropout=settings.dropout, pre=pre,
             scale_shift=self.scale_shift, resample=resample, zero_out=self.spec.zero_out,
+            conv1_bias=bias, conv2_bias=bias or pre,
         )
 
-    def attention(self, settings: Any, channels: int) -> nn.Module:
+    def attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
         if settings.attention is None:
             return nn.Identity()
         pre_norm = self.norm(settings.norm, channels) if settings.attention.norm else nn.Identity()

@@ -299,31 +299,10 @@ def diffusers_config(spec: ResolvedSpec) -> dict[str, Any]:
     t = spec.time
     if t is None:
         raise SpecError([*problems, Problem(("time",), "UNet2DModel always has a time embedding")])
-    down_type = "conv"
-    down_blocks = []
-    for i, lv in enumerate(spec.encoder):
-        if lv.attention is not None:
-            down_blocks.append("AttnDownBlock2D")
-            if lv.downsample == "resblock":
-                down_type = "resnet"
-        else:
-            down_blocks.append("ResnetDownsampleBlock2D" if lv.downsample == "resblock" else "DownBlock2D")
-        if lv.downsample not in (None, "conv", "resblock"):
-            refuse(("encoder", "levels", i, "downsample"), f"downsample {lv.downsample!r}")
-    attn_downs = {lv.downsample for lv in spec.encoder if lv.attention is not None and lv.downsample is not None}
-    if len(attn_downs) > 1:
-        refuse(("encoder", "levels"), "attention levels that downsample differently")
-    up_type = "conv"
-    up_blocks = []
-    for k, lv in enumerate(spec.decoder):
-        if lv.attention is not None:
-            up_blocks.append("AttnUpBlock2D")
-            if lv.upsample == "resblock":
-                up_type = "resnet"
-        else:
-            up_blocks.append("ResnetUpsampleBlock2D" if lv.upsample == "resblock" else "UpBlock2D")
-        if lv.upsample not in (None, "nearest", "resblock"):
-            refuse(("decoder", "levels", k, "upsample"), f"upsample {lv.upsample!r}")
+    down_blocks, down_type = _block_types(spec.encoder, "downsample", ("AttnDownBlock2D", "ResnetDownsampleBlock2D",
+                                                                     "DownBlock2D"), "conv", refuse)
+    up_blocks, up_type = _block_types(spec.decoder, "upsample", ("AttnUpBlock2D", "ResnetUpsampleBlock2D", "UpBlock2D"),
+                                      "nearest", refuse)
     channels = [lv.channels for lv in spec.encoder]
     if [lv.channels for lv in spec.decoder] != channels[::-1]:
         refuse(("decoder", "levels"), "decoder channels that do not mirror the encoder")
@@ -376,6 +355,28 @@ def diffusers_config(spec: ResolvedSpec) -> dict[str, Any]:
     }
 
 
+def _block_types(levels: list[ResolvedLevel], key: str, names: tuple[str, str, str], plain: str,
+                 refuse: Any) -> tuple[list[str], str]:
+    """diffusers block types for encoder (key "downsample") or decoder ("upsample") levels, and the
+    one `downsample_type`/`upsample_type` every attention level must share."""
+    attn_block, resnet_block, plain_block = names
+    section = "encoder" if key == "downsample" else "decoder"
+    types, attn_methods = [], set()
+    for i, lv in enumerate(levels):
+        method = getattr(lv, key)
+        if method not in (None, plain, "resblock"):
+            refuse((section, "levels", i, key), f"{key} {method!r}")
+        if lv.attention is not None:
+            types.append(attn_block)
+            if method is not None:
+                attn_methods.add(method)
+        else:
+            types.append(resnet_block if method == "resblock" else plain_block)
+    if len(attn_methods) > 1:
+        refuse((section, "levels"), f"attention levels that {key} differently")
+    return types, "resnet" if "resblock" in attn_methods else "conv"
+
+
 def to_diffusers(model: nn.Module) -> nn.Module:
     """The unetdsl model as a diffusers UNet2DModel with the same weights (strict)."""
     from diffusers import UNet2DModel
@@ -390,7 +391,9 @@ def to_diffusers(model: nn.Module) -> nn.Module:
     ours = model.state_dict()
     if set(names) != set(ours):
         raise SpecError([Problem((), f"internal mapping mismatch: {sorted(set(names) ^ set(ours))[:5]}")])
-    unet.to(dtype=next(model.parameters()).dtype)
+    dtype = next(model.parameters()).dtype
+    if dtype != next(unet.parameters()).dtype:
+        unet.to(dtype=dtype)
     unet.load_state_dict({names[k]: v for k, v in ours.items()}, strict=True)
     return unet.eval()
 

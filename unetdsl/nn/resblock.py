@@ -42,19 +42,22 @@ class ResBlock(nn.Module):
         scale_shift: bool,
         resample: Optional[nn.Module] = None,
         zero_out: bool = False,
+        conv1_bias: bool = True,
+        conv2_bias: bool = True,
     ):
         super().__init__()
         self.dims, self.pre, self.scale_shift = dims, pre, scale_shift
-        # (B, Cin, ...) -> (B, Cout, ...); biases kept: GroupNorm removes only a per-group mean,
-        # so a per-channel bias still matters, and diffusers checkpoints carry it.
+        # (B, Cin, ...) -> (B, Cout, ...). The compiler drops a conv's bias only where the norm right
+        # after it subtracts a per-channel mean (instance, batch); GroupNorm removes only a
+        # per-group mean, so there a per-channel bias still matters (and diffusers carries it).
         self.norm1 = norm1
-        self.conv1 = conv_nd(dims, in_channels, out_channels, 3, padding=1)
+        self.conv1 = conv_nd(dims, in_channels, out_channels, 3, padding=1, bias=conv1_bias)
         # (no instance annotations on these Optional submodules: TorchScript warns about them)
         self.time_emb_proj = (None if temb_channels is None
                               else nn.Linear(temb_channels, out_channels * (2 if scale_shift else 1)))
         self.norm2 = norm2
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv_nd(dims, out_channels, out_channels, 3, padding=1)
+        self.conv2 = conv_nd(dims, out_channels, out_channels, 3, padding=1, bias=conv2_bias)
         if zero_out:
             zero_module(self.conv2)
         self.nonlinearity = act

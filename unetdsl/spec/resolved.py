@@ -55,17 +55,14 @@ class ResolvedBlock(_Frozen):
     out_channels: int
 
 
-class ResolvedLevel(_Frozen):
-    channels: int
-    blocks: list[ResolvedBlock]
+class ResolvedSettings(_Frozen):
+    """What every level and the middle state explicitly."""
+
     norm: ResolvedNorm
     activation: Activation
     order: Order
     dropout: float
     attention: ResolvedAttention | None
-    # How the level ends: encoder levels downsample, decoder levels upsample, the last neither.
-    downsample: Downsample | None = None
-    upsample: Upsample | None = None
 
     def settings_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -77,6 +74,14 @@ class ResolvedLevel(_Frozen):
         if self.attention is not None:
             data["attention"] = self.attention.as_data()
         return data
+
+
+class ResolvedLevel(ResolvedSettings):
+    channels: int
+    blocks: list[ResolvedBlock]
+    # How the level ends: encoder levels downsample, decoder levels upsample, the last neither.
+    downsample: Downsample | None = None
+    upsample: Upsample | None = None
 
 
 class ResolvedTime(_Frozen):
@@ -104,14 +109,9 @@ class ResolvedTime(_Frozen):
         return data
 
 
-class ResolvedMiddle(_Frozen):
+class ResolvedMiddle(ResolvedSettings):
     channels: int
     blocks: int
-    norm: ResolvedNorm
-    activation: Activation
-    order: Order
-    dropout: float
-    attention: ResolvedAttention | None
 
 
 class ResolvedHead(_Frozen):
@@ -188,16 +188,7 @@ class ResolvedSpec(_Frozen):
             data["encoder"] = {"downsample": self.encoder[0].downsample or "conv", "levels": levels}
             if self.asymmetric_padding:
                 data["encoder"]["asymmetric_padding"] = True
-        middle: dict[str, Any] = {
-            "blocks": self.middle.blocks,
-            "norm": self.middle.norm.as_data(),
-            "activation": self.middle.activation,
-            "order": self.middle.order,
-            "dropout": self.middle.dropout,
-        }
-        if self.middle.attention is not None:
-            middle["attention"] = self.middle.attention.as_data()
-        data["middle"] = middle
+        data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_data()}
         if self.decoder:
             dlevels = []
             for lv in self.decoder:
