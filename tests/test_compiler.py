@@ -161,3 +161,23 @@ def test_conv_bias_only_where_the_next_norm_keeps_it(norm: str, order: str, conv
     model = build_model(text, overrides=[f"defaults.order={order}"])
     block = model.encoder[1].resnets[0]
     assert (block.conv1.bias is not None, block.conv2.bias is not None) == (conv1, conv2)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_channels_last_body_changes_no_numbers_and_returns_the_default_layout(dims: int) -> None:
+    text = TINY.replace("name: tiny", f"name: tiny\ndims: {dims}").replace("sample_size: 16", "sample_size: 8")
+    torch.manual_seed(0)
+    fast = build_model(text)
+    plain = build_model(text, memory_format="contiguous")
+    plain.load_state_dict(fast.state_dict())
+    x, t = torch.randn(2, 3, *[8] * dims), torch.tensor([3, 9])
+    seen = []
+    fast.encoder[0].resnets[0].conv1.register_forward_pre_hook(lambda m, inp: seen.append(inp[0]))
+    with torch.inference_mode():
+        a, b = fast(x, t), plain(x, t)
+    fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
+    assert seen[0].is_contiguous(memory_format=fmt) and not seen[0].is_contiguous()
+    assert a.is_contiguous()
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="known: channels_last, contiguous"):
+        build_model(text, memory_format="nhwc")

@@ -18,7 +18,8 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=folder)
+    # keep the suffix: some writers/readers (torch.export) check it
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", suffix=target.suffix, dir=folder)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)

@@ -103,13 +103,18 @@ class _Net(nn.Module):
     size_multiple: Final[int]
     center_input: Final[bool]
     divide_by_timestep: Final[bool]
+    channels_last: Final[bool]
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
                  time_embedding: Optional[TimeEmbedding], head: Head, center_input: bool = False,
-                 divide_by_timestep: bool = False):
+                 divide_by_timestep: bool = False, channels_last: bool = False):
         super().__init__()
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
         self.center_input, self.divide_by_timestep = center_input, divide_by_timestep
+        # Run the body in channels-last layout (NHWC / NDHWC): oneDNN's convolutions are faster
+        # there (0.88x the time of the default layout for DDPM CIFAR-10 on CPU, benchmarks/).
+        # Inputs and outputs stay in the default layout; values are unchanged.
+        self.channels_last = channels_last and dims in (2, 3)
         self.conv_in = conv_in
         self.time_embedding = time_embedding
         self.head = head
@@ -136,7 +141,13 @@ class _Net(nn.Module):
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         if self.center_input:
             x = 2.0 * x - 1.0  # inputs in [0, 1] -> [-1, 1]
-        return self.conv_in(x)
+        h = self.conv_in(x)
+        if self.channels_last:
+            if self.dims == 2:
+                h = h.contiguous(memory_format=torch.channels_last)
+            else:
+                h = h.contiguous(memory_format=torch.channels_last_3d)
+        return h
 
     def _finish(self, h: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
         out = self.head(h)
@@ -146,7 +157,7 @@ class _Net(nn.Module):
             for _ in range(out.dim() - 1):
                 sigma = sigma.unsqueeze(-1)
             out = out / sigma
-        return out
+        return out.contiguous()
 
 
 class UNet(_Net):
