@@ -13,10 +13,9 @@ import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path as FsPath
 from typing import Any, Union
 
-from .errors import Location, Path, Problem, SpecError
+from .errors import Location, Problem, SpecError
 from .loader import Positions, load_file, load_text
 from .resolve import resolve
 from .spec.models import Spec
@@ -151,10 +150,4 @@ def _dotted(path: list[str | int]) -> str:
     return ".".join(str(p) for p in path) or "the spec"
 
 
-def spec_name_of(source: SpecSource) -> str | None:
-    if isinstance(source, os.PathLike) or (isinstance(source, str) and _is_path(source)):
-        return FsPath(os.fspath(source)).stem
-    return None
-
-
-__all__ = ["LoadedSpec", "Path", "SpecSource", "apply_overrides", "load_spec", "resolve_spec"]
+__all__ = ["LoadedSpec", "SpecSource", "apply_overrides", "load_spec", "resolve_spec"]
