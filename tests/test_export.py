@@ -72,6 +72,26 @@ def test_half_precision_torchscript_on_cpu(dtype: torch.dtype, tmp_path: Path) -
     assert report.max_abs_diff < 0.1
 
 
+def test_onnx_bfloat16_on_cpu_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="no bfloat16 convolution"):
+        export(build_model(TINY, dtype=torch.bfloat16), tmp_path / "m.onnx", format="onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_its_runtime_cannot_load_is_a_check_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import unetdsl.artifacts as ex
+
+    real = ex.FORMATS["torchscript"]
+
+    def refuses(path: Path, device: torch.device) -> ex.Runner:
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setitem(ex.FORMATS, "torchscript", ex.Format(real.suffix, real.write, refuses, real.loader_name))
+    with pytest.raises(ExportCheckError, match="cannot load the written file"):
+        export(build_model(TINY), tmp_path / "m.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_frozen_torchscript(tmp_path: Path) -> None:
     report = export(build_model(TINY), tmp_path / "m.pt", format="torchscript", freeze=True)
     assert 0.0 <= report.max_abs_diff < 1e-5  # freezing folds constants: equal up to float rounding

@@ -262,6 +262,9 @@ def export(
     device, dtype = param.device, param.dtype
     if dtype not in TOLERANCE:
         raise ExportError(f"cannot export a {dtype} model; use one of {', '.join(DTYPES)}")
+    if format == "onnx" and dtype == torch.bfloat16 and device.type == "cpu":
+        raise ExportError("ONNX Runtime's CPU provider has no bfloat16 convolution, so a bfloat16 ONNX file "
+                          "cannot be checked here: use --dtype float16 or float32, or --device cuda")
     model.eval()
     target = Path(path) if path is not None else default_path(spec, format)
     remove_stale_temporaries(target)
@@ -279,7 +282,12 @@ def export(
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"{format} export failed ({type(exc).__name__}: {first}); this is a bug in "
                               f"unetdsl {__version__} or torch {torch.__version__}, please report it") from exc
-        runner = fmt.load(tmp, device)
+        try:
+            runner = fmt.load(tmp, device)
+        except Exception as exc:  # the file was written but its own runtime refuses it
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ExportCheckError(f"{fmt.loader_name} cannot load the written file ({type(exc).__name__}: "
+                                   f"{first}); {target} was not written") from exc
         for inputs, want in zip(checks, expected, strict=True):
             with torch.inference_mode():
                 got = runner(inputs)
