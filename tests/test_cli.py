@@ -90,3 +90,8 @@ def test_console_script_runs_as_a_process() -> None:
     proc = subprocess.run([sys.executable, "-m", "unetdsl.cli", "validate", str(ROOT / "specs" / "tiny.yaml")],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_directory_is_not_read_as_yaml(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "validate", str(tmp_path))
+    assert code == 1 and "cannot read spec file" in err

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import yaml
 
@@ -45,7 +46,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.specs:
         try:
-            resolved, warnings = resolve_spec(path, args.set)
+            resolved, warnings = resolve_spec(Path(path), args.set)  # a CLI argument is always a file
         except SpecError as exc:
             _err(exc.render())
             status = EXIT_INVALID
@@ -57,7 +58,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 @command("resolve")
 def cmd_resolve(args: argparse.Namespace) -> int:
-    resolved, warnings = resolve_spec(args.spec, args.set)
+    resolved, warnings = resolve_spec(Path(args.spec), args.set)
     _warn(warnings)
     if args.json:
         print(json.dumps(resolved.to_spec_data(), indent=2))
@@ -78,7 +79,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .summary import render
     from .weights import WeightsError, load_weights
 
-    resolved, warnings = resolve_spec(args.spec, args.set)
+    resolved, warnings = resolve_spec(Path(args.spec), args.set)
     _warn(warnings)
     if args.device == "cuda" and not torch.cuda.is_available():
         _err("error: --device cuda: no CUDA device is available on this machine")
