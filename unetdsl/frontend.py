@@ -37,7 +37,7 @@ class LoadedSpec:
 
 
 def _is_path(source: str) -> bool:
-    return "\n" not in source and (source.endswith((".yaml", ".yml", ".json")) or os.path.isfile(source))
+    return "\n" not in source and (source.endswith((".yaml", ".yml", ".json")) or os.path.exists(source))
 
 
 def load_spec(source: SpecSource, overrides: Sequence[str] = ()) -> LoadedSpec:
