@@ -311,7 +311,7 @@ class _Resolver:
         encoder: list[ResolvedLevel] = []
         for i, lv in enumerate(enc_levels):
             path: Path = ("encoder", "levels", i)
-            n = lv.blocks if lv.blocks is not None else self.setting_blocks()
+            n = lv.blocks if lv.blocks is not None else BUILTIN["blocks"]
             blocks = []
             for _ in range(n):
                 blocks.append(ResolvedBlock(in_channels=prev, skip_channels=0, out_channels=lv.channels))
@@ -380,7 +380,7 @@ class _Resolver:
                                   found=str(n), allowed=str(need), hint="or omit blocks")
                         n = need
                 else:
-                    n = dlv.blocks if dlv.blocks is not None else self.setting_blocks()
+                    n = dlv.blocks if dlv.blocks is not None else BUILTIN["blocks"]
                 blocks = []
                 for _ in range(n):
                     skip = skips.pop() if is_unet else 0
@@ -434,9 +434,6 @@ class _Resolver:
             center_input=bool(s.center_input),
             asymmetric_padding=bool(s.encoder is not None and s.encoder.asymmetric_padding),
         )
-
-    def setting_blocks(self) -> int:
-        return int(BUILTIN["blocks"])
 
     def resolve_time(self, first_channels: int) -> ResolvedTime | None:
         t = self.spec.time

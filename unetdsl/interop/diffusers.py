@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import Location, Problem, SpecError
-from ..frontend import load_spec
+from ..frontend import load_spec, resolve_spec
 from ..spec.models import Spec
 from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
 
@@ -106,9 +106,8 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
         raise SpecError(problems)
     if not isinstance(c["layers_per_block"], int):
         refuse("layers_per_block", c["layers_per_block"], "one layers_per_block for all levels is supported", "an int")
-    for key, want in (("mid_block_scale_factor", 1), ("downsample_padding", None)):
-        if want is not None and c[key] != want:
-            refuse(key, c[key], f"{key} other than {want} is not supported", str(want))
+    if c["mid_block_scale_factor"] != 1:
+        refuse("mid_block_scale_factor", c["mid_block_scale_factor"], "mid_block_scale_factor other than 1 is not supported", "1")
     if c["downsample_padding"] not in (0, 1):
         refuse("downsample_padding", c["downsample_padding"], "only 1 (symmetric) or 0 (right/bottom) padding", "0, 1")
     if c["attn_norm_num_groups"] not in (None, c["norm_num_groups"]):
@@ -319,8 +318,6 @@ def diffusers_config(spec: ResolvedSpec) -> dict[str, Any]:
         refuse(("time", "max_period"), f"max_period {t.max_period}")
     if spec.head.norm is None or spec.head.kernel_size != 3:
         refuse(("head",), "an output head other than norm -> act -> 3x3 conv")
-    if spec.zero_out:
-        pass  # an initialisation choice: the weights carry over either way
     if problems:
         raise SpecError(problems)
     mid_attn = spec.middle.attention
@@ -431,14 +428,8 @@ def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLi
     text = ("# yaml-language-server: $schema=https://unetdsl.dev/schemas/unetdsl.schema.json\n"
             f"# converted by `unetdsl convert diffusers {root}`\n"
             + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
-    resolved, _ = load_and_resolve(text)  # the file we write must read back to this spec
+    resolved, _ = resolve_spec(text)  # the file we write must read back to this spec
     write_text_atomic(spec_out, text)
     if model is not None and weights_out is not None:
         save(model, weights_out)
     return resolved
-
-
-def load_and_resolve(text: str) -> tuple[ResolvedSpec, list[Problem]]:
-    from ..frontend import resolve_spec
-
-    return resolve_spec(text)
