@@ -28,7 +28,7 @@ def smallest_size(spec: ResolvedSpec) -> list[int]:
 @pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
 def built(request: pytest.FixtureRequest) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_model(request.param)
+    return build_model(request.param).eval()
 
 
 def test_sample_forward_has_the_right_shape(built: torch.nn.Module) -> None:

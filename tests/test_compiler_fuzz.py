@@ -76,7 +76,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(specs())
 def test_random_specs_build_run_and_script(spec: dict[str, Any]) -> None:
-    model = build_model(spec)
+    model = build_model(spec).eval()
     r = model.spec
     inputs = sample_inputs(r, batch=2)
     with torch.inference_mode():

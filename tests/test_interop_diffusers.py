@@ -126,7 +126,7 @@ def test_back_to_diffusers(name: str) -> None:
 
 
 def test_ddpm_spec_round_trips_through_diffusers_unchanged() -> None:
-    model = build_model(ROOT / "specs" / "ddpm-cifar10.yaml")
+    model = build_model(ROOT / "specs" / "ddpm-cifar10.yaml").eval()
     unet = to_diffusers(model)
     assert sum(p.numel() for p in unet.parameters()) == 35_746_307
     assert unet.config.downsample_padding == 0 and unet.config.flip_sin_to_cos is False

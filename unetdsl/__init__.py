@@ -19,10 +19,12 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:  # pragma: no cover
     from .artifacts import export
     from .compiler import build_model
+    from .training import set_activation_checkpointing, training_units
     from .weights import load, save
 
 # torch is heavy: only these pull it in, and only when first asked for.
-_LAZY = {"build_model": "compiler", "export": "artifacts", "save": "weights", "load": "weights"}
+_LAZY = {"build_model": "compiler", "export": "artifacts", "save": "weights", "load": "weights",
+         "set_activation_checkpointing": "training", "training_units": "training"}
 
 
 def __getattr__(name: str) -> Any:
@@ -47,4 +49,6 @@ __all__ = [
     "load_spec",
     "resolve_spec",
     "save",
+    "set_activation_checkpointing",
+    "training_units",
 ]

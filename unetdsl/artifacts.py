@@ -265,8 +265,19 @@ def export(
     if format == "onnx" and dtype == torch.bfloat16 and device.type == "cpu":
         raise ExportError("ONNX Runtime's CPU provider has no bfloat16 convolution, so a bfloat16 ONNX file "
                           "cannot be checked here: use --dtype float16 or float32, or --device cuda")
-    model.eval()
     target = Path(path) if path is not None else default_path(spec, format)
+    # an artifact is an inference graph: export in eval mode, then give the model back as it came
+    # (a training loop that exports a snapshot keeps training with dropout on)
+    was_training = model.training
+    model.eval()
+    try:
+        return _write_checked(model, spec, fmt, format, target, device, dtype, freeze=freeze, opset=opset)
+    finally:
+        model.train(was_training)
+
+
+def _write_checked(model: nn.Module, spec: ResolvedSpec, fmt: Format, format: str, target: Path,
+                   device: torch.device, dtype: torch.dtype, *, freeze: bool, opset: int) -> ExportReport:
     remove_stale_temporaries(target)
     checks = check_inputs(spec, device, dtype)
     with torch.inference_mode():

@@ -84,8 +84,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         _err("error: --device cuda: no CUDA device is available on this machine")
         return EXIT_USAGE
-    torch.manual_seed(args.seed)
-    model = build_model(resolved, memory_format=args.memory_format)
+    model = build_model(resolved, memory_format=args.memory_format, seed=args.seed).eval()
     if args.weights:
         try:
             loaded = load_weights(model, args.weights)

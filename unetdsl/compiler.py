@@ -157,16 +157,28 @@ def build_model(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     memory_format: str = "channels_last",
+    seed: int | None = None,
 ) -> nn.Module:
     """A path, YAML string, dict, Spec or ResolvedSpec -> the model, with its resolved spec at
     `model.spec`. The spec is fully checked before any tensor is allocated; `device="meta"`
     builds without allocating (parameter counts of huge specs). `memory_format` is the layout
     the 2D/3D body runs in ("channels_last", faster with oneDNN convolutions, or "contiguous");
-    it never changes the numbers' meaning, nor the layout of inputs and outputs."""
+    it never changes the numbers' meaning, nor the layout of inputs and outputs.
+
+    The model is returned in **training mode**, as every `nn.Module` constructor and diffusers'
+    `from_config` return it (dropout active): call `.eval()` before sampling. (`unetdsl.load`,
+    which reads trained weights, returns eval mode, as diffusers' `from_pretrained`.)
+    `seed` makes the initial weights a function of the seed alone: the same seed gives
+    bit-identical weights whatever the global RNG state, and the global RNG is left untouched.
+    Without it the weights draw from torch's global RNG, as any `nn.Module` does."""
     resolved, _ = resolve_spec(spec, overrides)
-    with torch.device(device or "cpu"):
+    target = torch.device(device or "cpu")
+    # fork the RNG of the device the weights are drawn on, so `seed` leaves the caller's RNG as it was
+    forked = [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked, enabled=seed is not None), target:
+        if seed is not None:
+            torch.manual_seed(seed)
         model = compile_spec(resolved, memory_format=memory_format)
     if dtype is not None:
         model = model.to(dtype=dtype)
-    model.eval()
-    return model
+    return model.train()

@@ -115,7 +115,9 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
 
 def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> nn.Module:
-    """Rebuild a model saved by `save`: its spec from the metadata (validated again), then the weights."""
+    """Rebuild a model saved by `save`: its spec from the metadata (validated again), then the
+    weights. Returned in eval mode, ready to sample (as diffusers' `from_pretrained`); call
+    `.train()` to resume training."""
     from .compiler import build_model
 
     tensors, metadata = read_tensors(path)
@@ -127,4 +129,5 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
     rebuilt = model.spec.spec_id  # type: ignore[union-attr]
     if rebuilt != metadata.get(ID_KEY):
         raise WeightsError(f"{path}: stored spec id {metadata.get(ID_KEY)} != rebuilt {rebuilt}")
+    model.eval()
     return model.to(device) if device is not None else model

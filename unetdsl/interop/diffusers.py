@@ -240,7 +240,8 @@ def map_state_dict(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dic
 
 
 def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
-    """A live UNet2DModel -> the equivalent unetdsl model, every tensor used and every parameter filled."""
+    """A live UNet2DModel -> the equivalent unetdsl model, every tensor used and every parameter
+    filled, in the same train/eval mode as `unet`."""
     from ..compiler import build_model
     from ..weights import check_weights
 
@@ -250,7 +251,7 @@ def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
     check_weights(model, mapped, "the UNet2DModel's weights")
     model.to(dtype=next(unet.parameters()).dtype)
     model.load_state_dict(mapped, strict=True)
-    return model
+    return model.train(unet.training)
 
 
 # --- unetdsl -> diffusers -----------------------------------------------------------------------
@@ -375,7 +376,8 @@ def _block_types(levels: list[ResolvedLevel], key: str, names: tuple[str, str, s
 
 
 def to_diffusers(model: nn.Module) -> nn.Module:
-    """The unetdsl model as a diffusers UNet2DModel with the same weights (strict)."""
+    """The unetdsl model as a diffusers UNet2DModel with the same weights (strict), in the same
+    train/eval mode as `model`."""
     from diffusers import UNet2DModel
 
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
@@ -392,7 +394,7 @@ def to_diffusers(model: nn.Module) -> nn.Module:
     if dtype != next(unet.parameters()).dtype:
         unet.to(dtype=dtype)
     unet.load_state_dict({names[k]: v for k, v in ours.items()}, strict=True)
-    return unet.eval()
+    return unet.train(model.training)
 
 
 # --- a save_pretrained folder -> spec.yaml + weights.safetensors ------------------------------------

@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpointing import Checkpointable, checkpoint
 
-class AttentionBlock(nn.Module):
+
+class AttentionBlock(Checkpointable):
     heads: Final[int]
 
     def __init__(self, *, channels: int, heads: int, norm: nn.Module, zero_out: bool = False):
@@ -25,6 +27,15 @@ class AttentionBlock(nn.Module):
             nn.init.zeros_(self.to_out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return self._checkpointed(x)
+        return self._forward(x)
+
+    @torch.jit.unused
+    def _checkpointed(self, x: torch.Tensor) -> torch.Tensor:
+        return checkpoint(self._forward, x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[0], x.shape[1]
         h = self.group_norm(x).reshape(b, c, -1).transpose(1, 2)  # (B, N, C), N = product of spatial sizes
         n = h.shape[1]

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 CONV: dict[int, type[nn.Module]] = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -63,12 +64,24 @@ def activation(name: str) -> nn.Module:
 
 
 # --- norms -------------------------------------------------------------------------------------
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm whose statistics are computed in float32 whatever the input dtype, the result
+    cast back (guided-diffusion's GroupNorm32; CUDA autocast's float32 list has group_norm too).
+    A bfloat16 mean/variance over a group of thousands of values loses the digits that matter.
+    In float32 the casts are no-ops, so values and weights are exactly nn.GroupNorm's (diffusers)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.float() if self.weight is not None else None
+        bias = self.bias.float() if self.bias is not None else None
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
+
+
 # layer and instance norm are GroupNorm with 1 group / 1 group per channel: per-sample statistics
 # in any number of dims, affine per channel, identical to LayerNorm-over-(C,...) / InstanceNorm.
 NORMS: dict[str, Callable[[int, int, int, float], nn.Module]] = {
-    "group": lambda dims, channels, groups, eps: nn.GroupNorm(groups, channels, eps=eps),
-    "layer": lambda dims, channels, groups, eps: nn.GroupNorm(1, channels, eps=eps),
-    "instance": lambda dims, channels, groups, eps: nn.GroupNorm(channels, channels, eps=eps),
+    "group": lambda dims, channels, groups, eps: GroupNorm32(groups, channels, eps=eps),
+    "layer": lambda dims, channels, groups, eps: GroupNorm32(1, channels, eps=eps),
+    "instance": lambda dims, channels, groups, eps: GroupNorm32(channels, channels, eps=eps),
     "batch": lambda dims, channels, groups, eps: BATCH_NORM[dims](channels, eps=eps),
 }
 

@@ -19,10 +19,11 @@ from typing import Final, Optional
 import torch
 from torch import nn
 
+from .checkpointing import Checkpointable, checkpoint
 from .layers import broadcast_to_spatial, conv_nd, zero_module
 
 
-class ResBlock(nn.Module):
+class ResBlock(Checkpointable):
     pre: Final[bool]
     scale_shift: Final[bool]
     dims: Final[int]
@@ -65,6 +66,15 @@ class ResBlock(nn.Module):
         self.resample = resample  # parameter-free x2 / /2 (ResBlock-up/down), or None
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return self._checkpointed(x, temb)
+        return self._forward(x, temb)
+
+    @torch.jit.unused
+    def _checkpointed(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        return checkpoint(self._forward, x, temb)
+
+    def _forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         # x: (B, Cin, *spatial); temb: (B, T) or None
         shortcut = x
         if self.pre:

@@ -13,12 +13,17 @@ from typing import Final, Optional
 import torch
 from torch import nn
 
+from .checkpointing import Checkpointable, checkpoint
 from .time import TimeEmbedding
 
 
-class EncoderLevel(nn.Module):
+class EncoderLevel(Checkpointable):
     """blocks x (ResBlock -> attention) at one resolution, then an optional downsample.
-    In a U-Net (`push_skips`) it pushes every block output and the downsample output onto `skips`."""
+
+    Pure: forward returns the features and, in a U-Net (`push_skips`), the skip tensors this level
+    produces (every block output, then the downsample output) instead of appending to a list it
+    was handed. Wrappers that copy or re-run arguments (FSDP2's pre-forward hook, activation
+    checkpointing, torch.compile, forward hooks) therefore see the same computation."""
 
     push_skips: Final[bool]
 
@@ -30,7 +35,17 @@ class EncoderLevel(nn.Module):
         self.attentions = nn.ModuleList(attentions)  # nn.Identity where the level has no attention
         self.downsample = downsample
 
-    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return self._checkpointed(h, temb)
+        return self._forward(h, temb)
+
+    @torch.jit.unused
+    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return checkpoint(self._forward, h, temb)
+
+    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips: list[torch.Tensor] = []  # this level's own outputs, in the order they are made
         for res, attn in zip(self.resnets, self.attentions):
             h = attn(res(h, temb))
             if self.push_skips:
@@ -39,33 +54,49 @@ class EncoderLevel(nn.Module):
             h = self.downsample(h, temb)  # (B, C, *S/2)
             if self.push_skips:
                 skips.append(h)
-        return h
+        return h, skips
 
 
-class DecoderLevel(nn.Module):
-    """blocks x ([concat skip] -> ResBlock -> attention), then an optional upsample."""
+class DecoderLevel(Checkpointable):
+    """blocks x ([concat skip] -> ResBlock -> attention), then an optional upsample.
+
+    In a U-Net block i concatenates `skips[i]`: the caller hands each level its `num_skips`
+    tensors in the order they are consumed (the last encoder output first); the list is only read."""
 
     use_skips: Final[bool]
+    num_skips: Final[int]
 
     def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], upsample: Optional[nn.Module],
                  use_skips: bool):
         super().__init__()
         self.use_skips = use_skips
+        self.num_skips = len(resnets) if use_skips else 0
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(attentions)
         self.upsample = upsample
 
     def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
-        for res, attn in zip(self.resnets, self.attentions):
+        if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return self._checkpointed(h, temb, skips)
+        return self._forward(h, temb, skips)
+
+    @torch.jit.unused
+    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
+        return checkpoint(self._forward, h, temb, skips)
+
+    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
+        if len(skips) != self.num_skips:
+            raise ValueError(f"unetdsl: this decoder level takes {self.num_skips} skip tensors, got {len(skips)}")
+        for i, (res, attn) in enumerate(zip(self.resnets, self.attentions)):
             if self.use_skips:
-                h = torch.cat([h, skips.pop()], dim=1)  # (B, C + C_skip, *S)
+                h = torch.cat([h, skips[i]], dim=1)  # (B, C + C_skip, *S)
             h = attn(res(h, temb))
         if self.upsample is not None:
             h = self.upsample(h, temb)  # (B, C, *2S)
         return h
 
 
-class MiddleBlock(nn.Module):
+class MiddleBlock(Checkpointable):
     """ResBlock, then (attention -> ResBlock) for the rest (diffusers UNetMidBlock2D)."""
 
     def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module]):
@@ -75,6 +106,15 @@ class MiddleBlock(nn.Module):
         self.attentions = nn.ModuleList([*attentions, *[nn.Identity() for _ in range(len(resnets) - len(attentions))]])
 
     def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+            return self._checkpointed(h, temb)
+        return self._forward(h, temb)
+
+    @torch.jit.unused
+    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        return checkpoint(self._forward, h, temb)
+
+    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         for res, attn in zip(self.resnets, self.attentions):
             h = attn(res(h, temb))
         return h
@@ -173,12 +213,15 @@ class UNet(_Net):
         self._check(x)
         temb = self._embed(x, t, y)
         h = self._stem(x)
-        skips: list[torch.Tensor] = [h]
+        skips: list[torch.Tensor] = [h]  # conv_in, then every block and downsample output
         for level in self.encoder:
-            h = level(h, temb, skips)
+            h, produced = level(h, temb)
+            skips.extend(produced)
         h = self.middle(h, temb)
         for level in self.decoder:
-            h = level(h, temb, skips)
+            # this level's skips, last produced first: the stack pops, the level only reads
+            taken = [skips.pop() for _ in range(level.num_skips)]  # type: ignore[arg-type]
+            h = level(h, temb, taken)
         return self._finish(h, t)
 
 
@@ -194,9 +237,8 @@ class Encoder(_Net):
         self._check(x)
         temb = self._embed(x, t, y)
         h = self._stem(x)
-        skips: list[torch.Tensor] = []  # stays empty: an encoder alone keeps no skips
         for level in self.encoder:
-            h = level(h, temb, skips)
+            h, _ = level(h, temb)  # an encoder alone keeps no skips (the list is empty)
         return self._finish(self.middle(h, temb), t)
 
 
@@ -212,7 +254,7 @@ class Decoder(_Net):
         self._check(x)
         temb = self._embed(x, t, y)
         h = self.middle(self._stem(x), temb)
-        skips: list[torch.Tensor] = []
+        no_skips: list[torch.Tensor] = []
         for level in self.decoder:
-            h = level(h, temb, skips)
+            h = level(h, temb, no_skips)
         return self._finish(h, t)
