@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    model = build_model(args.spec, device=device, dtype=dtype)
+    model = build_model(args.spec, device=device, dtype=dtype).eval()
     inputs = sample_inputs(model.spec, batch=args.batch, device=device, dtype=dtype)
     runners: dict[str, Callable[[], object]] = {"eager": lambda: model(*inputs.args())}
     with tempfile.TemporaryDirectory() as tmp:

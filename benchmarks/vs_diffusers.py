@@ -59,7 +59,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     torch.manual_seed(0)
-    ours = build_model(args.spec, device=device, dtype=dtype)
+    ours = build_model(args.spec, device=device, dtype=dtype).eval()  # inference: dropout off
     theirs = to_diffusers(ours).to(device=device, dtype=dtype).eval()
     inp = sample_inputs(ours.spec, batch=args.batch, device=device, dtype=dtype)
     x, t = inp.x, inp.t

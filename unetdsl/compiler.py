@@ -146,8 +146,26 @@ def compile_spec(spec: ResolvedSpec, *, memory_format: str = "channels_last") ->
         model = _Compiler(spec, memory_format).build()
     except (KeyError, TypeError, ValueError) as exc:  # the resolver admitted something we cannot build
         raise InternalError(f"compiling a resolved spec failed: {exc}") from exc
+    if memory_format == "channels_last" and spec.dims in (2, 3):
+        _pointwise_weights_channels_last(model)
     model.spec = spec  # type: ignore[assignment]
     return model
+
+
+def _pointwise_weights_channels_last(model: nn.Module) -> None:
+    """Give 1x1(x1) conv weights the strides their gradients get in a channels-last body.
+
+    For a 1x1 kernel both layouts are the same bytes, but a channels-last input makes autograd
+    return the weight's gradient with channels-last *strides* ((C, 1, C, C) instead of (C, 1, 1, 1)).
+    DDP's reducer compares strides with its bucket views (made from the parameter's strides) and
+    otherwise warns "Grad strides do not match bucket view strides" and copies every such gradient.
+    Values, shapes and state-dict contents are unchanged."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)) and all(k == 1 for k in m.kernel_size):
+            w = m.weight.data  # (Cout, Cin, 1, 1[, 1])
+            # (.contiguous(memory_format=...) is a no-op here: size-1 dims make both layouts "contiguous")
+            strides = (w.shape[1], 1, *([w.shape[1]] * (w.dim() - 2)))
+            m.weight.data = torch.empty_strided(w.shape, strides, dtype=w.dtype, device=w.device).copy_(w)
 
 
 def build_model(

@@ -65,12 +65,15 @@ def activation(name: str) -> nn.Module:
 
 # --- norms -------------------------------------------------------------------------------------
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm whose statistics are computed in float32 whatever the input dtype, the result
-    cast back (guided-diffusion's GroupNorm32; CUDA autocast's float32 list has group_norm too).
-    A bfloat16 mean/variance over a group of thousands of values loses the digits that matter.
-    In float32 the casts are no-ops, so values and weights are exactly nn.GroupNorm's (diffusers)."""
+    """GroupNorm whose statistics are computed in float32 when the input is float16/bfloat16, the
+    result cast back (guided-diffusion's GroupNorm32; CUDA autocast's float32 list has group_norm
+    too): a half-precision mean/variance over a group of thousands of values loses the digits
+    that matter. float32 and float64 inputs are normalised as they are, so the values and the
+    weights are exactly nn.GroupNorm's (and diffusers')."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float16 and x.dtype != torch.bfloat16:
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
         weight = self.weight.float() if self.weight is not None else None
         bias = self.bias.float() if self.bias is not None else None
         return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
