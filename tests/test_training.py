@@ -276,3 +276,59 @@ def test_inductor_compiles_a_checkpointed_training_step_as_one_graph() -> None:
     torch.testing.assert_close(out, want, rtol=0, atol=1e-4)
     for name, p in model.named_parameters():
         torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+# --- CUDA (skipped without a GPU) ------------------------------------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+def test_cuda_autocast_training_step_stays_close_to_float32(dtype: torch.dtype) -> None:
+    model = unetdsl.build_model(ROOT / "specs" / "ddpm-cifar10.yaml", seed=0, device="cuda").eval()
+    spec = model.spec
+    args = [a.cuda() if a is not None else None for a in sample_inputs(spec, batch=4).args()]
+    model(*args).square().mean().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    with torch.autocast("cuda", dtype=dtype):
+        out = model(*args)
+    scaler.scale(out.float().square().mean()).backward()
+    scale = scaler.get_scale() if dtype == torch.float16 else 1.0
+    got = torch.cat([(p.grad / scale).flatten() for n, p in model.named_parameters()])
+    assert relative_error(got, torch.cat([g.flatten() for g in want.values()])) < 0.05
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_compiled_training_step_equals_eager() -> None:
+    torch._dynamo.reset()
+    model = unetdsl.build_model(ROOT / "specs" / "ddpm-cifar10.yaml", seed=0, device="cuda").eval()
+    args = [a.cuda() if a is not None else None for a in sample_inputs(model.spec, batch=4).args()]
+    out = torch.compile(model, fullgraph=True)(*args)
+    out.square().mean().backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    want = model(*args)
+    want.square().mean().backward()
+    torch.testing.assert_close(out, want, rtol=1e-3, atol=1e-3)  # TF32 and fused kernels on the GPU
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-2, atol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_ddp_on_one_gpu_with_nccl(tmp_path: Any) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        model = unetdsl.build_model(SPEC, seed=0, device="cuda")
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+        x, t, y = (a.cuda() for a in inputs())
+        ddp(x, t, y).square().mean().backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
