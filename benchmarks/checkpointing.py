@@ -5,7 +5,7 @@
 
 Three figures per setting:
 - activation memory: the bytes autograd keeps for backward during one step (each storage
-  counted once, through torch.autograd.graph.saved_tensors_hooks) — exact and repeatable;
+  counted once: unetdsl.training.activation_bytes) — exact and repeatable;
 - peak step memory: the process's peak RSS during training steps at `--batch`, minus its peak
   after a step at batch 1 (weights, gradients and AdamW moments are already allocated then);
   each setting in a fresh process, since a peak never comes down;
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import unetdsl
 from unetdsl.sample import sample_inputs
+from unetdsl.training import activation_bytes
 
 SETTINGS = ["plain", "block", "level"]
 
@@ -46,17 +47,9 @@ def step(model: torch.nn.Module, opt: torch.optim.Optimizer, args: tuple, target
 
 
 def saved_bytes(model: torch.nn.Module, args: tuple, target: torch.Tensor) -> int:  # type: ignore[type-arg]
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, torch.nn.Parameter):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        F.mse_loss(model(*args), target).backward()
+    kept = activation_bytes(lambda: F.mse_loss(model(*args), target))
     model.zero_grad(set_to_none=True)
-    return sum(storages.values())
+    return kept
 
 
 def peak_child(spec: str, batch: int, setting: str, threads: int) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import paired as paired_ratio  # benchmarks/timing.py (run as a script: its folder is on sys.path)
 
 from unetdsl import build_model
 from unetdsl.interop.diffusers import to_diffusers
@@ -106,9 +107,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
 
     def paired(a: str, b: str) -> str:
-        ratios = sorted(x / y for x, y in zip(times[a], times[b], strict=True))
-        q = statistics.quantiles(ratios, n=4)
-        return f"{statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})"
+        return paired_ratio(times[a], times[b])
 
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{ours.spec.name}: training step (forward + backward + AdamW), batch {args.batch}, "

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import paired as paired_ratio  # benchmarks/timing.py (run as a script: its folder is on sys.path)
 
 from unetdsl import build_model, export
 from unetdsl.interop.diffusers import to_diffusers
@@ -96,9 +97,7 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
 
     def paired(a: str, b: str) -> str:
-        ratios = sorted(x / y for x, y in zip(times[a], times[b], strict=True))
-        q = statistics.quantiles(ratios, n=4)
-        return f"{statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})"
+        return paired_ratio(times[a], times[b])
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
     print(f"{ours.spec.name}: batch {args.batch}, {list(x.shape[2:])}, {args.dtype}, {where}, torch {torch.__version__}; "
           f"max |unetdsl - diffusers| = {diff:.2e}; median of {args.rounds} interleaved rounds")

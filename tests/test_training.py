@@ -14,6 +14,7 @@ import unetdsl
 from unetdsl.nn.layers import GroupNorm32
 from unetdsl.sample import sample_inputs
 from unetdsl.torchscript import script
+from unetdsl.training import activation_bytes
 
 from .conftest import ROOT, SPECS
 
@@ -135,17 +136,7 @@ def test_checkpointing_gives_the_plain_gradients(granularity: str) -> None:
 
 
 def saved_bytes(model: torch.nn.Module, batch: int) -> int:
-    """Bytes autograd keeps for backward (each storage once): the activation memory of a step."""
-    storages: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, torch.nn.Parameter):
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(*inputs(batch)).square().mean().backward()
-    return sum(storages.values())
+    return activation_bytes(lambda: model(*inputs(batch)).square().mean())
 
 
 @pytest.mark.parametrize("granularity,at_most", [("block", 0.45), ("level", 0.25)])

@@ -12,6 +12,9 @@ scripts and exports.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import nn
 
 from .nn.attention import AttentionBlock
@@ -58,3 +61,21 @@ def set_activation_checkpointing(model: nn.Module, granularity: str | None = "bl
     if not found:
         raise ValueError("set_activation_checkpointing needs a model built by unetdsl (no unetdsl blocks found)")
     return model
+
+
+def activation_bytes(step: Callable[[], torch.Tensor]) -> int:
+    """Bytes autograd keeps for backward while `step()` runs forward (each storage counted once,
+    parameters excluded), then backward on its result: the activation memory of a training step,
+    exactly and repeatably (a process's RSS is neither). `step` returns the loss."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not isinstance(t, nn.Parameter):
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = step()
+    loss.backward()
+    return sum(storages.values())
