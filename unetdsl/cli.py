@@ -7,6 +7,8 @@ Results go to stdout; problems, warnings and progress to stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -196,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", action="store_true", help="torch.jit.freeze the TorchScript module")
     p.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last",
                    help="layout the 2D/3D body runs in (default channels_last: faster oneDNN convolutions)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the random initial weights (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for the random initial weights (default 0)")
     with_set(p)
 
     p = sub.add_parser("inspect", help="print the spec and provenance stored in an exported file",
@@ -220,11 +222,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EPIPE, errno.EDQUOT, errno.EBADF}
+
+
+def _seed(text: str) -> int:
+    """argparse type for --seed: torch seeds are 64-bit; the message never echoes the value."""
+    if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()) or int(text) >= 2**64:
+        raise argparse.ArgumentTypeError("expected a whole number from 0 to 2^64-1")
+    return int(text)
+
+
+def _silence_stdout() -> None:
+    """After stdout failed (reader gone, disk full), send what is left to /dev/null so that the
+    interpreter's final flush does not fail again with a trace."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a full disk or a closed pipe shows here, not in the interpreter's exit
+        return code
     except SpecError as exc:
         _err(exc.render())
         return EXIT_INVALID
@@ -232,10 +255,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err("interrupted")
         return 130
     except BrokenPipeError:  # `unetdsl ... | head`: the reader left; not an error of ours
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
         return EXIT_OK
+    except OSError as exc:  # the machine said no (disk full, permission, device): not a bug of ours
+        where = f" ({exc.filename})" if exc.filename else " (standard output)" if exc.errno in _OUTPUT_ERRNOS else ""
+        _silence_stdout()
+        _err(f"error: {exc.strerror or exc}{where}")
+        return EXIT_INVALID
     except InternalError as exc:
         _err(f"internal error (a bug in unetdsl {__version__}, please report it): {exc}")
         return EXIT_INTERNAL

@@ -15,9 +15,42 @@ from dataclasses import dataclass, replace
 Path = tuple[str | int, ...]
 
 
+# How much of a value or a source line a message echoes: enough to recognise it, never a 900 kB blob.
+ECHO_CHARS = 80
+LINE_CHARS = 160
+
+
+def brief(text: str, limit: int = ECHO_CHARS) -> str:
+    """`text` as a quoted literal (control characters escaped), cut to `limit` characters."""
+    if len(text) <= limit:
+        return repr(text)
+    return repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def describe(value: object) -> str:
+    """What a message says was found: short, terminal-safe, and never a failing conversion
+    (Python refuses to print an int of more than 4,300 digits)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        digits = int(value.bit_length() * 0.30103) + 1
+        return str(value) if digits <= 30 else f"a whole number of about {digits} digits"
+    if isinstance(value, float):
+        return f"the number {value!r}" if value == value and abs(value) != float("inf") else str(value)
+    if isinstance(value, str):
+        return f"the string {brief(value)}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)}"
+    return f"a {type(value).__name__}"
+
+
 def dotted(path: Path) -> str:
     """`("encoder", "levels", 1, "channels")` -> `encoder.levels.1.channels` (the `--set` syntax)."""
-    return ".".join(str(p) for p in path) if path else "<root>"
+    return ".".join(brief(p, 40)[1:-1] if isinstance(p, str) else str(p) for p in path) if path else "<root>"
 
 
 @dataclass(frozen=True)
@@ -63,11 +96,23 @@ class Problem:
         loc = self.location
         if loc is not None and loc.text is not None:
             gutter = f"{loc.line:>5} | "
-            lines.append(gutter + loc.text.rstrip("\n"))
+            text, col = _window(loc.text.rstrip("\n"), loc.col)
+            lines.append(gutter + text)
             # Tabs are kept so the caret lines up under the same column in a terminal.
-            pad = "".join("\t" if ch == "\t" else " " for ch in loc.text[: max(loc.col - 1, 0)])
+            pad = "".join("\t" if ch == "\t" else " " for ch in text[: max(col - 1, 0)])
             lines.append(" " * (len(gutter) - 2) + "| " + pad + "^")
         return "\n".join(lines)
+
+
+def _window(text: str, col: int) -> tuple[str, int]:
+    """At most LINE_CHARS of a source line around column `col` (1-based), control characters
+    shown as '?', and the column of the caret in what is shown."""
+    text = "".join(ch if ch == "\t" or ch.isprintable() else "?" for ch in text[: col + LINE_CHARS])
+    if len(text) <= LINE_CHARS:
+        return text, col
+    start = max(0, min(col - 1 - LINE_CHARS // 2, len(text) - LINE_CHARS))
+    shown = text[start:start + LINE_CHARS]
+    return ("..." if start else "") + shown + ("..." if start + LINE_CHARS < len(text) else ""), col - start + (3 if start else 0)
 
 
 class UnetdslError(Exception):

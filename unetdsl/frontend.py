@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Union
 
-from .errors import Location, Problem, SpecError
+from .errors import Location, Problem, SpecError, describe
 from .loader import Positions, load_file, load_text
 from .resolve import resolve
 from .spec.models import Spec
@@ -85,6 +85,7 @@ def resolve_spec(source: SpecSource, overrides: Sequence[str] = ()) -> tuple[Res
 # --- `--set path=value` --------------------------------------------------------------------------
 def apply_overrides(data: Any, overrides: Sequence[str], positions: Positions) -> Any:
     """Apply `path=value` overrides (value is YAML) to a copy of `data`, recording their positions."""
+    overrides = _override_list(overrides)
     problems: list[Problem] = []
     for text in overrides:
         try:
@@ -106,7 +107,7 @@ def _apply_one(data: Any, text: str, positions: Positions) -> Any:
     value_col = len(raw_path) + 2
     value_loc = Location(source, 1, value_col, text)
     try:
-        value = load_text(raw_value, source).data if raw_value.strip() else None
+        value = load_text(raw_value, source, allow_empty=True).data
     except SpecError as exc:
         raise SpecError([replace(p, location=value_loc) for p in exc.problems]) from None
     parts = raw_path.strip().split(".")
@@ -131,6 +132,7 @@ def _apply_one(data: Any, text: str, positions: Positions) -> Any:
             raise SpecError([Problem(tuple(path), f"{_dotted(path)} is a single value, not a section",
                                      location=Location(source, 1, col, text))])
         path.append(key)
+        positions.override_keys.setdefault(tuple(path), Location(source, 1, col, text))
         if last:
             if isinstance(node, list) and key == len(node):
                 node.append(value)
@@ -144,6 +146,18 @@ def _apply_one(data: Any, text: str, positions: Positions) -> Any:
             node = nxt
     positions.overrides[tuple(path)] = value_loc
     return root
+
+
+def _override_list(overrides: Sequence[str] | str) -> list[str]:
+    """A single 'PATH=VALUE' string is one override (not a sequence of one-character ones)."""
+    if isinstance(overrides, str):
+        return [overrides]
+    out = list(overrides)
+    for o in out:
+        if not isinstance(o, str):
+            raise SpecError.single((), "overrides are 'PATH=VALUE' strings", found=describe(o),
+                                   hint="e.g. overrides=['encoder.levels.1.channels=192']")
+    return out
 
 
 def _dotted(path: list[str | int]) -> str:

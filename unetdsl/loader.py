@@ -38,18 +38,27 @@ class Positions:
     keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
     # `--set` overrides: a value set on the command line, and everything below it, points there.
     overrides: dict[Path, Location] = field(default_factory=dict)
+    # where each name of an override's path stands in its `--set` text (unknown-key errors point there)
+    override_keys: dict[Path, Location] = field(default_factory=dict)
 
     def location(self, path: Path, *, key: bool = False) -> Location | None:
         """The location of `path`; of its key when `key` (unknown-key errors point at the key).
 
         Falls back to the nearest ancestor that has a position (a missing key -> its mapping).
         """
+        if key and path in self.override_keys:
+            return self.override_keys[path]
         for n in range(len(path), -1, -1):
             if path[:n] in self.overrides:
                 return self.overrides[path[:n]]
         table = self.keys if key else self.values
         if path in table:
             return self._loc(*table[path])
+        # not in the file, but above an override's value (a section the override created, such as
+        # a misspelt one): the override made it, so point there
+        for set_path, where in self.overrides.items():
+            if path and set_path[: len(path)] == path:
+                return where
         for n in range(len(path) - 1, -1, -1):
             if path[:n] in self.values:
                 return self._loc(*self.values[path[:n]])
@@ -89,8 +98,21 @@ class _ScalarTrap(Exception):
         self.message, self.hint = message, hint
 
 
+# No setting takes a number anywhere near this long; Python refuses to convert ints of more than
+# 4,300 digits at all (a ValueError deep inside int() or repr()), so the loader stops far before.
+MAX_INT_DIGITS = 30
+
+
+def _too_many_digits(text: str) -> _ScalarTrap:
+    return _ScalarTrap(f"a number of {len(text)} characters: far larger than any setting allows",
+                       "check the value; every number unetdsl reads has at most a few digits")
+
+
 def resolve_plain(text: str) -> Any:
     """The value of an unquoted scalar under the YAML 1.2 core schema (strict about traps)."""
+    if len(text) > MAX_INT_DIGITS and (_INT.match(text) or _INT_OCT.match(text) or _INT_HEX.match(text)
+                                       or _AMBIGUOUS_INT.match(text)):
+        raise _too_many_digits(text)
     if text in _NULL:
         return None
     if text in _BOOL:
@@ -204,7 +226,12 @@ class _Composer:
             line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
             what = " ".join(s for s in (exc.context, exc.problem) if s)
             self.fail(line, col, f"not valid YAML: {what}")
-        except yaml.YAMLError as exc:  # reader errors (bad bytes) carry no mark
+        except yaml.reader.ReaderError as exc:  # a character YAML forbids (NUL, most control characters)
+            line, col = _line_col(self.text, exc.position)
+            code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+            self.fail(line, col, f"not valid YAML: character U+{code:04X} is not allowed in YAML text",
+                      hint="remove it (a binary file, or a stray control character?)")
+        except yaml.YAMLError as exc:  # no position to report
             self.fail(1, 1, f"not valid YAML: {exc}")
         if self.problems:
             raise SpecError(self.problems)
@@ -296,22 +323,34 @@ def _key_text(value: Any) -> str:
     return str(value)
 
 
-def load_text(text: str | bytes, source: str = "<string>") -> Loaded:
-    """Parse one YAML document into plain data with positions. Raises SpecError only."""
+def _line_col(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of character `index` of `text`."""
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+def load_text(text: str | bytes, source: str = "<string>", *, allow_empty: bool = False) -> Loaded:
+    """Parse one YAML document into plain data with positions. Raises SpecError only.
+    `allow_empty`: an empty document or `null` is the value None (a `--set` value), not an error."""
     if isinstance(text, bytes):
         if len(text) > MAX_BYTES:
             raise _too_big(source, len(text))
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise SpecError.single((), f"not UTF-8 text (byte {exc.start}: {exc.reason})",
-                                   location=Location(source, 1, 1)) from None
+            good = text[: exc.start].decode("utf-8")  # everything before the bad byte decodes
+            line, col = _line_col(good, len(good))
+            shown = good.splitlines()[line - 1] if good and not good.endswith("\n") else ""
+            raise SpecError.single((), f"not UTF-8 text: byte {text[exc.start]:#04x} at offset {exc.start} ({exc.reason})",
+                                   hint="save the file as UTF-8", location=Location(source, line, col, shown)) from None
     if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
         raise _too_big(source, len(text))
     composer = _Composer(text, source)
     root = composer.compose()
     positions = Positions(source, composer.lines)
     if root is None or (root.kind == "scalar" and root.value is None):
+        if allow_empty:
+            return Loaded(None, positions)
         raise SpecError.single((), "the spec is empty", location=Location(source, 1, 1),
                                hint="start from one of the files in specs/")
     converter = _Converter(positions)

@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .errors import Path, Problem, SpecError, divisors, join_allowed, sort_problems
+from pydantic import ValidationError
+
+from .errors import InternalError, Path, Problem, SpecError, divisors, join_allowed, sort_problems
 from .spec.models import (
     AttentionSpec,
     DecoderLevel,
@@ -480,7 +482,10 @@ def _gcd_all(values: list[int]) -> int:
 def resolve(spec: Spec, *, warnings: list[Problem] | None = None) -> ResolvedSpec:
     """Check every cross-field rule and expand `spec`. Raises SpecError listing all problems."""
     r = _Resolver(spec)
-    resolved = r.resolve()
+    try:
+        resolved = r.resolve()
+    except ValidationError as exc:  # a form the resolver built broke the language's own bounds: ours
+        raise InternalError(f"resolving produced a value outside the language's bounds: {exc}") from exc
     if warnings is not None:
         warnings.extend(sort_problems(r.warnings))  # one warning per place it was set
     return resolved

@@ -44,6 +44,8 @@ class StrictModel(BaseModel):
 
 Channels = Annotated[int, Field(ge=1, le=MAX_CHANNELS)]
 Blocks = Annotated[int, Field(ge=1, le=MAX_BLOCKS)]
+# a U-Net decoder level has one block more than its encoder level (one per skip), so its bound is one more
+DecoderBlocks = Annotated[int, Field(ge=1, le=MAX_BLOCKS + 1)]
 
 
 class NormSpec(StrictModel):
@@ -97,7 +99,7 @@ class EncoderLevel(LevelSettings):
 
 class DecoderLevel(LevelSettings):
     channels: Channels = Field(description="Output channels of every ResBlock of this level.")
-    blocks: Blocks | None = Field(
+    blocks: DecoderBlocks | None = Field(
         None, description="ResBlocks at this resolution. For a U-Net: encoder blocks + 1 (one per skip). "
         "Standalone decoder: default 2."
     )
@@ -160,7 +162,7 @@ class FourierTime(StrictModel):
     """Random Gaussian Fourier features (diffusers `GaussianFourierProjection`, score SDE)."""
 
     embedding: Literal["fourier"]
-    features: Annotated[int, Field(ge=2, le=MAX_CHANNELS)] | None = Field(
+    features: Annotated[int, Field(ge=2, le=2 * MAX_CHANNELS)] | None = Field(
         None, description="sin+cos features before the MLP (even). Default: 2 x first level channels."
     )
     dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(None, description="Default 4 x first channels.")

@@ -10,8 +10,8 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import Path, Problem, SpecError
-from ..loader import YAML11_BOOLEANS, Positions
+from ..errors import Path, Problem, SpecError, brief, describe
+from ..loader import YAML11_BOOLEANS, Positions, resolve_plain
 from .models import Spec
 
 # Names other projects use for something in our vocabulary: pointed at, never accepted silently.
@@ -68,19 +68,7 @@ def _data_path(loc: tuple[Any, ...], data: Any, err_type: str) -> Path:
 
 
 def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    if isinstance(value, float):
-        return f"the number {value!r}" if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return f"a list of {len(value)}"
-    return repr(value)
+    return describe(value)
 
 
 def _allowed(err: dict[str, Any]) -> str | None:
@@ -157,7 +145,7 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
     if isinstance(value, str) and value in YAML11_BOOLEANS:
         hint = f"{value!r} is a string in YAML 1.2; write true or false"
     elif isinstance(value, str) and _looks_numeric(value):
-        hint = f"remove the quotes: {value}"
+        hint = f"remove the quotes: {brief(value)[1:-1]}"
     elif isinstance(value, float) and value.is_integer() and any(e["type"].startswith("int_") for e in errs):
         hint = f"write {int(value)}"
     elif isinstance(value, bool) and any(e["type"] in ("int_type", "float_type") for e in errs):
@@ -185,11 +173,13 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
 
 
 def _looks_numeric(text: str) -> bool:
+    """Whether `text` written without quotes reads as a number in YAML (so "remove the quotes"
+    is advice that works): Python's float() also takes fullwidth digits and '1_0', YAML does not."""
     try:
-        float(text)
-    except ValueError:
+        value = resolve_plain(text)
+    except Exception:  # a YAML trap (ambiguous number, too many digits): no such advice
         return False
-    return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # --- introspection for "allowed keys" ----------------------------------------------------------
