@@ -333,15 +333,16 @@ def load_text(text: str | bytes, source: str = "<string>", *, allow_empty: bool 
     """Parse one YAML document into plain data with positions. Raises SpecError only.
     `allow_empty`: an empty document or `null` is the value None (a `--set` value), not an error."""
     if isinstance(text, bytes):
-        if len(text) > MAX_BYTES:
-            raise _too_big(source, len(text))
+        raw = text
+        if len(raw) > MAX_BYTES:
+            raise _too_big(source, len(raw))
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            good = text[: exc.start].decode("utf-8")  # everything before the bad byte decodes
+            good = raw[: exc.start].decode("utf-8")  # everything before the bad byte decodes
             line, col = _line_col(good, len(good))
             shown = good.splitlines()[line - 1] if good and not good.endswith("\n") else ""
-            raise SpecError.single((), f"not UTF-8 text: byte {text[exc.start]:#04x} at offset {exc.start} ({exc.reason})",
+            raise SpecError.single((), f"not UTF-8 text: byte {raw[exc.start]:#04x} at offset {exc.start} ({exc.reason})",
                                    hint="save the file as UTF-8", location=Location(source, line, col, shown)) from None
     if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
         raise _too_big(source, len(text))

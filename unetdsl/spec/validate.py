@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import math
 import types
 import typing
 from typing import Any, Union, get_args, get_origin
