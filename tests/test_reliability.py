@@ -138,3 +138,183 @@ def test_describe_is_short_and_safe() -> None:
     assert describe("a\x1b[31mred") == "the string 'a\\x1b[31mred'"
     assert describe([1, 2]) == "a list of 2" and describe({"a": 1}) == "a mapping" and describe(None) == "null"
     assert json.loads(json.dumps(describe(float("nan")))) == "nan"
+
+
+# --- 3. files unetdsl reads are data, not trusted -------------------------------------------------
+def _tampered_pt(tmp_path: Path, replace: dict[str, bytes]) -> Path:
+    import zipfile
+
+    good = tmp_path / "good.pt"
+    unetdsl.export(unetdsl.build_model(TINY, seed=0), good)
+    bad = tmp_path / "bad.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bad, "w") as out:
+        for info in src.infolist():
+            key = info.filename.rsplit("/extra/", 1)[-1] if "/extra/" in info.filename else None
+            out.writestr(info, replace.get(key, src.read(info.filename)) if key else src.read(info.filename))
+    return bad
+
+
+@pytest.mark.parametrize("stored,why", [(b"not json", "not JSON"), (b"7", "a JSON int"), (b'"/etc/passwd"', "a JSON str"),
+                                        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+                                        (b'{"a":' * 40 + b"1" + b"}" * 40, "nests deeper")])
+def test_inspect_refuses_a_stored_spec_that_is_not_a_mapping(stored: bytes, why: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _tampered_pt(tmp_path, {"unetdsl/spec.json": stored})
+    assert main(["inspect", str(bad)]) == 1
+    assert why in capsys.readouterr().err
+
+
+def test_inspect_escapes_terminal_control_sequences(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _tampered_pt(tmp_path, {"unetdsl/version": b"\x1b]0;pwned\x07\x1b[31mred"})
+    assert main(["inspect", str(bad)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "version: \\x1b]0;pwned\\x07\\x1b[31mred" in out
+
+
+def test_inspect_reads_a_bounded_amount(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _tampered_pt(tmp_path, {"unetdsl/version": b"0" * (3 * 2**20)})  # a member larger than any we write
+    assert main(["inspect", str(bad)]) == 1
+    assert "not a file unetdsl wrote" in capsys.readouterr().err
+    # ONNX: the graph is skipped on the wire, never decoded; a file of another kind is refused cleanly
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\xff" * 64)
+    assert main(["inspect", str(junk)]) == 1
+    folder = tmp_path / "d.pt"
+    folder.mkdir()
+    assert main(["inspect", str(folder)]) == 1
+    assert "not a regular file" in capsys.readouterr().err
+
+
+def test_inspect_reads_onnx_metadata_without_decoding_the_graph(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    import onnx
+    from onnx import helper
+
+    from unetdsl.inspect import _from_onnx
+
+    graph = helper.make_graph([], "g", [], [])
+    model = helper.make_model(graph)
+    for k, v in {"unetdsl/spec_id": "sha256:x", "other": "y", "unetdsl/dtype": "float32"}.items():
+        model.metadata_props.add(key=k, value=v)
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    assert _from_onnx(path) == {"unetdsl/spec_id": "sha256:x", "unetdsl/dtype": "float32"}
+
+
+def _saved(tmp_path: Path, metadata: dict[str, str] | None = None, **overrides: Any) -> Path:
+    import torch
+    from safetensors.torch import save_file
+
+    model = unetdsl.build_model(TINY, seed=0)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state.update(overrides)
+    path = tmp_path / "w.safetensors"
+    save_file(state, str(path), metadata=metadata)
+    del torch
+    return path
+
+
+@pytest.mark.parametrize("stored,why", [("not json", "not JSON"), ('"/etc/passwd"', "a JSON str"), ("[1]", "a JSON list"),
+                                        ('{"unetdsl": 1}', "not a valid spec")])
+def test_load_treats_a_stored_spec_as_data(stored: str, why: str, tmp_path: Path) -> None:
+    from unetdsl.weights import WeightsError
+
+    with pytest.raises(WeightsError, match=why):
+        unetdsl.load(_saved(tmp_path, {"unetdsl/spec.json": stored, "unetdsl/spec_id": "x"}))
+
+
+def test_weights_headers_are_checked_before_any_data_is_read(tmp_path: Path) -> None:
+    import struct
+
+    import torch
+
+    from unetdsl.weights import WeightsError, load_weights, read_header
+
+    model = unetdsl.build_model(TINY, seed=0)
+    f8 = _saved(tmp_path, **{k: v.to(torch.float8_e4m3fn) for k, v in model.state_dict().items() if v.is_floating_point()})
+    with pytest.raises(WeightsError, match="has dtype 'F8_E4M3'"):
+        load_weights(model, f8)
+    # duplicate names: the JSON header names one tensor twice
+    raw = _saved(tmp_path).read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = raw[8:8 + n].decode()
+    first = header.index('"conv_in.bias"')
+    entry_end = header.index("}", first) + 1
+    dup = header[:entry_end] + "," + header[first:entry_end] + header[entry_end:]
+    dup = dup.ljust(n + (len(dup) - n + 7) // 8 * 8)  # keep the data aligned is not needed: offsets are relative
+    path = tmp_path / "dup.safetensors"
+    path.write_bytes(struct.pack("<Q", len(dup)) + dup.encode() + raw[8 + n:])
+    with pytest.raises(WeightsError, match="names tensor 'conv_in.bias' twice"):
+        read_header(path)
+    # a sparse file declaring a 4 GB tensor under a name the model lacks: refused from the header
+    sparse = tmp_path / "sparse.safetensors"
+    meta = json.dumps({"huge": {"dtype": "F32", "shape": [2**30], "data_offsets": [0, 2**32]}}).encode()
+    with open(sparse, "wb") as fh:
+        fh.write(struct.pack("<Q", len(meta)) + meta)
+        fh.truncate(8 + len(meta) + 2**32)
+    with pytest.raises(WeightsError, match="unexpected tensor"):
+        load_weights(model, sparse)
+
+
+# --- 4. output paths --------------------------------------------------------------------------------
+def test_outputs_never_replace_inputs_or_protected_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    weights = tmp_path / "w.safetensors"
+    unetdsl.save(unetdsl.build_model(TINY, seed=0), weights)
+    before = {p: p.read_bytes() for p in (spec, weights)}
+    assert main(["build", str(spec), "-o", str(spec)]) == 1
+    assert main(["build", str(spec), "--weights", str(weights), "-o", str(weights)]) == 1
+    assert "would destroy it" in capsys.readouterr().err
+    assert all(p.read_bytes() == b for p, b in before.items())
+    protected = tmp_path / "ro.pt"
+    protected.write_bytes(b"keep")
+    os.chmod(protected, 0o444)
+    assert main(["build", str(spec), "-o", str(protected)]) == 1
+    assert protected.read_bytes() == b"keep"
+    assert main(["build", str(spec), "-o", str(tmp_path)]) == 1
+    assert main(["build", str(spec), "-o", "/dev/null"]) == 1
+    err = capsys.readouterr().err
+    assert "read-only" in err and "is a directory" in err and "not a regular file" in err
+    with pytest.raises(unetdsl.UnetdslError, match="is a directory"):
+        unetdsl.save(unetdsl.build_model(TINY), tmp_path)
+    with pytest.raises(unetdsl.UnetdslError, match="is a directory"):
+        unetdsl.export(unetdsl.build_model(TINY), tmp_path)
+
+
+def test_convert_refuses_to_overwrite_its_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    diffusers = pytest.importorskip("diffusers")
+    folder = tmp_path / "unet"
+    unet = diffusers.UNet2DModel(sample_size=8, block_out_channels=(4, 8), norm_num_groups=2,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet.save_pretrained(folder)
+    config = (folder / "config.json").read_bytes()
+    assert main(["convert", "diffusers", str(folder), "-o", str(folder / "config.json")]) == 1
+    assert (folder / "config.json").read_bytes() == config
+    assert main(["convert", "diffusers", str(folder), "-o", str(tmp_path / "s.yaml"), "--weights", str(tmp_path)]) == 1
+    assert not (tmp_path / "s.yaml").exists()  # nothing half-written
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_live_writers_temporary_is_not_removed(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from unetdsl.fsutil import TMP_PREFIX, remove_stale_temporaries
+
+    target = tmp_path / "m.pt"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        live = tmp_path / f"{TMP_PREFIX}m.pt.{sleeper.pid}.abc.pt"
+        live.write_bytes(b"partial")
+        dead = tmp_path / f"{TMP_PREFIX}m.pt.{2**22 + 12345}.abc.pt"  # above pid_max: no such process
+        dead.write_bytes(b"stale")
+        assert remove_stale_temporaries(target) == [dead]
+        assert live.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert os.getpid() > 0

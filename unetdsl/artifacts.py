@@ -25,7 +25,7 @@ from torch import nn
 
 from . import __version__, torchscript
 from .errors import UnetdslError
-from .fsutil import atomic_path, remove_stale_temporaries
+from .fsutil import atomic_path, check_output, remove_stale_temporaries
 from .sample import SampleInputs, sample_inputs
 from .spec.resolved import ResolvedSpec
 
@@ -265,7 +265,7 @@ def export(
     if format == "onnx" and dtype == torch.bfloat16 and device.type == "cpu":
         raise ExportError("ONNX Runtime's CPU provider has no bfloat16 convolution, so a bfloat16 ONNX file "
                           "cannot be checked here: use --dtype float16 or float32, or --device cuda")
-    target = Path(path) if path is not None else default_path(spec, format)
+    target = check_output(Path(path) if path is not None else default_path(spec, format))
     # an artifact is an inference graph: export in eval mode, then give the model back as it came
     # (a training loop that exports a snapshot keeps training with dropout on)
     was_training = model.training

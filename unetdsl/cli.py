@@ -77,12 +77,19 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from .artifacts import DTYPES, ExportError, default_path, export
     from .compiler import build_model
+    from .fsutil import OutputError, check_output
     from .sample import sample_inputs
     from .summary import render
     from .weights import WeightsError, load_weights
 
     resolved, warnings = resolve_spec(Path(args.spec), args.set)
     _warn(warnings)
+    try:  # before the build: a long build must not end in a write that cannot or must not happen
+        target = check_output(args.output or default_path(resolved, args.format),
+                              inputs={"spec": args.spec, "weights file": args.weights})
+    except OutputError as exc:
+        _err(f"error: {exc}")
+        return EXIT_INVALID
     if args.device == "cuda" and not torch.cuda.is_available():
         _err("error: --device cuda: no CUDA device is available on this machine")
         return EXIT_USAGE
@@ -107,7 +114,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not args.weights and not out.any():
         _err("warning: the randomly initialised model outputs zeros (init.zero_out), so the export check compares "
              "zeros; pass --weights to check the artifact on real numbers")
-    target = args.output or default_path(resolved, args.format)
     try:
         report = export(model, target, format=args.format, freeze=args.freeze)
     except ExportError as exc:
@@ -121,6 +127,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 @command("inspect")
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import InspectError, read_metadata
+    from .provenance import StoredSpecError, parse_stored_spec
 
     try:
         meta = read_metadata(args.file)
@@ -129,21 +136,36 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     spec = meta.pop("unetdsl/spec.json", None)
     for key, value in sorted(meta.items()):
-        print(f"{key.removeprefix('unetdsl/')}: {value}")
+        print(f"{_printable(key.removeprefix('unetdsl/'))}: {_printable(value)}")
     if spec is not None:
+        try:
+            data = parse_stored_spec(spec)
+        except StoredSpecError as exc:
+            _err(f"error: {args.file}: {exc}")
+            return EXIT_INVALID
         print("spec:")
-        print(yaml.safe_dump(json.loads(spec), sort_keys=False, default_flow_style=None, width=100), end="")
+        print(_printable(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100), keep_newlines=True),
+              end="")
     return EXIT_OK
+
+
+def _printable(text: str, *, keep_newlines: bool = False, limit: int = 100_000) -> str:
+    """Text from a file, made safe for a terminal: control characters (escape sequences that
+    would recolour, retitle or rewrite the screen) shown as \\xNN, cut at `limit` characters."""
+    out = "".join(ch if ch.isprintable() or (keep_newlines and ch == "\n") else f"\\x{ord(ch):02x}" if ord(ch) < 256
+                  else f"\\u{ord(ch):04x}" for ch in text[:limit])
+    return out + (f"... ({len(text)} characters)" if len(text) > limit else "")
 
 
 @command("convert")
 def cmd_convert(args: argparse.Namespace) -> int:
+    from .fsutil import OutputError
     from .interop.diffusers import convert_pretrained
     from .weights import WeightsError
 
     try:
         resolved = convert_pretrained(args.folder, args.output, args.weights, name=args.name)
-    except WeightsError as exc:
+    except (WeightsError, OutputError) as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
     print(f"wrote {args.output} ({resolved.name}, {resolved.spec_id})")

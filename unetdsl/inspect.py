@@ -9,6 +9,7 @@ import json
 import struct
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import UnetdslError
 
@@ -19,13 +20,24 @@ class InspectError(UnetdslError):
     pass
 
 
+MAX_VALUE = 2 * 2**20  # no provenance value unetdsl writes comes near this (the spec is at most 1 MiB)
+MAX_ENTRIES = 64
+
+
 def _from_zip(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
+        for info in archive.infolist():
             marker = "/extra/" + PREFIX
-            if marker in name:
-                out[PREFIX + name.split(marker, 1)[1]] = archive.read(name).decode("utf-8", errors="replace")
+            if marker not in info.filename:
+                continue
+            if len(out) >= MAX_ENTRIES:
+                raise InspectError(f"{path}: more than {MAX_ENTRIES} unetdsl entries; not a file unetdsl wrote")
+            with archive.open(info) as member:  # read at most the limit, whatever the header claims
+                data = member.read(MAX_VALUE + 1)
+            if len(data) > MAX_VALUE:
+                raise InspectError(f"{path}: entry {info.filename!r} is over {MAX_VALUE} bytes; not a file unetdsl wrote")
+            out[PREFIX + info.filename.split(marker, 1)[1]] = data.decode("utf-8", errors="replace")
     return out
 
 
@@ -38,28 +50,90 @@ def _from_safetensors(path: Path) -> dict[str, str]:
         if size > 100 * 2**20:
             raise InspectError(f"{path}: implausible safetensors header size {size}")
         header = json.loads(fh.read(size))
+    if not isinstance(header, dict):
+        raise InspectError(f"{path}: not a safetensors file (its header is not a JSON object)")
     meta = header.get("__metadata__") or {}
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
-    meta = {k: v for k, v in meta.items() if k.startswith(PREFIX)}
+    if not isinstance(meta, dict):
+        raise InspectError(f"{path}: its __metadata__ is not a mapping")
+    tensors = [k for k in header if k != "__metadata__"]
+    meta = {k: v for k, v in meta.items() if k.startswith(PREFIX) and isinstance(v, str)}
     meta["tensors"] = str(len(tensors))
     return meta
 
 
+def _varint(fh: BinaryIO) -> int:
+    shift = result = 0
+    while True:
+        byte = fh.read(1)
+        if not byte:
+            raise InspectError("truncated protobuf")
+        result |= (byte[0] & 0x7F) << shift
+        if not byte[0] & 0x80:
+            return result
+        shift += 7
+        if shift > 63:
+            raise InspectError("malformed protobuf varint")
+
+
+def _fields(data: bytes) -> dict[int, bytes]:
+    """The length-delimited fields of a small message (StringStringEntryProto: key 1, value 2)."""
+    import io
+
+    fh, out = io.BytesIO(data), {}
+    while fh.tell() < len(data):
+        tag = _varint(fh)
+        if tag & 7 != 2:
+            raise InspectError("unexpected field in a metadata entry")
+        out[tag >> 3] = fh.read(_varint(fh))
+    return out
+
+
 def _from_onnx(path: Path) -> dict[str, str]:
-    try:
-        import onnx
-    except ImportError:
-        raise InspectError("reading .onnx files needs the 'onnx' package: pip install 'unetdsl[onnx]'") from None
-    proto = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in proto.metadata_props if p.key.startswith(PREFIX)}
+    """ModelProto's metadata_props (field 14), read from the wire format by walking the top-level
+    fields and *skipping* the others (the graph with its weights is never decoded or held)."""
+    out: dict[str, str] = {}
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        while fh.tell() < size:
+            tag = _varint(fh)
+            field_number, wire = tag >> 3, tag & 7
+            if wire == 0:
+                _varint(fh)
+            elif wire == 1:
+                fh.seek(8, 1)
+            elif wire == 5:
+                fh.seek(4, 1)
+            elif wire == 2:
+                length = _varint(fh)
+                if fh.tell() + length > size:
+                    raise InspectError("truncated protobuf")
+                if field_number != 14:
+                    fh.seek(length, 1)
+                    continue
+                if length > MAX_VALUE:
+                    raise InspectError(f"a metadata entry of {length} bytes; not a file unetdsl wrote")
+                entry = _fields(fh.read(length))
+                key = entry.get(1, b"").decode("utf-8", errors="replace")
+                if key.startswith(PREFIX):
+                    if len(out) >= MAX_ENTRIES:
+                        raise InspectError(f"more than {MAX_ENTRIES} unetdsl entries; not a file unetdsl wrote")
+                    out[key] = entry.get(2, b"").decode("utf-8", errors="replace")
+            else:
+                raise InspectError(f"not an ONNX model (protobuf wire type {wire} at the top level)")
+    return out
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise InspectError(f"{p}: no such file")
-    with open(p, "rb") as fh:
-        magic = fh.read(4)
+    if not p.is_file():
+        raise InspectError(f"{p}: not a regular file (a directory or a device?)")
+    try:
+        with open(p, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise InspectError(f"{p}: cannot read: {exc.strerror or exc}") from None
     try:
         if magic.startswith(b"PK"):
             meta = _from_zip(p)
@@ -69,12 +143,12 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             meta = _from_safetensors(p)
         else:
             raise InspectError(f"{p}: not a file unetdsl writes (.pt, .pt2, .onnx, .safetensors)")
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, struct.error) as exc:
-        raise InspectError(f"{p}: unreadable ({exc})") from None
-    except InspectError:
-        raise
-    except Exception as exc:  # onnx's protobuf errors have no common base we can import lazily
-        raise InspectError(f"{p}: unreadable ({type(exc).__name__}: {exc})") from None
+    except (zipfile.BadZipFile, ValueError, RecursionError, struct.error, EOFError) as exc:
+        raise InspectError(f"{p}: unreadable ({type(exc).__name__})") from None
+    except OSError as exc:
+        raise InspectError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except InspectError as exc:
+        raise InspectError(f"{p}: {exc}") if not str(exc).startswith(str(p)) else exc from None
     if not any(k.startswith(PREFIX + "spec") for k in meta):
         raise InspectError(f"{p}: carries no unetdsl provenance (not written by unetdsl?)")
     return meta

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -19,8 +22,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import __version__
-from .errors import UnetdslError
-from .fsutil import atomic_path
+from .errors import SpecError, UnetdslError, brief
+from .fsutil import atomic_path, check_output
+from .provenance import ID_KEY, SPEC_KEY, VERSION_KEY, StoredSpecError, parse_stored_spec
 
 FIRST = 8  # how many offenders an error lists
 
@@ -38,55 +42,162 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names[:FIRST]) + more
 
 
-def read_tensors(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a safetensors file, or a WeightsError saying why not."""
+# safetensors dtype names unetdsl reads, and the element size each occupies in the file
+READABLE: dict[str, tuple[torch.dtype, int]] = {
+    "F64": (torch.float64, 8), "F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2),
+    "I64": (torch.int64, 8), "I32": (torch.int32, 4), "I16": (torch.int16, 2), "I8": (torch.int8, 1),
+    "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1),
+}
+MAX_HEADER = 100 * 2**20  # safetensors' own limit for the JSON header
+MAX_TENSORS = 1_000_000
+_NOT_SAFETENSORS = "; truncated or another format? unetdsl reads weights only as safetensors, never pickles"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor as the header describes it, before any of its bytes are read."""
+
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise WeightsError(f"the header names tensor {key!r} twice (readers disagree on which one wins)")
+        seen[key] = value
+    return seen
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Entry], dict[str, str]]:
+    """The tensors (name -> dtype, shape) and metadata a safetensors file declares, checked
+    against the file itself — duplicate names, unknown dtypes, offsets outside the file or sizes
+    that disagree with the shapes are refused — without reading any tensor data."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise WeightsError(f"{p}: no such weights file")
+    if not p.is_file():
+        raise WeightsError(f"{p}: not a regular file (a directory or a device?); give a .safetensors file")
+    try:
+        with open(p, "rb") as fh:
+            size_on_disk = os.fstat(fh.fileno()).st_size
+            head = fh.read(8)
+            if len(head) < 8:
+                raise WeightsError(f"{p}: {len(head)} bytes: too short for a safetensors file")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER or n > size_on_disk - 8:
+                raise WeightsError(f"{p}: not a safetensors file (its header claims {n} bytes){_NOT_SAFETENSORS}")
+            raw = fh.read(n)
+    except OSError as exc:
+        raise WeightsError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicates)
+    except WeightsError as exc:
+        raise WeightsError(f"{p}: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise WeightsError(f"{p}: not a safetensors file (unreadable header: {type(exc).__name__}){_NOT_SAFETENSORS}") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{p}: not a safetensors file (its header is not a JSON object)")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise WeightsError(f"{p}: its __metadata__ is not a mapping of strings to strings")
+    if len(header) > MAX_TENSORS:
+        raise WeightsError(f"{p}: {len(header)} tensors; at most {MAX_TENSORS} are read")
+    data_size = size_on_disk - 8 - n
+    entries: dict[str, Entry] = {}
+    for name, info in header.items():
+        entries[name] = _entry(p, name, info, data_size)
+    return entries, meta
+
+
+def _entry(p: Path, name: str, info: Any, data_size: int) -> Entry:
+    shown = brief(name, 60)
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise WeightsError(f"{p}: tensor {shown}: not a safetensors tensor entry")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if dtype not in READABLE:
+        raise WeightsError(f"{p}: tensor {shown} has dtype {brief(str(dtype), 20)}; unetdsl reads "
+                           f"{', '.join(READABLE)} (convert the file first, e.g. float8 to bfloat16)")
+    ints = (isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
+            and all(type(v) is int and 0 <= v < 2**63 for v in [*shape, *offsets]))
+    if not ints or len(shape) > 8:
+        raise WeightsError(f"{p}: tensor {shown}: shape and offsets must be small lists of non-negative integers")
+    torch_dtype, itemsize = READABLE[dtype]
+    numel = 1
+    for d in shape:
+        numel *= d
+    start, end = offsets
+    if not start <= end <= data_size or end - start != numel * itemsize:
+        raise WeightsError(f"{p}: tensor {shown}: {shape} of {dtype} needs {numel * itemsize} bytes but its "
+                           f"offsets {start}..{end} {'lie outside the file' if end > data_size else 'disagree'}; "
+                           "the file is truncated or corrupt")
+    return Entry(torch_dtype, tuple(shape))
+
+
+def read_tensors(path: str | os.PathLike[str], names: Iterable[str] | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors (all, or `names`) and the metadata of a safetensors file whose header
+    read_header accepted; a WeightsError saying why not."""
+    p = Path(path)
+    entries, metadata = read_header(p)
+    wanted = list(entries) if names is None else [k for k in names if k in entries]
     try:
         with safe_open(str(p), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
             # clone: tensors read straight from the file can be unaligned, which sends CPU kernels
             # down other SIMD paths (results then differ from the saved model in the last bits)
-            tensors = {k: f.get_tensor(k).clone() for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+            tensors = {k: f.get_tensor(k).clone() for k in wanted}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(f"{p}: not a readable safetensors file ({exc}); truncated or another format? "
                            "unetdsl reads weights only as safetensors, never pickles") from None
     return tensors, metadata
 
 
-def check_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise WeightsError unless `tensors` fills `model`'s state exactly."""
+def check_entries(model: nn.Module, entries: Mapping[str, Entry], source: str) -> None:
+    """Raise WeightsError unless the declared tensors fill `model`'s state exactly (names, shapes,
+    kinds, one float dtype): checked from the header, before a byte of data is read."""
     state = model.state_dict()
     problems = []
-    missing = sorted(set(state) - set(tensors))
-    unexpected = sorted(set(tensors) - set(state))
+    missing = sorted(set(state) - set(entries))
+    unexpected = sorted(set(entries) - set(state))
     if missing:
         problems.append(f"missing {len(missing)} tensor(s) the model needs: {_listing(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected tensor(s) the model has no place for: {_listing(unexpected)}")
-    shared = sorted(set(state) & set(tensors))
-    shapes = [f"{k} {list(tensors[k].shape)} (model: {list(state[k].shape)})" for k in shared
-              if tensors[k].shape != state[k].shape]
+        problems.append(f"{len(unexpected)} unexpected tensor(s) the model has no place for: "
+                        f"{_listing([brief(k, 60)[1:-1] for k in unexpected])}")
+    shared = sorted(set(state) & set(entries))
+    shapes = [f"{k} {list(entries[k].shape)} (model: {list(state[k].shape)})" for k in shared
+              if entries[k].shape != tuple(state[k].shape)]
     if shapes:
         problems.append(f"{len(shapes)} tensor(s) of the wrong shape: {_listing(shapes)}")
-    float_dtypes = sorted({_name(tensors[k].dtype) for k in shared if tensors[k].is_floating_point()})
-    kinds = [f"{k} {_name(tensors[k].dtype)} (model: {_name(state[k].dtype)})" for k in shared
-             if tensors[k].is_floating_point() != state[k].is_floating_point()]
+    float_dtypes = sorted({_name(entries[k].dtype) for k in shared if entries[k].is_floating_point})
+    kinds = [f"{k} {_name(entries[k].dtype)} (model: {_name(state[k].dtype)})" for k in shared
+             if entries[k].is_floating_point != state[k].is_floating_point()]
     if kinds:
         problems.append(f"{len(kinds)} tensor(s) of the wrong kind: {_listing(kinds)}")
     if len(float_dtypes) > 1:
         problems.append(f"mixed floating dtypes {', '.join(float_dtypes)}: save the file in one dtype")
-    bad = [k for k in shared if tensors[k].is_floating_point() and not torch.isfinite(tensors[k]).all()]
-    if bad:
-        problems.append(f"{len(bad)} tensor(s) holding NaN or Inf: {_listing(bad)}")
     if problems:
         raise WeightsError(f"{source} does not fit the model:\n  - " + "\n  - ".join(problems))
+
+
+def check_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise WeightsError unless `tensors` fills `model`'s state exactly, with finite values."""
+    check_entries(model, {k: Entry(v.dtype, tuple(v.shape)) for k, v in tensors.items()}, source)
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if bad:
+        raise WeightsError(f"{source} does not fit the model:\n  - {len(bad)} tensor(s) holding NaN or Inf: {_listing(bad)}")
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> torch.dtype | None:
     """Fill `model` from a safetensors file, exactly. The model takes the file's floating dtype
     (an explicit, lossless step: the file says what it is); returns that dtype."""
+    entries, _ = read_header(path)
+    check_entries(model, entries, str(path))  # names and shapes first: no data read for a file that cannot fit
     tensors, _ = read_tensors(path)
     check_weights(model, tensors, str(path))
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
@@ -98,7 +209,6 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> torch.dtype 
 
 
 # --- unetdsl's own checkpoint: weights + the spec that builds them ------------------------------
-SPEC_KEY, ID_KEY, VERSION_KEY = "unetdsl/spec.json", "unetdsl/spec_id", "unetdsl/version"
 
 
 def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
@@ -108,7 +218,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         raise WeightsError("unetdsl.save needs a model made by unetdsl.build_model (it stores model.spec)")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {SPEC_KEY: json.dumps(spec.to_spec_data(), sort_keys=True), ID_KEY: spec.spec_id, VERSION_KEY: __version__}
-    target = Path(path)
+    target = check_output(path)
     with atomic_path(target) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return target
@@ -117,17 +227,26 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> nn.Module:
     """Rebuild a model saved by `save`: its spec from the metadata (validated again), then the
     weights. Returned in eval mode, ready to sample (as diffusers' `from_pretrained`); call
-    `.train()` to resume training."""
+    `.train()` to resume training. The file is data: its stored spec is parsed as a JSON mapping
+    and validated, its header checked against the model before any tensor is read."""
     from .compiler import build_model
 
-    tensors, metadata = read_tensors(path)
-    if SPEC_KEY not in metadata:
-        raise WeightsError(f"{path}: no unetdsl spec in its metadata; build the spec and pass the file as weights")
-    model = build_model(json.loads(metadata[SPEC_KEY]), device="meta")
+    entries, metadata = read_header(path)
+    try:
+        spec_data = parse_stored_spec(metadata.get(SPEC_KEY))
+    except StoredSpecError as exc:
+        hint = "; build the spec and pass the file as weights" if SPEC_KEY not in metadata else ""
+        raise WeightsError(f"{path}: {exc}{hint}") from None
+    try:
+        model = build_model(spec_data, device="meta")
+    except SpecError as exc:
+        raise WeightsError(f"{path}: its stored spec is not a valid spec:\n{exc.render()}") from None
+    check_entries(model, entries, str(path))
+    tensors, _ = read_tensors(path)
     check_weights(model, tensors, str(path))
     model.load_state_dict(tensors, strict=True, assign=True)  # meta params replaced by the file's tensors
     rebuilt = model.spec.spec_id  # type: ignore[union-attr]
     if rebuilt != metadata.get(ID_KEY):
-        raise WeightsError(f"{path}: stored spec id {metadata.get(ID_KEY)} != rebuilt {rebuilt}")
+        raise WeightsError(f"{path}: stored spec id {brief(str(metadata.get(ID_KEY)), 40)} != rebuilt {rebuilt}")
     model.eval()
     return model.to(device) if device is not None else model

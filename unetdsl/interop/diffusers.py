@@ -408,10 +408,14 @@ def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLi
     import yaml
 
     from ..compiler import build_model
-    from ..fsutil import write_text_atomic
-    from ..weights import WeightsError, check_weights, read_tensors, save
+    from ..fsutil import check_output, write_text_atomic
+    from ..weights import WeightsError, check_entries, check_weights, read_header, read_tensors, save
 
     root = Path(folder)
+    reads = {"diffusers config": root / "config.json", "diffusers weights": root / WEIGHTS_FILE}
+    check_output(spec_out, inputs=reads)  # both outputs, before anything is read or written
+    if weights_out is not None:
+        check_output(weights_out, inputs={**reads, "spec output": spec_out})
     spec = spec_from_diffusers(root / "config.json", name=name)
     model = None
     if weights_out is not None:
@@ -421,8 +425,10 @@ def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLi
             hint = (f"; found {', '.join(pickled)}: pickles are not read, re-save with safe_serialization=True"
                     if pickled else "")
             raise WeightsError(f"{path}: no such weights file{hint}")
-        tensors, _ = read_tensors(path)
         model = build_model(spec, device="meta")
+        entries, _ = read_header(path)  # names and shapes first: no data read for a file that cannot fit
+        check_entries(model, {unetdsl_key(k, model.spec): e for k, e in entries.items()}, str(path))  # type: ignore[arg-type]
+        tensors, _ = read_tensors(path)
         mapped = map_state_dict(tensors, model.spec)  # type: ignore[arg-type]
         check_weights(model, mapped, str(path))
         model.load_state_dict(mapped, strict=True, assign=True)
