@@ -244,7 +244,7 @@ def test_weights_headers_are_checked_before_any_data_is_read(tmp_path: Path) -> 
     dup = dup.ljust(n + (len(dup) - n + 7) // 8 * 8)  # keep the data aligned is not needed: offsets are relative
     path = tmp_path / "dup.safetensors"
     path.write_bytes(struct.pack("<Q", len(dup)) + dup.encode() + raw[8 + n:])
-    with pytest.raises(WeightsError, match="names tensor 'conv_in.bias' twice"):
+    with pytest.raises(WeightsError, match=r"names tensor 'conv_in\.bias' twice"):
         read_header(path)
     # a sparse file declaring a 4 GB tensor under a name the model lacks: refused from the header
     sparse = tmp_path / "sparse.safetensors"
