@@ -202,7 +202,6 @@ def test_inspect_reads_onnx_metadata_without_decoding_the_graph(tmp_path: Path) 
 
 
 def _saved(tmp_path: Path, metadata: dict[str, str] | None = None, **overrides: Any) -> Path:
-    import torch
     from safetensors.torch import save_file
 
     model = unetdsl.build_model(TINY, seed=0)
@@ -210,7 +209,6 @@ def _saved(tmp_path: Path, metadata: dict[str, str] | None = None, **overrides: 
     state.update(overrides)
     path = tmp_path / "w.safetensors"
     save_file(state, str(path), metadata=metadata)
-    del torch
     return path
 
 
@@ -241,7 +239,6 @@ def test_weights_headers_are_checked_before_any_data_is_read(tmp_path: Path) -> 
     first = header.index('"conv_in.bias"')
     entry_end = header.index("}", first) + 1
     dup = header[:entry_end] + "," + header[first:entry_end] + header[entry_end:]
-    dup = dup.ljust(n + (len(dup) - n + 7) // 8 * 8)  # keep the data aligned is not needed: offsets are relative
     path = tmp_path / "dup.safetensors"
     path.write_bytes(struct.pack("<Q", len(dup)) + dup.encode() + raw[8 + n:])
     with pytest.raises(WeightsError, match=r"names tensor 'conv_in\.bias' twice"):
@@ -299,7 +296,6 @@ def test_convert_refuses_to_overwrite_its_source(tmp_path: Path, capsys: pytest.
 
 
 def test_a_live_writers_temporary_is_not_removed(tmp_path: Path) -> None:
-    import os
     import subprocess
     import sys
 
@@ -317,4 +313,44 @@ def test_a_live_writers_temporary_is_not_removed(tmp_path: Path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert os.getpid() > 0
+
+
+# --- 5. convert diffusers: wrong-typed configs, located in the config ------------------------------
+@pytest.mark.parametrize("config,path,where,found", [
+    ("[1, 2]", (), (1, 1), "a list of 2"),
+    ('{"block_out_channels": null}', ("block_out_channels",), (1, 24), "null"),
+    ('{\n  "in_channels": "3"}', ("in_channels",), (2, 18), "the string '3'"),
+    ('{"block_out_channels": [[1]]}', ("block_out_channels",), (1, 24), "a list of 1"),
+    ('{"down_block_types": 5}', ("down_block_types",), (1, 22), "5"),
+    ('{"norm_eps": {"a": 1}}', ("norm_eps",), (1, 14), "a mapping"),
+    ('{"in_channels": ' + "9" * 5000 + "}", ("in_channels",), (1, 17), None),
+    ("[" * 5000 + "]" * 5000, (), (1, 33), None),
+])
+def test_convert_refuses_wrong_typed_configs_where_they_stand(config: str, path: tuple[Any, ...], where: tuple[int, int],
+                                                               found: str | None, tmp_path: Path) -> None:
+    from unetdsl.interop.diffusers import spec_from_diffusers
+
+    (tmp_path / "config.json").write_text(config)
+    with pytest.raises(SpecError) as info:
+        spec_from_diffusers(tmp_path)
+    (p,) = info.value.problems
+    assert p.path == path and (p.location.line, p.location.col) == where
+    assert p.location.source == str(tmp_path / "config.json")
+    if found is not None:
+        assert p.found == found
+
+
+def test_convert_reports_cross_field_problems_at_the_config_key(tmp_path: Path) -> None:
+    from unetdsl.interop.diffusers import spec_from_diffusers
+
+    config = {"block_out_channels": [32, 64], "down_block_types": ["DownBlock2D", "DownBlock2D"],
+              "up_block_types": ["UpBlock2D", "UpBlock2D"], "norm_num_groups": 24}
+    (tmp_path / "config.json").write_text(json.dumps(config, indent=2))
+    with pytest.raises(SpecError) as info:
+        spec_from_diffusers(tmp_path)
+    (p,) = info.value.problems
+    assert p.path == ("norm_num_groups",) and p.location.line == 14  # in config.json, not in a generated YAML
+    assert "does not divide" in p.message and "defaults.norm.groups" in p.message
+    (tmp_path / "config.json").write_bytes(b'{"in_channels": \xff}')
+    with pytest.raises(SpecError, match="not UTF-8"):
+        spec_from_diffusers(tmp_path)

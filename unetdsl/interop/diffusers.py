@@ -13,18 +13,20 @@ diffusers is imported only where a live UNet2DModel is made (`to_diffusers`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import Location, Problem, SpecError
+from ..errors import InternalError, Location, Problem, SpecError, describe
 from ..frontend import load_spec, resolve_spec
+from ..loader import Positions, load_file
+from ..resolve import resolve
 from ..spec.models import Spec
 from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
 
@@ -62,30 +64,94 @@ INJECTIONS = {"default": "add", "scale_shift": "scale_shift"}
 FOURIER_SCALE = 16.0  # UNet2DModel's GaussianFourierProjection(scale=16, log=True, flip_sin_to_cos=False)
 
 
-def _read_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _is_number(v: Any) -> bool:
+    return type(v) in (int, float)
+
+
+def _list_of(check: Callable[[Any], bool], most: int = 8) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= most and all(check(x) for x in v)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+# the JSON type every known key must have, checked before any rule reads it: (check, what is allowed)
+KEY_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "sample_size": (_optional(lambda v: _is_int(v) or _list_of(_is_int, 3)(v)), "null, an int, or a list of ints"),
+    "in_channels": (_is_int, "an int"), "out_channels": (_is_int, "an int"),
+    "center_input_sample": (_is_bool, "true or false"), "time_embedding_type": (_is_str, "a string"),
+    "time_embedding_dim": (_optional(_is_int), "null or an int"), "freq_shift": (_is_number, "a number"),
+    "flip_sin_to_cos": (_is_bool, "true or false"), "down_block_types": (_list_of(_is_str), "a list of 1 to 8 names"),
+    "mid_block_type": (_optional(_is_str), "null or a name"), "up_block_types": (_list_of(_is_str), "a list of 1 to 8 names"),
+    "block_out_channels": (_list_of(_is_int), "a list of 1 to 8 ints"),
+    "layers_per_block": (lambda v: _is_int(v) or _list_of(_is_int)(v), "an int"),
+    "mid_block_scale_factor": (_is_number, "a number"), "downsample_padding": (_is_int, "an int"),
+    "downsample_type": (_is_str, "a string"), "upsample_type": (_is_str, "a string"), "dropout": (_is_number, "a number"),
+    "act_fn": (_is_str, "a string"), "attention_head_dim": (_optional(_is_int), "null or an int"),
+    "norm_num_groups": (_is_int, "an int"), "attn_norm_num_groups": (_optional(_is_int), "null or an int"),
+    "norm_eps": (_is_number, "a number"), "resnet_time_scale_shift": (_is_str, "a string"),
+    "add_attention": (_is_bool, "true or false"), "class_embed_type": (_optional(_is_str), "null or a name"),
+    "num_class_embeds": (_optional(_is_int), "null or an int"), "num_train_timesteps": (_optional(_is_int), "null or an int"),
+}
+
+
+def _read_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[dict[str, Any], str, Positions | None]:
+    """The config as data, with the positions of its keys when it came from a file. A config.json
+    is read by unetdsl's YAML loader (JSON is YAML 1.2): the same limits on size, depth, numbers
+    and bytes, duplicate keys refused, every problem at its line and column."""
     if isinstance(config, (str, os.PathLike)):
         path = Path(config)
         if path.is_dir():
             path = path / "config.json"
-        try:
-            return json.loads(path.read_text()), str(path)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SpecError.single((), f"cannot read a diffusers config: {exc}", location=Location(str(path), 1, 1)) from None
-    return dict(config), SOURCE
+        if not path.is_file():
+            raise SpecError.single((), f"no diffusers config at {path}", location=Location(str(path), 1, 1))
+        loaded = load_file(str(path))
+        data, source, positions = loaded.data, str(path), loaded.positions
+    elif isinstance(config, Mapping):
+        data, source, positions = dict(config), SOURCE, None
+    else:
+        raise SpecError.single((), "a diffusers config is a mapping, a config.json path or a folder",
+                               found=describe(config))
+    if not isinstance(data, dict):
+        raise SpecError([Problem((), "a diffusers config is a JSON object of settings", found=describe(data),
+                                 location=positions.location(()) if positions else Location(source, 1, 1))])
+    return data, source, positions
 
 
 def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, name: str | None = None) -> Spec:
     """A UNet2DModel config -> a validated Spec. Refuses, naming the key, anything unetdsl would not
-    compute identically."""
-    raw, source = _read_config(config)
+    compute identically; every problem is located in the config (config.json:line:col)."""
+    raw, source, positions = _read_config(config)
     problems: list[Problem] = []
 
+    def where(path: tuple[str | int, ...]) -> Location | None:
+        return positions.location(path) if positions is not None else Location(source, 1, 1)
+
     def refuse(key: str, value: Any, why: str, allowed: str | None = None) -> None:
-        problems.append(Problem((key,), f"{why}", found=repr(value), allowed=allowed,
-                                location=Location(source, 1, 1)))
+        path: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        problems.append(Problem(path, f"{why}", found=describe(value), allowed=allowed, location=where(path)))
+
+    for key, (check, allowed) in KEY_TYPES.items():
+        if key in raw and not check(raw[key]):
+            refuse(key, raw[key], "wrong type", allowed)
+    if problems:
+        raise SpecError(problems)
 
     cls = raw.get("_class_name", "UNet2DModel")
-    if cls != "UNet2DModel":
+    if not isinstance(cls, str) or cls != "UNet2DModel":
         refuse("_class_name", cls, "only UNet2DModel configs are converted", "UNet2DModel")
     for key in raw:
         if key not in DEFAULTS and key not in METADATA_KEYS:
@@ -198,7 +264,44 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
         data["head"]["divide_by_timestep"] = True  # UNet2DModel divides a fourier model's output by sigma
     if problems:
         raise SpecError(problems)
-    return load_spec(data).spec
+    try:
+        spec = load_spec(data).spec
+        resolve(spec)  # the cross-field rules too, so that they are reported here, in the config's terms
+    except SpecError as exc:
+        raise SpecError([_in_config_terms(p, channels, where) for p in exc.problems]) from None
+    return spec
+
+
+def _config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, ...] | None:
+    """The config key a setting of the converted spec came from (None where no one key did)."""
+    head = path[:1]
+    simple = {("in_channels",): "in_channels", ("out_channels",): "out_channels", ("sample_size",): "sample_size",
+              ("classes",): "num_class_embeds", ("center_input",): "center_input_sample"}
+    if head in simple:
+        return (simple[head],)
+    if path[:1] == ("time",):
+        return {"dim": ("time_embedding_dim",), "freq_shift": ("freq_shift",), "flip_sin_to_cos": ("flip_sin_to_cos",),
+                "timesteps": ("num_train_timesteps",)}.get(str(path[1]) if len(path) > 1 else "", ("time_embedding_type",))
+    if path[:2] == ("defaults", "norm"):
+        return ("norm_eps",) if path[2:3] == ("eps",) else ("norm_num_groups",)
+    if path[:2] == ("defaults", "dropout"):
+        return ("dropout",)
+    if path[:2] == ("defaults", "activation"):
+        return ("act_fn",)
+    if len(path) >= 4 and path[0] in ("encoder", "decoder") and path[1] == "levels" and isinstance(path[2], int):
+        i = path[2] if path[0] == "encoder" else levels - 1 - path[2]
+        return {"channels": ("block_out_channels", i), "blocks": ("layers_per_block",),
+                "attention": ("attention_head_dim",)}.get(str(path[3]))
+    if path[:2] == ("middle", "attention"):
+        return ("attention_head_dim",)
+    return None
+
+
+def _in_config_terms(p: Problem, channels: list[int], where: Callable[[tuple[str | int, ...]], Location | None]) -> Problem:
+    key = _config_path(p.path, len(channels))
+    if key is None:
+        return replace(p, message=f"in the converted spec, {p.dotted_path}: {p.message}")
+    return replace(p, path=key, message=f"{p.message} (as converted to the spec's {p.dotted_path})", location=where(key))
 
 
 def _name(raw: Mapping[str, Any]) -> str:
@@ -436,7 +539,10 @@ def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLi
     text = ("# yaml-language-server: $schema=https://unetdsl.dev/schemas/unetdsl.schema.json\n"
             f"# converted by `unetdsl convert diffusers {root}`\n"
             + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
-    resolved, _ = resolve_spec(text)  # the file we write must read back to this spec
+    try:
+        resolved, _ = resolve_spec(text)  # the file we write must read back to this spec
+    except SpecError as exc:  # spec_from_diffusers resolved it already: a failure here is ours
+        raise InternalError(f"the converted spec does not read back: {exc}") from exc
     write_text_atomic(spec_out, text)
     if model is not None and weights_out is not None:
         save(model, weights_out)
