@@ -354,3 +354,24 @@ def test_convert_reports_cross_field_problems_at_the_config_key(tmp_path: Path) 
     (tmp_path / "config.json").write_bytes(b'{"in_channels": \xff}')
     with pytest.raises(SpecError, match="not UTF-8"):
         spec_from_diffusers(tmp_path)
+
+
+# --- 9. the dtype each exported input takes is stated ----------------------------------------------
+def test_artifacts_state_their_input_dtypes(tmp_path: Path) -> None:
+    import torch
+
+    from unetdsl.inspect import read_metadata
+
+    model = unetdsl.build_model(TINY, seed=0).eval()
+    unetdsl.export(model, tmp_path / "m.pt")
+    assert read_metadata(tmp_path / "m.pt")["unetdsl/inputs"] == \
+        "x: float32 (B, 3, H, W); t: any integer or float dtype, () or (B,)"
+    unetdsl.export(model, tmp_path / "m.pt2", format="export")
+    assert read_metadata(tmp_path / "m.pt2")["unetdsl/inputs"] == "x: float32 (B, 3, H, W); t: int64 (B,)"
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(program(x, torch.tensor([1, 2])), model(x, torch.tensor([1, 2])), atol=1e-5)
+    fourier = unetdsl.build_model(TINY.replace("embedding: sinusoidal", "embedding: fourier"), seed=0).eval()
+    unetdsl.export(fourier, tmp_path / "f.pt2", format="export")
+    assert read_metadata(tmp_path / "f.pt2")["unetdsl/inputs"] == "x: float32 (B, 3, H, W); t: float32 (B,)"

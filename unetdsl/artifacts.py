@@ -69,7 +69,23 @@ def metadata(spec: ResolvedSpec, dtype: torch.dtype, device: torch.device, fmt: 
         "unetdsl/dtype": str(dtype).removeprefix("torch."),
         "unetdsl/device": device.type,
         "unetdsl/forward": "forward(x, t, y)" if spec.classes else "forward(x, t)" if spec.time else "forward(x)",
+        "unetdsl/inputs": input_signature(spec, dtype, fmt),
     }
+
+
+def input_signature(spec: ResolvedSpec, dtype: torch.dtype, fmt: str) -> str:
+    """The dtype and shape each input of the artifact takes. TorchScript runs the model's Python-level
+    code, so `t` may be any integer or float dtype there; torch.export and ONNX fix each input's
+    dtype at export: `t` is int64 timesteps for sinusoidal and learned embeddings (what diffusers'
+    schedulers hand out) and float32 noise levels for fourier ones (cast before calling)."""
+    spatial = ", ".join(["H", "W", "D"][: spec.dims] if spec.dims > 1 else ["L"])
+    x = f"x: {str(dtype).removeprefix('torch.')} (B, {spec.in_channels}, {spatial})"
+    if spec.time is None:
+        return x
+    t_dtype = "float32" if spec.time.embedding == "fourier" else "int64"
+    t = "t: any integer or float dtype, () or (B,)" if fmt == "torchscript" else f"t: {t_dtype} (B,)"
+    y = "; y: int64 (B,)" if spec.classes else ""
+    return f"{x}; {t}{y}"
 
 
 def call_args(inputs: SampleInputs) -> tuple[torch.Tensor, ...]:
