@@ -375,3 +375,18 @@ def test_artifacts_state_their_input_dtypes(tmp_path: Path) -> None:
     fourier = unetdsl.build_model(TINY.replace("embedding: sinusoidal", "embedding: fourier"), seed=0).eval()
     unetdsl.export(fourier, tmp_path / "f.pt2", format="export")
     assert read_metadata(tmp_path / "f.pt2")["unetdsl/inputs"] == "x: float32 (B, 3, H, W); t: float32 (B,)"
+
+
+def test_saved_files_follow_the_umask(tmp_path: Path) -> None:
+    import os
+
+    model = unetdsl.build_model(TINY, seed=0)
+    old = os.umask(0o022)
+    try:
+        unetdsl.save(model, tmp_path / "a.safetensors")
+        os.umask(0o077)
+        unetdsl.save(model, tmp_path / "b.safetensors")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.safetensors").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.safetensors").stat().st_mode & 0o777 == 0o600
