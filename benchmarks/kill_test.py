@@ -49,7 +49,8 @@ def complete(target: Path) -> bool:
     return "unetdsl/spec_id" in meta
 
 
-def campaign(fmt: str, kills: int, rng: random.Random, work: Path) -> tuple[int, int, int, list[str]]:
+def campaign(fmt: str, kills: int, rng: random.Random, work: Path, concurrent_every: int = 10
+             ) -> tuple[int, int, int, list[str]]:
     target = work / f"m{SUFFIX[fmt]}"
     start = time.perf_counter()
     first = build(target, fmt, 0)
@@ -71,7 +72,7 @@ def campaign(fmt: str, kills: int, rng: random.Random, work: Path) -> tuple[int,
             landed += 1
         else:
             failures.append(f"round {i}: the target is torn ({len(after)} bytes)")
-        if i % 10 == 0:  # two live runs to one target: neither may remove the other's temporary
+        if i % concurrent_every == 0:  # two live runs to one target: neither may remove the other's temporary
             a, b = build(target, fmt, 1000 + i), build(target, fmt, 2000 + i)
             codes = a.wait(), b.wait()
             if codes != (0, 0):

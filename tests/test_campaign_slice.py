@@ -1,0 +1,45 @@
+"""A bounded slice of the reliability campaign (issue 9), so CI keeps it true: the full runs are
+`benchmarks/fuzz_campaign.py` and `benchmarks/kill_test.py`, with their figures in the README."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from .conftest import ROOT
+
+pytest.importorskip("hypothesis_jsonschema")
+
+
+def bench(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fuzz_slice_has_no_escapes() -> None:
+    fuzz = bench("fuzz_campaign")
+    counts: Counter[str] = Counter()
+    failures: list[str] = []
+    fuzz.scalars(counts, failures, specs=[ROOT / "specs" / "tiny.yaml", ROOT / "specs" / "ddpm-digits.yaml"])
+    fuzz.mutations(300, random.Random(1), counts, failures)
+    fuzz.from_schema(150, 1, counts, failures)
+    assert failures == []
+    assert counts["scalar replacements"] > 1000 and counts["byte mutations"] == 300 and counts["schema specs"] == 150
+    assert counts["accepted"] > 50 and counts["refused"] > 1000  # both halves exercised
+    assert counts["ran, back-propagated and scripted"] > 10
+
+
+def test_kill_slice_never_tears_the_target(tmp_path: Path) -> None:
+    kill = bench("kill_test")
+    kept, landed, kills, failures = kill.campaign("torchscript", 4, random.Random(0), tmp_path, concurrent_every=2)
+    assert failures == [] and kept + landed == kills == 4
