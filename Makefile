@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_SPEC := specs/ddpm-cifar10.yaml
 
-.PHONY: install demo test test-fast test-inductor check schema clean
+.PHONY: install demo test test-fast test-inductor coverage fuzz check schema clean
 
 install: $(STAMP)
 
@@ -29,6 +29,15 @@ test-inductor: $(STAMP)
 # everything but the torch.export/ONNX exports of the three large example specs (~5 of ~12 minutes)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not inductor"
+
+# line and branch coverage per module (the suite under pytest-cov; a few minutes more than `make test`)
+coverage: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not inductor" --cov=unetdsl --cov-branch --cov-report=term-missing:skip-covered
+
+# the full reliability campaign (minutes to tens of minutes); CI runs a slice (tests/test_campaign_slice.py)
+fuzz: $(STAMP)
+	$(BIN)/python benchmarks/fuzz_campaign.py
+	$(BIN)/python benchmarks/kill_test.py
 
 check: $(STAMP)
 	$(BIN)/ruff check unetdsl tests benchmarks
