@@ -66,10 +66,6 @@ def _data_path(loc: tuple[Any, ...], data: Any, err_type: str) -> Path:
     return tuple(out)
 
 
-def _describe(value: Any) -> str:
-    return describe(value)
-
-
 def _allowed(err: dict[str, Any]) -> str | None:
     t, ctx = err["type"], err.get("ctx") or {}
     table = {
@@ -168,7 +164,7 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
     else:
         message = "wrong type"
     location = positions.location(path) if positions is not None else None
-    return Problem(path, message, found=_describe(value), allowed=allowed_text or None, hint=hint, location=location)
+    return Problem(path, message, found=describe(value), allowed=allowed_text or None, hint=hint, location=location)
 
 
 def _looks_numeric(text: str) -> bool:
