@@ -23,7 +23,7 @@ def test_build_writes_a_checked_torchscript_file(tmp_path: Path, capsys: pytest.
     assert main(["build", str(ROOT / "specs" / "tiny.yaml"), "-o", str(out)]) == 0
     stdout = capsys.readouterr().out
     assert "encoder 1" in stdout and "2x4" in stdout  # level rows, attention heads x head_dim
-    assert "total parameters: 11,831" in stdout
+    assert "parameters   11,831 (" in stdout
     assert "output [2, 3, 16, 16]" in stdout and "reloaded and checked" in stdout
     extra = {"unetdsl/spec_id": "", "unetdsl/spec.json": ""}
     loaded = load(out, extra_files=extra)

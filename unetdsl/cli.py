@@ -77,7 +77,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from .artifacts import DTYPES, ExportError, default_path, export
     from .compiler import build_model
+    from .estimate import estimate
     from .fsutil import OutputError, check_output
+    from .resources import ResourceError, check_build
     from .sample import sample_inputs
     from .summary import render
     from .weights import WeightsError, load_weights
@@ -93,7 +95,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         _err("error: --device cuda: no CUDA device is available on this machine")
         return EXIT_USAGE
-    model = build_model(resolved, memory_format=args.memory_format, seed=args.seed).eval()
+    # the estimate of the check forward (batch 2, sample size) is both the guard and the summary
+    est = estimate(resolved, batch=2, dtype=DTYPES[args.dtype], training=False)
+    if not args.no_resource_check:
+        try:
+            for notice in check_build(est, device=torch.device(args.device), output_dir=target.parent):
+                _err(notice)
+        except ResourceError as exc:
+            _err(f"error: {exc}")
+            return EXIT_INVALID
+    model = build_model(resolved, memory_format=args.memory_format, seed=args.seed, check_resources=False).eval()
     if args.weights:
         try:
             loaded = load_weights(model, args.weights)
@@ -105,8 +116,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     inputs = sample_inputs(resolved, batch=2, device=args.device, dtype=DTYPES[args.dtype])
     with torch.inference_mode():
         out = model(*inputs.args())
-    print(f"{resolved.name}  {resolved.spec_id}  ({resolved.model}, {resolved.dims}D, {args.dtype} on {args.device})")
-    print(render(model, resolved))
+    print(render(resolved, est, device=args.device))
     print(f"sample: input {list(inputs.x.shape)} -> output {list(out.shape)}")
     if not torch.isfinite(out).all():
         _err("error: the sample forward produced NaN or Inf")
@@ -121,6 +131,32 @@ def cmd_build(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     checks = "; ".join(f"{shape}: max |diff| {diff:.2e}" for shape, diff in report.checks)
     print(f"wrote {report.path} ({args.format}); reloaded and checked against eager: {checks}")
+    return EXIT_OK
+
+
+@command("summary")
+def cmd_summary(args: argparse.Namespace) -> int:
+    from .artifacts import DTYPES
+    from .estimate import estimate
+    from .summary import render
+
+    resolved, warnings = resolve_spec(Path(args.spec), args.set)
+    _warn(warnings)
+    size = args.size or list(resolved.sample_size)
+    if len(size) == 1:
+        size = size * resolved.dims
+    factor = resolved.downsampling_factor
+    if len(size) != resolved.dims or any(s % factor for s in size):
+        _err(f"error: --size: this model is {resolved.dims}D and its sizes must be multiples of {factor} "
+             f"(the total downsampling); got {','.join(map(str, args.size))}")
+        return EXIT_USAGE
+    est = estimate(resolved, batch=args.batch, size=size, dtype=DTYPES[args.dtype])
+    if args.json:
+        data = {"name": resolved.name, "spec_id": resolved.spec_id, "model": resolved.model, "dims": resolved.dims,
+                **est.as_data()}
+        print(json.dumps(data, indent=2))
+    else:
+        print(render(resolved, est))
     return EXIT_OK
 
 
@@ -221,6 +257,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last",
                    help="layout the 2D/3D body runs in (default channels_last: faster oneDNN convolutions)")
     p.add_argument("--seed", type=_seed, default=0, help="seed for the random initial weights (default 0)")
+    p.add_argument("--no-resource-check", action="store_true",
+                   help="build even when the estimated memory, disk or time exceeds what this machine has")
+    with_set(p)
+
+    p = sub.add_parser("summary", help="parameters, FLOPs, memory and receptive field, without building",
+                       description="Estimate what the spec costs from the spec alone (the model runs on fake "
+                       "tensors: nothing is allocated): per part and in total, parameters, forward FLOPs, "
+                       "activation memory for inference and for a training step (with and without activation "
+                       "checkpointing), weights + AdamW state, and the receptive field at the bottleneck.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--batch", type=_count("--batch"), default=1, help="batch size (default 1)")
+    p.add_argument("--size", type=_sizes, help="spatial size: one number for every side, or one per dimension "
+                   "(e.g. 64 or 64,32); default the spec's sample_size")
+    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    p.add_argument("--json", action="store_true", help="print one JSON object (documented in the README)")
     with_set(p)
 
     p = sub.add_parser("inspect", help="print the spec and provenance stored in an exported file",
@@ -252,6 +303,23 @@ def _seed(text: str) -> int:
     if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()) or int(text) >= 2**64:
         raise argparse.ArgumentTypeError("expected a whole number from 0 to 2^64-1")
     return int(text)
+
+
+# batch and sizes an estimate accepts: far past any machine, well inside int64 element counts
+MAX_ESTIMATE_EXTENT = 2**20
+
+
+def _count(flag: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not (0 < len(text) <= 8 and text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_ESTIMATE_EXTENT:
+            raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_ESTIMATE_EXTENT:,}")
+        return int(text)
+    parse.__name__ = flag  # argparse names the type in its message
+    return parse
+
+
+def _sizes(text: str) -> list[int]:
+    return [_count("--size")(part.strip()) for part in text.split(",")]
 
 
 def _silence_stdout() -> None:

@@ -176,6 +176,7 @@ def build_model(
     dtype: torch.dtype | None = None,
     memory_format: str = "channels_last",
     seed: int | None = None,
+    check_resources: bool = True,
 ) -> nn.Module:
     """A path, YAML string, dict, Spec or ResolvedSpec -> the model, with its resolved spec at
     `model.spec`. The spec is fully checked before any tensor is allocated; `device="meta"`
@@ -188,9 +189,19 @@ def build_model(
     which reads trained weights, returns eval mode, as diffusers' `from_pretrained`.)
     `seed` makes the initial weights a function of the seed alone: the same seed gives
     bit-identical weights whatever the global RNG state, and the global RNG is left untouched.
-    Without it the weights draw from torch's global RNG, as any `nn.Module` does."""
+    Without it the weights draw from torch's global RNG, as any `nn.Module` does.
+
+    `check_resources`: first count the parameters on the meta device and raise
+    `unetdsl.resources.ResourceError` when the weights cannot fit in the target device's
+    available memory (instead of dying in the allocator, or in the OOM killer)."""
     resolved, _ = resolve_spec(spec, overrides)
     target = torch.device(device or "cpu")
+    if check_resources and target.type != "meta":
+        from .resources import check_parameters
+
+        with torch.device("meta"):
+            counted = sum(p.numel() for p in compile_spec(resolved).parameters())
+        check_parameters(counted, dtype=dtype or torch.float32, device=target)
     # fork the RNG of the device the weights are drawn on, so `seed` leaves the caller's RNG as it was
     forked = [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
     with torch.random.fork_rng(devices=forked, enabled=seed is not None), target:

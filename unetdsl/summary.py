@@ -1,75 +1,90 @@
-"""A readable summary of a built model: per level resolution, channels, blocks, attention and
-parameters, then totals. Reads parameter shapes only, so it works on `device="meta"` models."""
+"""The summary table `unetdsl summary` and `unetdsl build` print: one row per part of the model
+(resolution, channels, blocks, attention, parameters, forward FLOPs, activations kept for
+backward), then the totals of memory and cost. It formats an `Estimate` and nothing else, so
+what `build` prints and what `summary` prints cannot disagree."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from torch import nn
-
+from .estimate import TRAINING_STATE_BYTES, Estimate, PartEstimate
 from .spec.resolved import ResolvedSpec
 
 
-def count(module: object) -> int:
-    return sum(p.numel() for p in module.parameters()) if isinstance(module, nn.Module) else 0
+def human_bytes(n: int) -> str:
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
 
 
-def part(model: nn.Module, name: str, index: int | None = None) -> nn.Module:
-    module = getattr(model, name)
-    if index is not None:
-        module = module[index]
-    assert isinstance(module, nn.Module)
-    return module
+def human_flops(n: int) -> str:
+    for unit, size in (("EFLOP", 1e18), ("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} FLOP"
 
 
-@dataclass
-class Row:
-    part: str
-    resolution: str
-    channels: str
-    blocks: str
-    attention: str
-    params: int
+def _size(size: list[int] | None) -> str:
+    return "x".join(str(s) for s in size) if size is not None else "-"
 
 
-def rows(model: nn.Module, spec: ResolvedSpec) -> list[Row]:
-    def res(size: list[int]) -> str:
-        return "x".join(str(s) for s in size)
-
-    def att(a: object) -> str:
-        return f"{a.heads}x{a.head_dim}" if a is not None else "-"  # type: ignore[attr-defined]
-
-    size = list(spec.sample_size)
-    out = [Row("stem (conv_in)", res(size), f"{spec.in_channels}->{spec.stem_channels}", "-", "-", count(part(model, "conv_in")))]
-    if spec.time is not None:
-        te = part(model, "time_embedding")
-        out.append(Row(f"time ({spec.time.embedding})", "-", f"{spec.time.features}->{spec.time.dim}", "-", "-", count(te)))
-    for i, lv in enumerate(spec.encoder):
-        down = f" +{lv.downsample}" if lv.downsample else ""
-        out.append(Row(f"encoder {i}", res(size), str(lv.channels), f"{len(lv.blocks)}{down}", att(lv.attention),
-                       count(part(model, "encoder", i))))
-        if lv.downsample:
-            size = [s // 2 for s in size]
-    m = spec.middle
-    out.append(Row("middle", res(size), str(m.channels), str(m.blocks), att(m.attention), count(part(model, "middle"))))
-    for i, lv in enumerate(spec.decoder):
-        up = f" +{lv.upsample}" if lv.upsample else ""
-        out.append(Row(f"decoder {i}", res(size), str(lv.channels), f"{len(lv.blocks)}{up}", att(lv.attention),
-                       count(part(model, "decoder", i))))
-        if lv.upsample:
-            size = [s * 2 for s in size]
-    out.append(Row("head", res(size), f"{spec.head.in_channels}->{spec.out_channels}", "-", "-", count(part(model, "head"))))
-    return out
+def _label(p: PartEstimate) -> str:
+    return {"stem": "stem (conv_in)", "time": f"time ({p.resample})"}.get(p.part, p.part)
 
 
-def render(model: nn.Module, spec: ResolvedSpec) -> str:
-    table = rows(model, spec)
-    header = ("part", "resolution", "channels", "blocks", "attention", "parameters")
-    cells = [header] + [(r.part, r.resolution, r.channels, r.blocks, r.attention, f"{r.params:,}") for r in table]
+def _blocks(p: PartEstimate) -> str:
+    if p.blocks is None:
+        return "-"
+    return f"{p.blocks} +{p.resample}" if p.resample and p.part != "time" else str(p.blocks)
+
+
+def _attention(p: PartEstimate) -> str:
+    a = p.attention
+    return f"{a['heads']}x{a['head_dim']} @{a['tokens']}" if a is not None else "-"
+
+
+def table(e: Estimate) -> list[str]:
+    """The per-part table with a totals row; the kept-activations column when training was estimated."""
+    header = ["part", "resolution", "channels", "blocks", "attention", "parameters", "forward"]
+    if e.training:
+        header.append("kept (train)")
+    cells = [header]
+    for p in e.parts:
+        row = [_label(p), _size(p.resolution), p.channels, _blocks(p), _attention(p), f"{p.parameters:,}",
+               human_flops(p.flops)]
+        if e.training:
+            row.append(human_bytes(p.kept_bytes))
+        cells.append(row)
+    total = ["total", "", "", "", "", f"{e.parameters:,}", human_flops(e.flops)]
+    if e.training:
+        total.append(human_bytes(e.training[0].kept_bytes))
+    cells.append(total)
     widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
-    lines = ["  ".join(c[i].ljust(widths[i]) if i < 5 else c[i].rjust(widths[i]) for i in range(6)) for c in cells]
-    total = count(model)
-    assert total == sum(r.params for r in table), "summary rows do not add up to the model"
-    lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"total parameters: {total:,}")
+    lines = ["  ".join(c[i].ljust(widths[i]) if i < 5 else c[i].rjust(widths[i]) for i in range(len(header))).rstrip()
+             for c in cells]
+    rule = "-" * len(lines[0])
+    return [lines[0], rule, *lines[1:-1], rule, lines[-1]]
+
+
+def render(spec: ResolvedSpec, e: Estimate, device: str = "cpu") -> str:
+    per_sample = e.flops / e.batch
+    lines = [f"{spec.name}  {spec.spec_id}  ({spec.model}, {spec.dims}D; batch {e.batch} x {_size(e.sample_size)}, "
+             f"{e.dtype} on {device})", *table(e), ""]
+    lines.append(f"parameters   {e.parameters:,} ({human_bytes(e.parameter_bytes)} in {e.dtype}, buffers included)")
+    flops = f"forward {human_flops(e.flops)} ({human_flops(int(per_sample))} per sample)"
+    if e.training_flops is not None:
+        flops += f"; training step {human_flops(e.training_flops)}"
+    lines.append(f"compute      {flops}")
+    lines.append(f"inference    activations peak {human_bytes(e.inference_bytes)} (+ weights)")
+    if e.training:
+        state = e.training_state_bytes()
+        lines.append(f"training     weights, gradients and AdamW moments {human_bytes(state)} "
+                     f"({TRAINING_STATE_BYTES['adamw_fp32']} B per parameter; bf16 mixed precision with float32 "
+                     f"master weights the same)")
+        for t in e.training:
+            how = "no checkpointing" if t.checkpointing is None else f"checkpointing per {t.checkpointing}"
+            lines.append(f"  {how + ':':30} activations kept {human_bytes(t.kept_bytes):>10}, "
+                         f"peak with gradients {human_bytes(t.peak_bytes):>10}, "
+                         f"step total {human_bytes(e.step_bytes(t)):>10}")
+    seen = "attention before it sees the whole input" if e.global_attention else "no attention before it"
+    lines.append(f"receptive field at the bottleneck: {e.receptive_field} positions per side by convolution; {seen}")
     return "\n".join(lines)

@@ -1,0 +1,330 @@
+"""What a spec costs, known before anything is allocated: parameters, FLOPs, activation memory,
+training-state memory and the receptive field, per part of the model and in total.
+
+The model is compiled with fake CPU tensors (`FakeTensorMode`: shapes, dtypes and strides on
+the meta device, no storage, but the CPU's kernel choices) and run there, once for inference and
+once per training step variant (forward, MSE loss, backward), under one dispatch mode (`_Meter`)
+that
+
+- counts FLOPs with `torch.utils.flop_counter`'s own formulas (so figures agree with
+  `FlopCounterMode` on a real forward: multiply-adds x 2 of convolutions, linear layers and
+  attention matmuls; elementwise ops, norms and activations count 0),
+- follows every storage from the op that creates it until it is freed (weak references on the
+  meta storages), giving live and peak bytes as an allocator without a cache would see them,
+- attributes both to the part of the model running (stem, time, encoder i, middle, decoder i,
+  head), and walks the convolutions and pools up to the bottleneck for the receptive field.
+
+Fake *CPU* tensors rather than plain meta ones because kernel choices change memory: attention
+runs the CPU flash kernel, as `F.scaled_dot_product_attention` does for float32/16/bf16 on CPU
+(CUDA's kernels keep the same O(tokens) state), where the meta device would take the math path
+and materialise the (tokens x tokens) score matrices that real runs never hold.
+
+This is the one estimator: `unetdsl summary`, the table `build` prints and the resource guard
+that refuses impossible builds (`resources.py`) all read an `Estimate`."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+
+from .sample import sample_inputs
+from .spec.resolved import ResolvedSettings, ResolvedSpec
+
+aten = torch.ops.aten
+_FLASH = aten._scaled_dot_product_flash_attention_for_cpu
+_FLASH_BACKWARD = aten._scaled_dot_product_flash_attention_for_cpu_backward
+# FlopCounterMode has no formula for the CPU flash kernel (it would count a real CPU forward's
+# attention as 0): count it as the math path's two matmuls, as FlopCounterMode does for CUDA's.
+_FLOPS: dict[Any, Callable[..., int]] = {
+    **flop_registry,
+    _FLASH: lambda q, k, v, *a, out_val=None, **kw: sdpa_flop_count(q.shape, k.shape, v.shape),
+    _FLASH_BACKWARD: lambda g, q, k, v, *a, out_val=None, **kw: sdpa_backward_flop_count(
+        g.shape, q.shape, k.shape, v.shape),
+}
+
+# granularities of activation checkpointing a training step is estimated for
+CHECKPOINTING: tuple[str | None, ...] = (None, "block", "level")
+# the training state per parameter in bytes (ZeRO's accounting): AdamW in float32 keeps weights,
+# gradients and two moments (4 + 4 + 8); bf16 mixed precision keeps bf16 weights and gradients
+# beside float32 master weights and moments (2 + 2 + 4 + 8): the same 16 bytes.
+TRAINING_STATE_BYTES = {"adamw_fp32": 16, "bf16_mixed": 16}
+
+
+@dataclass
+class PartEstimate:
+    """One row: a part of the model at the resolution it runs at."""
+
+    part: str  # "stem", "time", "encoder 0", ..., "middle", "decoder 0", ..., "head"
+    resolution: list[int] | None  # spatial size the part runs at (None: the time MLP)
+    channels: str
+    blocks: int | None
+    resample: str | None  # the level's downsample/upsample method
+    attention: dict[str, int] | None  # heads, head_dim, tokens
+    parameters: int = 0
+    flops: int = 0  # forward, at the estimate's batch
+    kept_bytes: int = 0  # activations this part leaves for backward (training, no checkpointing)
+
+
+@dataclass
+class TrainingEstimate:
+    checkpointing: str | None
+    kept_bytes: int  # activations held for backward when forward ends
+    peak_bytes: int  # peak of activations + gradients over forward, loss and backward
+
+
+@dataclass
+class Estimate:
+    batch: int
+    sample_size: list[int]
+    dtype: str
+    parameters: int
+    parameter_bytes: int  # parameters and buffers in `dtype`
+    flops: int  # one forward at `batch`
+    inference_bytes: int  # peak activations of a no-grad forward (input and weights excluded)
+    receptive_field: int  # input positions per side seen at the bottleneck, by convolutions alone
+    global_attention: bool  # attention before the bottleneck: it sees the whole input
+    parts: list[PartEstimate]
+    training_flops: int | None = None  # forward + backward at `batch`
+    training: list[TrainingEstimate] = field(default_factory=list)
+
+    def training_state_bytes(self, scheme: str = "adamw_fp32") -> int:
+        return self.parameters * TRAINING_STATE_BYTES[scheme]
+
+    def step_bytes(self, t: TrainingEstimate) -> int:
+        """A steady-state AdamW step's peak: weights and the two float32 moments, which live
+        across steps, plus the simulated peak of activations and gradients."""
+        return self.parameter_bytes + 8 * self.parameters + t.peak_bytes
+
+    def as_data(self) -> dict[str, Any]:
+        """The `summary --json` document (documented in the README)."""
+        return {
+            "batch": self.batch,
+            "sample_size": list(self.sample_size),
+            "dtype": self.dtype,
+            "parameters": self.parameters,
+            "parameter_bytes": self.parameter_bytes,
+            "flops": {"forward": self.flops, "training_step": self.training_flops},
+            "memory": {
+                "inference_activations": self.inference_bytes,
+                "training": {str(t.checkpointing).lower(): {
+                    "kept_activations": t.kept_bytes,
+                    "peak_activations_and_gradients": t.peak_bytes,
+                    "step_total": self.step_bytes(t),
+                } for t in self.training},
+                "training_state": {scheme: self.training_state_bytes(scheme) for scheme in TRAINING_STATE_BYTES},
+            },
+            "receptive_field": {"bottleneck": self.receptive_field, "global_attention": self.global_attention},
+            "levels": [asdict(p) for p in self.parts],
+        }
+
+
+# --- the meter ---------------------------------------------------------------------------------
+# op -> (kernel, stride, dilation) extractor, for the receptive field (all kernels are cubic)
+_WINDOWS: dict[Any, Callable[..., tuple[int, int, int]]] = {
+    aten.convolution: lambda x, w, b, stride, padding, dilation, *a: (w.shape[2], stride[0], dilation[0]),
+    **{op: (lambda x, k, s=(), *a: (k[0], (s or k)[0], 1)) for op in (
+        aten.avg_pool1d, aten.avg_pool2d, aten.avg_pool3d, aten.max_pool1d, aten.max_pool2d,
+        aten.max_pool3d, aten.max_pool2d_with_indices, aten.max_pool3d_with_indices)},
+}
+
+
+class _Meter(TorchDispatchMode):
+    """Counts FLOPs, live/peak bytes and the receptive field of the ops run under it, each
+    attributed to `self.part` (set by hooks; outside any part: the stem until the head has run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.part = "stem"
+        self.flops: dict[str, int] = {}
+        self.live = self.peak = 0
+        self.owner: dict[int, tuple[str, int]] = {}  # live storage -> (part that made it, bytes)
+        self.field, self.jump = 1, 1  # receptive field and stride product so far
+        self.before_bottleneck = True
+        self.attention_before_bottleneck = False
+
+    def exclude(self, tensors: Iterator[torch.Tensor]) -> None:
+        """Storages that exist before the run (weights, inputs): never counted, even when an op
+        returns a view of one (a transposed weight, a detached parameter in a recomputation)."""
+        for t in tensors:
+            self.owner[t.untyped_storage()._cdata] = ("", 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet in _FLOPS:
+            self.flops[self.part] = self.flops.get(self.part, 0) + _FLOPS[packet](*args, **kwargs, out_val=out)
+        if self.before_bottleneck:
+            if packet in _WINDOWS:
+                k, s, d = _WINDOWS[packet](*args)
+                self.field += (k - 1) * d * self.jump
+                self.jump *= s
+            elif packet is _FLASH:
+                self.attention_before_bottleneck = True
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._track(t.untyped_storage())
+        return out
+
+    def _track(self, storage: torch.UntypedStorage) -> None:
+        key = storage._cdata
+        if key in self.owner:  # a view, or an in-place op's result
+            return
+        nbytes = storage.nbytes()
+        self.owner[key] = (self.part, nbytes)
+        self.live += nbytes
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        _, nbytes = self.owner.pop(key)
+        self.live -= nbytes
+
+    def kept(self) -> dict[str, int]:
+        by_part: dict[str, int] = {}
+        for part, nbytes in self.owner.values():
+            by_part[part] = by_part.get(part, 0) + nbytes
+        return by_part
+
+
+def _parts(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    for name in ("conv_in", "time_embedding", "middle", "head"):
+        module = getattr(model, name, None)
+        if module is not None:
+            yield {"conv_in": "stem", "time_embedding": "time"}.get(name, name), module
+    for side in ("encoder", "decoder"):
+        for i, level in enumerate(getattr(model, side, ())):
+            yield f"{side} {i}", level
+
+
+@contextmanager
+def _metered(model: nn.Module, inputs: tuple[torch.Tensor | None, ...]) -> Iterator[_Meter]:
+    meter = _Meter()
+    meter.exclude(t for t in (*model.parameters(), *model.buffers(), *inputs) if t is not None)
+    handles = []
+    for name, module in _parts(model):
+        def enter(mod: nn.Module, args: Any, name: str = name) -> None:
+            meter.part = name
+
+        def leave(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
+            meter.part = "head" if name == "head" else "stem"
+            if name == "middle":
+                meter.before_bottleneck = False
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        with meter:
+            yield meter
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --- the estimate ------------------------------------------------------------------------------
+def fake_model(spec: ResolvedSpec, mode: FakeTensorMode, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The compiled model in fake CPU tensors: every shape, no storage."""
+    from .compiler import compile_spec
+
+    # (built in `dtype` rather than cast after: Module.to cannot swap fake parameters)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with mode:
+            return compile_spec(spec)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = None,
+             dtype: torch.dtype = torch.float32, training: bool = True) -> Estimate:
+    """Everything `summary` reports, for one forward at `batch` x `size` (default: the spec's
+    sample size) in `dtype`; with `training`, also a training step per checkpointing choice."""
+    from .training import set_activation_checkpointing
+
+    size = list(size or spec.sample_size)
+    mode = FakeTensorMode()
+    model = fake_model(spec, mode, dtype)
+    with mode:
+        inputs = sample_inputs(spec, batch=batch, size=size, dtype=dtype).args()
+
+    model.eval()
+    with mode, torch.no_grad(), _metered(model, inputs) as infer:
+        model(*inputs)
+    parts = _rows(spec, model, size)
+    for p in parts:
+        p.flops = infer.flops.get(p.part, 0)
+
+    result = Estimate(
+        batch=batch, sample_size=size, dtype=str(dtype).removeprefix("torch."),
+        parameters=sum(p.numel() for p in model.parameters()),
+        parameter_bytes=sum(t.nbytes for t in (*model.parameters(), *model.buffers())),
+        flops=sum(infer.flops.values()), inference_bytes=infer.peak,
+        receptive_field=infer.field, global_attention=infer.attention_before_bottleneck, parts=parts,
+    )
+    if training:
+        model.train()
+        for granularity in CHECKPOINTING:
+            set_activation_checkpointing(model, granularity)
+            with mode, _metered(model, inputs) as step:
+                out = model(*inputs)
+                kept = step.kept()
+                F.mse_loss(out, torch.empty_like(out)).backward()
+                del out
+            model.zero_grad(set_to_none=True)
+            result.training.append(TrainingEstimate(granularity, sum(kept.values()), step.peak))
+            if granularity is None:
+                result.training_flops = sum(step.flops.values())
+                for p in parts:
+                    p.kept_bytes = kept.get(p.part, 0)
+        set_activation_checkpointing(model, None)
+    return result
+
+
+def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int]) -> list[PartEstimate]:
+    """The parts in forward order, with what the spec says of each and their parameter counts."""
+    def params(name: str, index: int | None = None) -> int:
+        module = getattr(model, name)
+        if index is not None:
+            module = module[index]
+        return sum(p.numel() for p in module.parameters())
+
+    def attention(s: ResolvedSettings, at: list[int]) -> dict[str, int] | None:
+        if s.attention is None:
+            return None
+        tokens = 1
+        for n in at:
+            tokens *= n
+        return {"heads": s.attention.heads, "head_dim": s.attention.head_dim, "tokens": tokens}
+
+    rows = [PartEstimate("stem", list(size), f"{spec.in_channels}->{spec.stem_channels}", None, None, None,
+                         params("conv_in"))]
+    if spec.time is not None:
+        rows.append(PartEstimate("time", None, f"{spec.time.features}->{spec.time.dim}", None, spec.time.embedding,
+                                 None, params("time_embedding")))
+    at = list(size)
+    for i, lv in enumerate(spec.encoder):
+        rows.append(PartEstimate(f"encoder {i}", list(at), str(lv.channels), len(lv.blocks), lv.downsample,
+                                 attention(lv, at), params("encoder", i)))
+        if lv.downsample:
+            at = [n // 2 for n in at]
+    m = spec.middle
+    rows.append(PartEstimate("middle", list(at), str(m.channels), m.blocks, None, attention(m, at), params("middle")))
+    for i, lv in enumerate(spec.decoder):
+        rows.append(PartEstimate(f"decoder {i}", list(at), str(lv.channels), len(lv.blocks), lv.upsample,
+                                 attention(lv, at), params("decoder", i)))
+        if lv.upsample:
+            at = [n * 2 for n in at]
+    rows.append(PartEstimate("head", list(at), f"{spec.head.in_channels}->{spec.out_channels}", None, None, None,
+                             params("head")))
+    return rows
