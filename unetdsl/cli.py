@@ -160,6 +160,24 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@command("diagram")
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from .diagram import render_svg
+    from .estimate import estimate
+    from .fsutil import OutputError, check_output, write_text_atomic
+
+    resolved, warnings = resolve_spec(Path(args.spec), args.set)
+    _warn(warnings)
+    try:
+        target = check_output(args.output, inputs={"spec": args.spec})
+    except OutputError as exc:
+        _err(f"error: {exc}")
+        return EXIT_INVALID
+    write_text_atomic(target, render_svg(resolved, estimate(resolved, training=False)))
+    print(f"wrote {target} (SVG)")
+    return EXIT_OK
+
+
 @command("inspect")
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import InspectError, read_metadata
@@ -272,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. 64 or 64,32); default the spec's sample_size")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--json", action="store_true", help="print one JSON object (documented in the README)")
+    with_set(p)
+
+    p = sub.add_parser("diagram", help="draw the architecture as an SVG picture",
+                       description="Draw the U: encoder levels descending, the middle, decoder levels ascending, "
+                       "skip connections across, each part labelled with resolution, channels, blocks, attention "
+                       "and parameters; resampling and time/class conditioning marked. Nothing is allocated.")
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("-o", "--output", metavar="OUT.svg", required=True)
     with_set(p)
 
     p = sub.add_parser("inspect", help="print the spec and provenance stored in an exported file",
