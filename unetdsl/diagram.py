@@ -9,6 +9,7 @@ ResBlock. A standalone encoder or decoder is the matching half."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -138,7 +139,7 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
                 out.append(_text((s.x + BOX_W + d.x) / 2, y - 4, f"skip × {d.part.blocks}", size=10, fill=SKIP))
 
     # the forward path, with resampling on the arrows
-    for a, b in zip(boxes, boxes[1:]):
+    for a, b in itertools.pairwise(boxes):
         going_down = b.y > a.y
         x1, y1 = (a.x + BOX_W, a.cy) if b.y == a.y else (a.cx + 20, a.y + BOX_H) if going_down else (a.cx + 20, a.y)
         x2, y2 = (b.x, b.cy) if b.y == a.y else (b.cx - 20, b.y) if going_down else (b.cx - 20, b.y + BOX_H)
