@@ -133,10 +133,10 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
         for d in decoders:
             source = [b for b in encoders if b.part.resolution == d.part.resolution]
             if source:
-                s = source[-1]
+                src = source[-1]
                 y = d.y + BOX_H - 10
-                out.append(_arrow(s.x + BOX_W, y, d.x, y, color=SKIP, dash="6 4", marker="skip"))
-                out.append(_text((s.x + BOX_W + d.x) / 2, y - 4, f"skip × {d.part.blocks}", size=10, fill=SKIP))
+                out.append(_arrow(src.x + BOX_W, y, d.x, y, color=SKIP, dash="6 4", marker="skip"))
+                out.append(_text((src.x + BOX_W + d.x) / 2, y - 4, f"skip × {d.part.blocks}", size=10, fill=SKIP))
 
     # the forward path, with resampling on the arrows
     for a, b in itertools.pairwise(boxes):
@@ -157,12 +157,12 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
         out.append(f'<rect x="{b.x:.1f}" y="{b.y:.1f}" width="{BOX_W}" height="{BOX_H}" rx="8" '
                    f'fill="{FILL[b.kind]}" stroke="{stroke}" stroke-width="1.5"/>')
         lines = _lines(b.part)
-        for k, s in enumerate(lines):
-            out.append(_text(b.cx, b.y + 17 + k * LINE, s, size=12 if k else 13, weight="bold" if k == 0 else "normal"))
-        if b.part.attention is not None:
-            a = b.part.attention
-            out.append(_text(b.cx, b.y + 17 + len(lines) * LINE, f"attention {a['heads']}×{a['head_dim']}", size=12,
-                             weight="bold", fill=ATTENTION))
+        for k, line in enumerate(lines):
+            out.append(_text(b.cx, b.y + 17 + k * LINE, line, size=12 if k else 13, weight="bold" if k == 0 else "normal"))
+        att = b.part.attention
+        if att is not None:
+            out.append(_text(b.cx, b.y + 17 + len(lines) * LINE, f"attention {att['heads']}×{att['head_dim']}",
+                             size=12, weight="bold", fill=ATTENTION))
         if spec.time is not None and b.kind in ("encoder", "middle", "decoder"):  # its ResBlocks read the time
             out.append(f'<rect x="{b.x + BOX_W - 19:.1f}" y="{b.y + 4:.1f}" width="15" height="15" rx="3" '
                        f'fill="{TIME}" stroke="{TIME_STROKE}"/>')
