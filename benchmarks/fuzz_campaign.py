@@ -1,7 +1,8 @@
 """The fuzzing campaign of the front end and the compiler (issue 9). Three generators, one property:
 every input ends in a ResolvedSpec or a SpecError whose every problem is located (file:line:col),
 never anything else; every accepted spec builds on the meta device, and every accepted spec under
-a size bound also runs forward and backward and scripts to the same numbers.
+a size bound is also estimated (summary's figures, a fake-tensor training step per checkpointing
+choice, parameters equal to the model's), runs forward and backward and scripts to the same numbers.
 
     .venv/bin/python benchmarks/fuzz_campaign.py [--schema 10000] [--scalars all] [--bytes 5000] [--seed 0]
 
@@ -71,6 +72,14 @@ def check(text: str, counts: Counter[str], build: bool = True) -> None:
         positions *= s
     if params > SMALL_PARAMS or positions > 64 * 64:
         return
+    # the estimator (summary, build's table and guard) on every small accepted spec: it counts the
+    # model exactly and runs a training step on fake tensors, checkpointed too, without failing
+    from unetdsl.estimate import estimate
+
+    est = estimate(resolved, batch=2)
+    if est.parameters != params or len(est.training) != 3:
+        raise Escape(f"estimate counts {est.parameters} parameters, the model {params}")
+    counts["estimated"] += 1
     model = build_model(resolved, seed=0).eval()
     inputs = sample_inputs(resolved, batch=2)
     out = model(*inputs.args())

@@ -37,6 +37,7 @@ def test_fuzz_slice_has_no_escapes() -> None:
     assert counts["scalar replacements"] > 1000 and counts["byte mutations"] == 300 and counts["schema specs"] == 150
     assert counts["accepted"] > 50 and counts["refused"] > 1000  # both halves exercised
     assert counts["ran, back-propagated and scripted"] > 10
+    assert counts["estimated"] == counts["ran, back-propagated and scripted"]
 
 
 def test_kill_slice_never_tears_the_target(tmp_path: Path) -> None:
