@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_SPEC := specs/ddpm-cifar10.yaml
 
-.PHONY: install demo test test-fast test-inductor coverage fuzz check schema clean
+.PHONY: install demo test test-fast test-inductor test-heavy coverage fuzz check schema clean
 
 install: $(STAMP)
 
@@ -19,20 +19,24 @@ demo: $(STAMP)
 	$(BIN)/unetdsl validate $(DEMO_SPEC)
 	$(BIN)/unetdsl build $(DEMO_SPEC) -o out/ddpm-cifar10.pt
 
-# everything but the inductor compiles (run by `make test-inductor`, ~2 minutes more on 2 cores)
+# everything but the inductor compiles (`make test-inductor`, ~2 minutes more on 2 cores) and the
+# largest spec's slowest exports and compile (`make test-heavy`, ~4 minutes more)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not inductor"
+	$(BIN)/python -m pytest -q -m "not inductor and not heavy"
 
 test-inductor: $(STAMP)
 	$(BIN)/python -m pytest -q -m inductor
 
+test-heavy: $(STAMP)
+	$(BIN)/python -m pytest -q -m heavy
+
 # everything but the torch.export/ONNX exports of the three large example specs (~5 of ~12 minutes)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not inductor"
+	$(BIN)/python -m pytest -q -m "not slow and not inductor and not heavy"
 
 # line and branch coverage per module (the suite under pytest-cov; a few minutes more than `make test`)
 coverage: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not inductor" --cov=unetdsl --cov-branch --cov-report=term-missing:skip-covered
+	$(BIN)/python -m pytest -q -m "not inductor and not heavy" --cov=unetdsl --cov-branch --cov-report=term-missing:skip-covered
 
 # the full reliability campaign (minutes to tens of minutes); CI runs a slice (tests/test_campaign_slice.py)
 fuzz: $(STAMP)

@@ -41,9 +41,12 @@ def small(path: Path) -> torch.nn.Module:
     return nonzero(build_model(path, overrides=[f"sample_size={size}"]))
 
 
+# the ADM spec's ONNX and torch.export runs take ~2.5 minutes of the suite's ~13: `make test-heavy`
+HEAVIEST = "adm-imagenet64-cond"
 CASES = [
     pytest.param(spec, fmt, id=f"{spec.stem}-{fmt}",
-                 marks=[pytest.mark.slow] if spec.stem in HEAVY and fmt != "torchscript" else [])
+                 marks=([pytest.mark.slow] if spec.stem in HEAVY and fmt != "torchscript" else [])
+                 + ([pytest.mark.heavy] if spec.stem == HEAVIEST and fmt != "torchscript" else []))
     for spec in SPECS for fmt in FORMATS
 ]
 

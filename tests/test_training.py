@@ -229,7 +229,8 @@ def small_inputs(spec: Any) -> tuple[Any, ...]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+@pytest.mark.parametrize("path", [pytest.param(p, marks=[pytest.mark.heavy] if p.stem == "adm-imagenet64-cond" else [])
+                                  for p in SPECS], ids=[p.stem for p in SPECS])
 def test_every_example_spec_compiles_as_one_graph_forward_and_backward(path: Any) -> None:
     """fullgraph=True fails on any graph break. aot_eager traces forward *and* backward through
     dynamo and AOTAutograd (what inductor compiles) without paying for inductor's C++ builds;
