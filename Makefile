@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_SPEC := specs/ddpm-cifar10.yaml
 
-.PHONY: install demo test test-fast test-inductor test-heavy coverage fuzz check schema clean
+.PHONY: install demo test test-fast test-inductor test-heavy coverage fuzz check schema docs clean
 
 install: $(STAMP)
 
@@ -49,6 +49,10 @@ check: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/python -c "from unetdsl.schema import schema_text; from unetdsl.fsutil import write_text_atomic; write_text_atomic('schemas/unetdsl.schema.json', schema_text())"
+
+# the generated language reference (a test fails when the committed copy is stale)
+docs: $(STAMP)
+	$(BIN)/python -c "from unetdsl.reference import reference_text; from unetdsl.fsutil import write_text_atomic; write_text_atomic('docs/language.md', reference_text())"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

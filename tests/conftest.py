@@ -18,6 +18,7 @@ time: {embedding: sinusoidal, features: 8, dim: 16}
 defaults:
   norm: {groups: 2}
 encoder:
+  asymmetric_padding: false
   levels:
     - {channels: 4, blocks: 1}
     - {channels: 8, blocks: 1, attention: {heads: 2}}

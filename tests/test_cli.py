@@ -37,7 +37,7 @@ def test_validate_bad_spec_exits_1_with_located_errors_on_stderr(
     good = ROOT / "specs" / "tiny.yaml"
     code, out, err = run(capsys, "validate", str(bad), str(good))
     assert code == 1
-    assert f"{bad}:11:44: encoder.levels.0.activation: not an allowed value" in err
+    assert f"{bad}:12:44: encoder.levels.0.activation: not an allowed value" in err
     assert "allowed: silu, gelu, gelu_tanh, relu, leaky_relu, mish or elu" in err
     assert "^" in err and "Traceback" not in err
     assert out.startswith("ok  ") and "tiny" in out  # the good one is still checked

@@ -134,3 +134,55 @@ def test_overrides_apply_and_point_at_the_command_line() -> None:
 def test_bad_overrides(override: str, message: str) -> None:
     with pytest.raises(SpecError, match=message):
         resolve_spec(TINY, [override])
+
+
+def test_conv_downsampling_without_a_padding_choice_is_warned() -> None:
+    unset = TINY.replace("  asymmetric_padding: false\n", "")
+    _, warnings = resolve_spec(unset)
+    [w] = warnings
+    assert w.dotted_path == "encoder" and "asymmetric_padding: true" in (w.hint or "")
+    assert resolve_spec(unset)[0].spec_id == resolve_spec(TINY)[0].spec_id  # the same model, warned
+    assert resolve_spec(unset.replace("encoder:\n", "encoder:\n  downsample: avgpool\n"))[1] == []
+
+
+def test_a_decoder_listed_highest_resolution_first_is_warned() -> None:
+    decoder = """\
+unetdsl: 1
+name: dec
+model: decoder
+in_channels: 4
+out_channels: 3
+sample_size: 8
+defaults: {norm: {groups: 4}}
+middle: {blocks: 1}
+decoder:
+  levels:
+    - {channels: 8}
+    - {channels: 16}
+    - {channels: 32}
+"""
+    _, warnings = resolve_spec(decoder)
+    [w] = warnings
+    assert w.dotted_path == "decoder.levels" and "lowest resolution first" in w.message
+    assert w.location is not None and w.location.line == 11
+    _, none = resolve_spec(decoder.replace("channels: 8}", "channels: 64}"))
+    assert none == []
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_resolve_output_is_fully_explicit_and_keeps_the_id(path, capsys: pytest.CaptureFixture[str]) -> None:
+    from unetdsl.cli import main
+
+    assert main(["resolve", str(path)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    resolved, _ = resolve_spec(path)
+    assert resolve_spec(shown)[0].spec_id == resolved.spec_id
+    assert {"activation", "divide_by_timestep", "norm", "kernel_size"} <= set(shown["head"])
+    assert "center_input" in shown and "zero_out" in shown["init"]
+    if "encoder" in shown:
+        assert "asymmetric_padding" in shown["encoder"]
+    for section in (shown.get("encoder", {}).get("levels", []), shown.get("decoder", {}).get("levels", []),
+                    [shown["middle"]]):
+        for level in section:
+            if "attention" in level:
+                assert set(level["attention"]) == {"heads", "norm"}

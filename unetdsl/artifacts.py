@@ -127,11 +127,14 @@ def _dynamic_shapes(spec: ResolvedSpec, args: tuple[torch.Tensor, ...]) -> tuple
     the factor (torch.export specialises a size of 1, so the deepest level keeps >= 2 positions)."""
     from torch.export import Dim
 
+    from .spec.models import MAX_SAMPLE_SIZE
+
     batch = Dim("batch", min=1, max=4096)
     factor = spec.downsampling_factor
     x_dims: dict[int, Any] = {0: batch}
     for i in range(spec.dims):
-        free = Dim(f"size{i}", min=2, max=max(8192 // factor, 2))
+        # up to the language's cap, and never below the spec's own sample size
+        free = Dim(f"size{i}", min=2, max=max(MAX_SAMPLE_SIZE // factor, 2))
         x_dims[2 + i] = factor * free if factor > 1 else free
     return (x_dims, *({0: batch} for _ in args[1:]))
 

@@ -63,11 +63,12 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     resolved, warnings = resolve_spec(Path(args.spec), args.set)
     _warn(warnings)
     if args.json:
-        print(json.dumps(resolved.to_spec_data(), indent=2))
+        print(json.dumps(resolved.to_spec_data(explicit=True), indent=2))
     else:
         print("# yaml-language-server: $schema=https://unetdsl.dev/schemas/unetdsl.schema.json")
         print(f"# resolved by unetdsl {__version__}; spec id {resolved.spec_id}")
-        print(yaml.safe_dump(resolved.to_spec_data(), sort_keys=False, default_flow_style=None, width=100), end="")
+        print(yaml.safe_dump(resolved.to_spec_data(explicit=True), sort_keys=False, default_flow_style=None,
+                             width=100), end="")
     return EXIT_OK
 
 

@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Union
 
 from .errors import Location, Problem, SpecError, describe
-from .loader import Positions, load_file, load_text
+from .extends import KEY as EXTENDS
+from .extends import resolve_extends
+from .loader import Loaded, Positions, load_file, load_text
 from .resolve import resolve
 from .spec.models import Spec
 from .spec.resolved import ResolvedSpec
@@ -51,9 +53,16 @@ def load_spec(source: SpecSource, overrides: Sequence[str] = ()) -> LoadedSpec:
         data: Any = source.model_dump(exclude_none=True)
     elif isinstance(source, dict):
         data = copy.deepcopy(source)
+        if EXTENDS in data:  # a dict's extends is relative to the working directory
+            merged = resolve_extends(Loaded(data, Positions("<dict>", [])), os.getcwd())
+            data, positions = merged.data, merged.positions
     elif isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
-        loaded = load_file(text) if isinstance(source, os.PathLike) or _is_path(text) else load_text(text)
+        if isinstance(source, os.PathLike) or _is_path(text):  # extends is relative to the file
+            loaded = resolve_extends(load_file(text), os.path.dirname(os.path.abspath(text)),
+                                     (os.path.realpath(text),))
+        else:  # YAML text: relative to the working directory
+            loaded = resolve_extends(load_text(text), os.getcwd())
         data, positions = loaded.data, loaded.positions
     else:
         raise SpecError.single((), f"cannot read a spec from a {type(source).__name__}",

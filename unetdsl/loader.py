@@ -51,14 +51,23 @@ class Positions:
         for n in range(len(path), -1, -1):
             if path[:n] in self.overrides:
                 return self.overrides[path[:n]]
-        table = self.keys if key else self.values
-        if path in table:
-            return self._loc(*table[path])
+        found = self.exact(path, key=key)
+        if found is not None:
+            return found
         # not in the file, but above an override's value (a section the override created, such as
         # a misspelt one): the override made it, so point there
         for set_path, where in self.overrides.items():
             if path and set_path[: len(path)] == path:
                 return where
+        return self.ancestor(path)
+
+    def exact(self, path: Path, *, key: bool = False) -> Location | None:
+        """Where the file wrote `path` (its key when `key`, else its value), if it did."""
+        table = self.keys if key else self.values
+        return self._loc(*table[path]) if path in table else None
+
+    def ancestor(self, path: Path) -> Location | None:
+        """The nearest ancestor of `path` the file wrote."""
         for n in range(len(path) - 1, -1, -1):
             if path[:n] in self.values:
                 return self._loc(*self.values[path[:n]])

@@ -12,6 +12,7 @@ front end can attach `file:line:col`. No torch here.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -410,6 +411,7 @@ class _Resolver:
             divide_by_timestep=bool(head_spec is not None and head_spec.divide_by_timestep),
         )
         # `defaults` norm feeds the head; the explicit form records it even when the head has none.
+        self.warn_suspicious(encoder, decoder)
         time = self.resolve_time(first_channels)
         self.report_groups()
         if self.problems:
@@ -436,6 +438,21 @@ class _Resolver:
             center_input=bool(s.center_input),
             asymmetric_padding=bool(s.encoder is not None and s.encoder.asymmetric_padding),
         )
+
+    def warn_suspicious(self, encoder: list[ResolvedLevel], decoder: list[ResolvedLevel]) -> None:
+        """Valid specs that are probably not what was meant: warned, never refused."""
+        s = self.spec
+        if any(lv.downsample == "conv" for lv in encoder) and (s.encoder is None or s.encoder.asymmetric_padding is None):
+            self.warnings.append(Problem(("encoder",), (
+                "strided-conv downsampling pads one position on every side (diffusers' default, downsample_padding: "
+                "1); DDPM and the LDM / Stable Diffusion autoencoders pad only right/bottom"),
+                hint="write encoder.asymmetric_padding: true for their weights, or false to keep this"))
+        if s.model == "decoder" and len(decoder) >= 2 and all(
+                a.channels < b.channels for a, b in itertools.pairwise(decoder)):
+            self.warnings.append(Problem(("decoder", "levels"), (
+                f"a decoder's levels run in the order data flows, lowest resolution first; these grow from "
+                f"{decoder[0].channels} to {decoder[-1].channels} channels as the resolution grows, the reverse of "
+                f"the usual shape"), hint="were they listed highest resolution first? reverse them"))
 
     def resolve_time(self, first_channels: int) -> ResolvedTime | None:
         t = self.spec.time

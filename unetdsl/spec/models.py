@@ -24,7 +24,11 @@ from .vocabulary import (
 
 FORMAT_VERSION = 1
 MAX_CHANNELS = 8192
-MAX_LEVELS = 8
+# Caps are the language's sanity bounds, not the machine's: what a machine can build is decided by the
+# resource guard (resources.py) from the estimate. 16 levels and 2^20 positions per side admit 1D audio
+# U-Nets of 13 levels on 65,536 samples and more.
+MAX_LEVELS = 16
+MAX_SAMPLE_SIZE = 2**20
 MAX_BLOCKS = 16
 
 
@@ -77,6 +81,15 @@ class AttentionSpec(StrictModel):
     )
 
 
+def _attention_switch(value: object) -> object:
+    # `attention: true` is one head with the defaults (as `{}`); `attention: false` is none (as null)
+    return {} if value is True else None if value is False else value
+
+
+# a level's or the middle's attention: settings, `true` (defaults: one head) or `false`/null (none)
+Attention = Annotated[AttentionSpec | None, BeforeValidator(_attention_switch)]
+
+
 class LevelSettings(StrictModel):
     """Settings every level and the middle inherit from `defaults` and may override."""
 
@@ -91,7 +104,9 @@ class LevelSettings(StrictModel):
 class EncoderLevel(LevelSettings):
     channels: Channels = Field(description="Output channels of every ResBlock of this level.")
     blocks: Blocks | None = Field(None, description="ResBlocks at this resolution. Default 2.")
-    attention: AttentionSpec | None = Field(None, description="Self-attention after each block; omit for none.")
+    attention: Attention = Field(
+        None, description="Self-attention after each block: settings, or true for one head; omit (or false) for none."
+    )
     downsample: Downsample | None = Field(
         None, description="How this level halves the resolution (not on the last level). Default: encoder.downsample."
     )
@@ -103,7 +118,9 @@ class DecoderLevel(LevelSettings):
         None, description="ResBlocks at this resolution. For a U-Net: encoder blocks + 1 (one per skip). "
         "Standalone decoder: default 2."
     )
-    attention: AttentionSpec | None = Field(None, description="Self-attention after each block; omit for none.")
+    attention: Attention = Field(
+        None, description="Self-attention after each block: settings, or true for one head; omit (or false) for none."
+    )
     upsample: Upsample | None = Field(
         None, description="How this level doubles the resolution (not on the last level). Default: decoder.upsample."
     )
@@ -137,7 +154,7 @@ class MiddleSpec(LevelSettings):
     blocks: Annotated[int, Field(ge=0, le=MAX_BLOCKS)] | None = Field(
         None, description="ResBlocks at the lowest resolution (attention between consecutive ones). Default 2."
     )
-    attention: AttentionSpec | None = Field(None, description="Self-attention between the middle ResBlocks.")
+    attention: Attention = Field(None, description="Self-attention between the middle ResBlocks: settings, or true for one head.")
 
 
 class SinusoidalTime(StrictModel):
@@ -224,8 +241,8 @@ class Spec(StrictModel):
     dims: Annotated[Literal[1, 2, 3], NoBool] = Field(2, description="Spatial dimensions: 1 (sequence), 2 (image), 3 (volume).")
     in_channels: Channels = Field(description="Channels of the input.")
     out_channels: Channels = Field(description="Channels of the output.")
-    sample_size: Annotated[int, Field(ge=1, le=8192)] | Annotated[
-        list[Annotated[int, Field(ge=1, le=8192)]], Field(min_length=1, max_length=3)
+    sample_size: Annotated[int, Field(ge=1, le=MAX_SAMPLE_SIZE)] | Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_SAMPLE_SIZE)]], Field(min_length=1, max_length=3)
     ] = Field(description="Example input size: one number for every dimension, or one per dimension.")
     time: TimeSpec | None = Field(None, description="Timestep embedding; required by a U-Net.")
     classes: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(

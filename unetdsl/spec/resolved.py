@@ -41,10 +41,10 @@ class ResolvedAttention(_Frozen):
     head_dim: int
     norm: bool
 
-    def as_data(self) -> dict[str, Any]:
-        # settings added after format 1's first release are written only when not default,
-        # so the spec ids recorded before them stay valid
-        return {"heads": self.heads} if self.norm else {"heads": self.heads, "norm": False}
+    def as_data(self, explicit: bool = False) -> dict[str, Any]:
+        # settings added after format 1's first release are written only when not default (unless
+        # `explicit`), so the spec ids recorded before them stay valid
+        return {"heads": self.heads} if self.norm and not explicit else {"heads": self.heads, "norm": self.norm}
 
 
 class ResolvedBlock(_Frozen):
@@ -64,7 +64,7 @@ class ResolvedSettings(_Frozen):
     dropout: float
     attention: ResolvedAttention | None
 
-    def settings_data(self) -> dict[str, Any]:
+    def settings_data(self, explicit: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "norm": self.norm.as_data(),
             "activation": self.activation,
@@ -72,7 +72,7 @@ class ResolvedSettings(_Frozen):
             "dropout": self.dropout,
         }
         if self.attention is not None:
-            data["attention"] = self.attention.as_data()
+            data["attention"] = self.attention.as_data(explicit)
         return data
 
 
@@ -155,8 +155,10 @@ class ResolvedSpec(_Frozen):
         up = 2 ** sum(1 for lv in self.decoder if lv.upsample is not None)
         return [s * up // self.downsampling_factor for s in self.sample_size]
 
-    def to_spec_data(self) -> dict[str, Any]:
-        """This resolved spec in the language, every setting explicit; re-validates to the same id."""
+    def to_spec_data(self, explicit: bool = False) -> dict[str, Any]:
+        """This resolved spec in the language; re-validates to the same id. Settings added after
+        format 1's first release are written only when not default, as the spec id hashes them;
+        `explicit` writes every setting (what `unetdsl resolve` shows)."""
         data: dict[str, Any] = {"unetdsl": self.unetdsl, "name": self.name}
         if self.description is not None:
             data["description"] = self.description
@@ -181,28 +183,30 @@ class ResolvedSpec(_Frozen):
         if self.encoder:
             levels = []
             for lv in self.encoder:
-                entry: dict[str, Any] = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data()}
+                entry: dict[str, Any] = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data(explicit)}
                 if lv.downsample is not None:
                     entry["downsample"] = lv.downsample
                 levels.append(entry)
             data["encoder"] = {"downsample": self.encoder[0].downsample or "conv", "levels": levels}
-            if self.asymmetric_padding:
-                data["encoder"]["asymmetric_padding"] = True
-        data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_data()}
+            if self.asymmetric_padding or explicit:
+                data["encoder"]["asymmetric_padding"] = self.asymmetric_padding
+        data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_data(explicit)}
         if self.decoder:
             dlevels = []
             for lv in self.decoder:
-                entry = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data()}
+                entry = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data(explicit)}
                 if lv.upsample is not None:
                     entry["upsample"] = lv.upsample
                 dlevels.append(entry)
             data["decoder"] = {"upsample": self.decoder[0].upsample or "nearest", "levels": dlevels}
         data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size}
-        if self.head.divide_by_timestep:
-            data["head"]["divide_by_timestep"] = True
+        if explicit:
+            data["head"]["activation"] = self.head.activation
+        if self.head.divide_by_timestep or explicit:
+            data["head"]["divide_by_timestep"] = self.head.divide_by_timestep
         data["init"] = {"zero_out": self.zero_out}
-        if self.center_input:
-            data["center_input"] = True
+        if self.center_input or explicit:
+            data["center_input"] = self.center_input
         return data
 
     def canonical_json(self) -> str:

@@ -28,6 +28,57 @@ SYNONYMS = {
 }
 
 
+# Keys other codebases use for a setting unetdsl has: (whose name, where it lives in unetdsl).
+# An unknown key that is one of these gets the pointer as its hint instead of a bare refusal.
+FOREIGN_KEYS: dict[str, tuple[str, str]] = {
+    # diffusers UNet2DModel / UNet2DConditionModel / AutoencoderKL config keys
+    "block_out_channels": ("diffusers", "one encoder level per entry: encoder.levels[i].channels"),
+    "layers_per_block": ("diffusers", "blocks, on each level (the decoder gets one more per skip)"),
+    "norm_num_groups": ("diffusers", "norm: {groups: N} under defaults (or a level)"),
+    "norm_eps": ("diffusers", "norm: {eps: X} under defaults (or a level)"),
+    "act_fn": ("diffusers", "activation, under defaults (or a level)"),
+    "attention_head_dim": ("diffusers", "attention: {head_dim: N} on a level: UNet2DModel means channels per "
+                                        "head; UNet2DConditionModel means the number of heads, attention: {heads: N}"),
+    "num_attention_heads": ("diffusers", "attention: {heads: N} on a level"),
+    "down_block_types": ("diffusers", "encoder.levels; a level with attention: {...} is an AttnDownBlock2D"),
+    "up_block_types": ("diffusers", "decoder.levels (mirrored from the encoder when omitted)"),
+    "time_embedding_type": ("diffusers", "time: {embedding: sinusoidal | fourier | learned}"),
+    "resnet_time_scale_shift": ("diffusers", "time: {injection: scale_shift}"),
+    "num_class_embeds": ("diffusers", "classes"),
+    "downsample_padding": ("diffusers", "encoder: {asymmetric_padding: true} for padding 0"),
+    "downsample_type": ("diffusers", "encoder: {downsample: conv | resblock | avgpool | maxpool}"),
+    "upsample_type": ("diffusers", "decoder: {upsample: nearest | bilinear | transposed | resblock}"),
+    "center_input_sample": ("diffusers", "center_input"),
+    "latent_channels": ("diffusers", "out_channels of the encoder (x2 for mean and log-variance), in_channels of "
+                                     "the decoder"),
+    # guided-diffusion (ADM) flags
+    "num_channels": ("guided-diffusion", "encoder.levels[0].channels (one level per channel_mult entry)"),
+    "model_channels": ("guided-diffusion", "encoder.levels[0].channels (one level per channel_mult entry)"),
+    "channel_mult": ("guided-diffusion", "one encoder level per multiplier: encoder.levels[i].channels"),
+    "num_res_blocks": ("guided-diffusion / latent-diffusion", "blocks, on each level"),
+    "attention_resolutions": ("guided-diffusion", "attention: {...} on the levels at those resolutions"),
+    "attn_resolutions": ("latent-diffusion", "attention: {...} on the levels at those resolutions"),
+    "num_heads": ("guided-diffusion", "attention: {heads: N} on a level"),
+    "num_head_channels": ("guided-diffusion", "attention: {head_dim: N} on a level"),
+    "use_scale_shift_norm": ("guided-diffusion", "time: {injection: scale_shift}"),
+    "resblock_updown": ("guided-diffusion", "encoder: {downsample: resblock} and decoder: {upsample: resblock}"),
+    "learn_sigma": ("guided-diffusion", "out_channels: twice the input channels (mean and variance)"),
+    "image_size": ("guided-diffusion", "sample_size"),
+    "num_classes": ("guided-diffusion", "classes"),
+    "use_fp16": ("guided-diffusion", "unetdsl build --dtype float16 (not part of the spec)"),
+    # latent-diffusion / Stable Diffusion first-stage configs
+    "ch": ("latent-diffusion", "encoder.levels[0].channels (one level per ch_mult entry)"),
+    "ch_mult": ("latent-diffusion", "one encoder level per multiplier: encoder.levels[i].channels"),
+    "z_channels": ("latent-diffusion", "out_channels of the encoder (2 x z_channels with double_z), in_channels of "
+                                       "the decoder"),
+    "double_z": ("latent-diffusion", "out_channels: 2 x z_channels on the encoder"),
+    "resolution": ("latent-diffusion", "sample_size"),
+    "in_ch": ("latent-diffusion", "in_channels"),
+    "out_ch": ("latent-diffusion", "out_channels"),
+    "resamp_with_conv": ("latent-diffusion", "encoder: {downsample: conv}, decoder: {upsample: nearest} (+ conv)"),
+}
+
+
 def validate_data(data: Any, positions: Positions | None = None) -> Spec:
     """Type-check `data` against the language. Raises SpecError with every problem found."""
     try:
@@ -116,6 +167,9 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
         allowed_keys = _allowed_keys(path[:-1], data)
         close = difflib.get_close_matches(str(key), allowed_keys, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else None
+        if isinstance(key, str) and key in FOREIGN_KEYS and key not in allowed_keys:
+            who, where = FOREIGN_KEYS[key]
+            hint = f"{key!r} is {who}{chr(39) if who.endswith('s') else chr(39) + 's'} name; in unetdsl: {where}"
         if key == "<<":
             hint = "YAML merge keys are not supported; write the settings out, or use `defaults`"
         return Problem(path, f"unknown key {key!r}", allowed=", ".join(allowed_keys) or None, hint=hint,
@@ -127,6 +181,9 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
         return Problem(path, f"missing required key {path[-1]!r}", location=loc(key=True),
                        hint=_field_description(path, data))
     value = errs[0].get("input")
+    if errs[0]["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(value, dict):
+        value = value.get("embedding")  # a time section: the tag it names is the value at fault
+        path = (*path, "embedding") if "embedding" in (errs[0].get("input") or {}) else path
     allowed = []
     for e in errs:
         a = _allowed(e)
@@ -151,9 +208,6 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
         words = allowed_text.replace(" or ", ", ").split(", ")
         close = difflib.get_close_matches(value, words, n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else None
-    if errs[0]["type"] in ("union_tag_invalid", "union_tag_not_found") and isinstance(value, dict):
-        value = value.get("embedding")
-        path = (*path, "embedding") if "embedding" in (errs[0].get("input") or {}) else path
     types_seen = {e["type"] for e in errs}
     if types_seen & {"greater_than_equal", "greater_than", "less_than_equal", "less_than"}:
         message = "out of range"

@@ -1,0 +1,156 @@
+"""`extends`: a spec as the changes to another. Merging (mappings key by key, lists replace,
+`--set` last), locations in the file that wrote each value, and every way a chain can be wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import unetdsl
+from unetdsl.cli import main
+from unetdsl.extends import merge, origins
+
+from .conftest import ROOT
+
+BASE = """\
+unetdsl: 1
+name: base
+in_channels: 3
+out_channels: 3
+sample_size: 16
+time: {embedding: sinusoidal, features: 8, dim: 16}
+defaults:
+  norm: {groups: 2}
+  dropout: 0.0
+encoder:
+  downsample: conv
+  levels:
+    - {channels: 4, blocks: 1}
+    - {channels: 8, blocks: 1, attention: {heads: 2}}
+middle: {blocks: 2, attention: {heads: 2}}
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def problems(source, overrides=()) -> list[str]:
+    with pytest.raises(unetdsl.SpecError) as exc:
+        unetdsl.resolve_spec(source, overrides)
+    return [p.render() for p in exc.value.problems]
+
+
+def test_merge_rules() -> None:
+    base = {"a": {"x": 1, "y": [1, 2]}, "b": 1}
+    top = {"a": {"y": [3]}, "c": 2}
+    assert merge(base, top) == {"a": {"x": 1, "y": [3]}, "b": 1, "c": 2}
+    assert merge({"a": [1]}, {"a": {"k": 1}}) == {"a": {"k": 1}}  # a mapping over a list replaces it
+    # who wrote what: the top document for what it wrote, the base for the rest; a replaced list is all the top's
+    assert origins([top, base]) == {(): 0, ("a",): 0, ("a", "x"): 1, ("a", "y"): 0, ("a", "y", 0): 0,
+                                    ("b",): 1, ("c",): 0}
+
+
+def test_a_child_equals_the_spec_written_out(tmp_path: Path) -> None:
+    write(tmp_path, "base.yaml", BASE)
+    child = write(tmp_path, "nested/child.yaml", """\
+unetdsl: 1
+extends: ../base.yaml
+name: child
+defaults: {dropout: 0.1}
+encoder:
+  levels:
+    - {channels: 4, blocks: 2}
+    - {channels: 8, blocks: 1}
+""")
+    written_out = BASE.replace("name: base", "name: child").replace("dropout: 0.0", "dropout: 0.1").replace(
+        "- {channels: 4, blocks: 1}", "- {channels: 4, blocks: 2}").replace(
+        "- {channels: 8, blocks: 1, attention: {heads: 2}}", "- {channels: 8, blocks: 1}")
+    resolved, _ = unetdsl.resolve_spec(child)
+    direct, _ = unetdsl.resolve_spec(written_out)
+    assert resolved.spec_id == direct.spec_id
+    assert resolved.encoder[0].norm.groups == 2  # defaults merged key by key: groups kept, dropout changed
+    assert resolved.encoder[1].attention is None  # the level list was replaced, not merged item by item
+    # --set applies last, over both files
+    assert unetdsl.resolve_spec(child, ["name=over"])[0].name == "over"
+    # a chain: a grandchild over the child over the base
+    grandchild = write(tmp_path, "g.yaml", "unetdsl: 1\nextends: nested/child.yaml\nname: g\nmiddle: {blocks: 3}\n")
+    g, _ = unetdsl.resolve_spec(grandchild)
+    assert (g.name, g.middle.blocks, g.encoder[0].blocks[0].out_channels, len(g.encoder[0].blocks)) == ("g", 3, 4, 2)
+
+
+def test_errors_point_at_the_file_that_wrote_the_value(tmp_path: Path) -> None:
+    base = write(tmp_path, "base.yaml", BASE.replace("dim: 16}", "dim: 0}"))  # an error in the base
+    child = write(tmp_path, "child.yaml", "unetdsl: 1\nextends: base.yaml\nname: child\nmiddle: {blocks: 99}\n"
+                                          "encoder: {downsample: strided}\n")
+    rendered = problems(child)
+    by_path = {r.split(": ", 2)[1]: r for r in rendered}
+    assert by_path["time.dim"].startswith(f"{base}:6:")  # the base's line
+    assert by_path["middle.blocks"].startswith(f"{child}:4:")  # the child's lines
+    assert by_path["encoder.downsample"].startswith(f"{child}:5:")
+    # a value the base wrote inside a mapping the child extends keeps the base's line
+    fixed = write(tmp_path, "base.yaml", BASE.replace("channels: 8, blocks: 1,", "channels: 7, blocks: 1,"))
+    child.write_text("unetdsl: 1\nextends: base.yaml\nname: child\nencoder: {downsample: avgpool}\n")
+    assert any(r.startswith(f"{fixed}:14:") for r in problems(child))  # groups 2 do not divide 7
+    # an override's error points at --set
+    assert problems(child, ["middle.blocks=x"])[0].startswith("--set:1:")
+
+
+@pytest.mark.parametrize("extends,says", [
+    ("missing.yaml", "cannot read the extended spec: No such file or directory"),
+    ("https://example.com/s.yaml", "only files on this machine can be extended"),
+    ("'.'", "not a regular file"),
+    ("/dev/null", "not a regular file"),
+    ("[a.yaml]", "must be the path of the spec this one extends"),
+    ("''", "must be the path of the spec this one extends"),
+])
+def test_bad_targets_are_located_errors(tmp_path: Path, extends: str, says: str) -> None:
+    child = write(tmp_path, "child.yaml", f"unetdsl: 1\nname: c\nextends: {extends}\n")
+    rendered = problems(child)
+    assert len(rendered) == 1 and rendered[0].startswith(f"{child}:3:10: extends: ") and says in rendered[0]
+
+
+def test_cycles_and_depth(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "unetdsl: 1\nextends: b.yaml\n")
+    b = write(tmp_path, "b.yaml", "unetdsl: 1\nextends: a.yaml\n")
+    rendered = problems(tmp_path / "a.yaml")
+    assert rendered[0].startswith(f"{b}:2:10: extends: specs extend one another in a cycle")
+    assert "a.yaml -> b.yaml -> a.yaml" in rendered[0]
+    write(tmp_path, "self.yaml", "unetdsl: 1\nextends: self.yaml\n")
+    assert "self.yaml -> self.yaml" in problems(tmp_path / "self.yaml")[0]
+    for i in range(20):
+        write(tmp_path, f"d{i}.yaml", f"unetdsl: 1\nextends: d{i + 1}.yaml\n")
+    write(tmp_path, "d20.yaml", BASE)
+    assert "more than 16 files extend one another" in problems(tmp_path / "d0.yaml")[0]
+
+
+def test_text_and_dict_sources_extend_relative_to_the_working_directory(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "base.yaml", BASE)
+    monkeypatch.chdir(tmp_path)
+    assert unetdsl.resolve_spec("unetdsl: 1\nextends: base.yaml\nname: t\n")[0].name == "t"
+    assert unetdsl.resolve_spec({"unetdsl": 1, "extends": "base.yaml", "name": "d"})[0].name == "d"
+    assert problems({"extends": "nope.yaml"})[0].startswith("extends: cannot read the extended spec")
+
+
+def test_cli_resolve_shows_the_merged_spec_and_the_schema_accepts_a_child(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    write(tmp_path, "base.yaml", BASE)
+    child = write(tmp_path, "child.yaml", "unetdsl: 1\nextends: base.yaml\nname: child\nmiddle: {blocks: 3}\n")
+    assert main(["resolve", str(child)]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["name"] == "child" and out["middle"]["blocks"] == 3 and out["in_channels"] == 3
+    assert "extends" not in out
+    schema = json.loads((ROOT / "schemas" / "unetdsl.schema.json").read_text())
+    jsonschema.validate(yaml.safe_load(child.read_text()), schema)  # a partial child is valid on its own
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"unetdsl": 1, "name": "partial"}, schema)  # without extends, everything is required
