@@ -186,3 +186,24 @@ def test_resolve_output_is_fully_explicit_and_keeps_the_id(path, capsys: pytest.
         for level in section:
             if "attention" in level:
                 assert set(level["attention"]) == {"heads", "norm"}
+
+
+def test_type_and_cross_field_problems_come_in_one_round() -> None:
+    both = TINY.replace("- {channels: 4, blocks: 1}", "- {channels: 4, blocks: 1, activation: swish}").replace(
+        "middle: {blocks: 2, attention: {heads: 2}}", "middle: {blocks: 2, attention: {heads: 3}}")
+    with pytest.raises(SpecError) as exc:
+        resolve_spec(both)
+    found = [(p.dotted_path, p.location.line) for p in exc.value.problems]
+    assert found == [("encoder.levels.0.activation", 12), ("middle.attention.heads", 14)]  # in source order
+
+
+def test_the_second_round_never_reports_what_a_default_caused() -> None:
+    # groups 0 is out of range; left out, groups would fall back to 32, which divides none of these
+    # channels: that is the default's problem, not the spec's, and is not reported
+    with pytest.raises(SpecError) as exc:
+        resolve_spec(TINY.replace("norm: {groups: 2}", "norm: {groups: 0}"))
+    assert [p.dotted_path for p in exc.value.problems] == ["defaults.norm.groups"]
+    # a missing required key: no second round
+    with pytest.raises(SpecError) as exc:
+        resolve_spec(TINY.replace("in_channels: 3\n", "").replace("heads: 2}}\nmiddle", "heads: 3}}\nmiddle"))
+    assert [p.dotted_path for p in exc.value.problems] == ["in_channels"]

@@ -75,7 +75,48 @@ def load_spec(source: SpecSource, overrides: Sequence[str] = ()) -> LoadedSpec:
         where = positions.location(()) if positions is not None else None
         raise SpecError([Problem((), "a spec is a mapping of settings", found=type(data).__name__, location=where,
                                  hint="start from one of the files in specs/")])
-    return LoadedSpec(validate_data(data, positions), positions)
+    try:
+        return LoadedSpec(validate_data(data, positions), positions)
+    except SpecError as exc:  # type problems; the cross-field rules still run on the rest, so both come at once
+        raise SpecError([*exc.problems, *_rules_on_the_rest(data, exc.problems, positions)]) from None
+
+
+def _rules_on_the_rest(data: dict[str, Any], problems: Sequence[Problem], positions: Positions | None) -> list[Problem]:
+    """The cross-field problems of `data` with the values that failed type-checking left out.
+
+    Only mapping keys can be left out (removing a list item would renumber its siblings), and a
+    missing required key cannot be made up: then there is no second round. A left-out value
+    takes its default, which may itself break a rule; so problems at, above or below a left-out
+    path, or about the same setting elsewhere (a left-out `groups` falls back to 32 everywhere),
+    are not reported: they would describe the default, not the user's spec."""
+    rest = copy.deepcopy(data)
+    removed: list[tuple[str | int, ...]] = []
+    for p in problems:
+        parent = _walk(rest, p.path[:-1]) if p.path else None
+        if not isinstance(parent, dict) or p.path[-1] not in parent:
+            return []  # a missing key, a root problem or a list item: no sound second round
+        del parent[p.path[-1]]
+        removed.append(p.path)
+    try:
+        resolve(validate_data(rest, None))
+    except SpecError as exc:
+        def unrelated(q: Problem) -> bool:
+            return not any(q.path[: len(r)] == r or r[: len(q.path)] == q.path or (q.path and q.path[-1] == r[-1])
+                           for r in removed)
+        return [q.located(positions.location(q.path)) if positions is not None else q
+                for q in exc.problems if unrelated(q)]
+    return []
+
+
+def _walk(data: Any, path: Sequence[str | int]) -> Any:
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
 
 
 def resolve_spec(source: SpecSource, overrides: Sequence[str] = ()) -> tuple[ResolvedSpec, list[Problem]]:
