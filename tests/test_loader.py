@@ -9,7 +9,8 @@ import tracemalloc
 import pytest
 
 from unetdsl.errors import SpecError
-from unetdsl.loader import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_text, resolve_plain
+from unetdsl.loader import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_text
+from unetdsl.scalars import resolve_plain
 
 
 @pytest.mark.parametrize(

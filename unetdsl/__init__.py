@@ -13,17 +13,16 @@ from typing import TYPE_CHECKING, Any
 from .errors import InternalError, Problem, SpecError, UnetdslError
 from .frontend import load_spec, resolve_spec
 from .spec import ResolvedSpec, Spec
-
-__version__ = "0.1.0"
+from .version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .api import build_model
     from .artifacts import export
-    from .compiler import build_model
     from .training import set_activation_checkpointing, training_units
     from .weights import load, save
 
 # torch is heavy: only these pull it in, and only when first asked for.
-_LAZY = {"build_model": "compiler", "export": "artifacts", "save": "weights", "load": "weights",
+_LAZY = {"build_model": "api", "export": "artifacts", "save": "weights", "load": "weights",
          "set_activation_checkpointing": "training", "training_units": "training"}
 
 

@@ -23,11 +23,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, torchscript
+from . import torchscript
 from .errors import UnetdslError
 from .fsutil import atomic_path, check_output, remove_stale_temporaries
+from .provenance import (
+    DEVICE_KEY,
+    DTYPE_KEY,
+    FORMAT_KEY,
+    FORWARD_KEY,
+    ID_KEY,
+    INPUTS_KEY,
+    SPEC_KEY,
+    TORCH_VERSION_KEY,
+    VERSION_KEY,
+)
 from .sample import SampleInputs, sample_inputs
 from .spec.resolved import ResolvedSpec
+from .version import __version__
 
 
 class ExportError(UnetdslError):
@@ -61,15 +73,15 @@ class ExportReport:
 def metadata(spec: ResolvedSpec, dtype: torch.dtype, device: torch.device, fmt: str) -> dict[str, str]:
     """Provenance stored inside every exported file."""
     return {
-        "unetdsl/spec.json": json.dumps(spec.to_spec_data(), sort_keys=True),
-        "unetdsl/spec_id": spec.spec_id,
-        "unetdsl/version": __version__,
-        "unetdsl/torch_version": torch.__version__,
-        "unetdsl/format": fmt,
-        "unetdsl/dtype": str(dtype).removeprefix("torch."),
-        "unetdsl/device": device.type,
-        "unetdsl/forward": "forward(x, t, y)" if spec.classes else "forward(x, t)" if spec.time else "forward(x)",
-        "unetdsl/inputs": input_signature(spec, dtype, fmt),
+        SPEC_KEY: json.dumps(spec.to_spec_data(), sort_keys=True),
+        ID_KEY: spec.spec_id,
+        VERSION_KEY: __version__,
+        TORCH_VERSION_KEY: torch.__version__,
+        FORMAT_KEY: fmt,
+        DTYPE_KEY: str(dtype).removeprefix("torch."),
+        DEVICE_KEY: device.type,
+        FORWARD_KEY: "forward(x, t, y)" if spec.classes else "forward(x, t)" if spec.time else "forward(x)",
+        INPUTS_KEY: input_signature(spec, dtype, fmt),
     }
 
 

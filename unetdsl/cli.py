@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from . import __version__
 from .errors import InternalError, Problem, SpecError
 from .frontend import resolve_spec
+from .version import __version__
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 
@@ -76,8 +76,8 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
+    from .api import build_model
     from .artifacts import DTYPES, ExportError, default_path, export
-    from .compiler import build_model
     from .estimate import estimate
     from .fsutil import OutputError, check_output
     from .resources import ResourceError, check_build
@@ -182,14 +182,14 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 @command("inspect")
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import InspectError, read_metadata
-    from .provenance import StoredSpecError, parse_stored_spec
+    from .provenance import SPEC_KEY, StoredSpecError, parse_stored_spec
 
     try:
         meta = read_metadata(args.file)
     except InspectError as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
-    spec = meta.pop("unetdsl/spec.json", None)
+    spec = meta.pop(SPEC_KEY, None)
     for key, value in sorted(meta.items()):
         print(f"{_printable(key.removeprefix('unetdsl/'))}: {_printable(value)}")
     if spec is not None:

@@ -1,19 +1,20 @@
 """ResolvedSpec -> nn.Module. Reads only the resolved spec (no defaulting logic here) and builds
 through registries keyed by the language's closed names; never an if/elif chain over names.
 
-    build_model(spec, device=None, dtype=None) -> UNet | Encoder | Decoder, with `.spec` set
-"""
+    compile_spec(resolved) -> UNet | Encoder | Decoder, with `.spec` set
+
+The user-facing `build_model` (any spec source, seeds, devices, the resource guard) is in api.py,
+downstream of this module and of the front end."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import InternalError
-from .frontend import SpecSource, resolve_spec
 from .nn.attention import AttentionBlock
 from .nn.layers import activation, conv_nd, norm, zero_module
 from .nn.resblock import ResBlock
@@ -166,48 +167,3 @@ def _pointwise_weights_channels_last(model: nn.Module) -> None:
             # (.contiguous(memory_format=...) is a no-op here: size-1 dims make both layouts "contiguous")
             strides = (w.shape[1], 1, *([w.shape[1]] * (w.dim() - 2)))
             m.weight.data = torch.empty_strided(w.shape, strides, dtype=w.dtype, device=w.device).copy_(w)
-
-
-def build_model(
-    spec: SpecSource,
-    *,
-    overrides: Sequence[str] = (),
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    memory_format: str = "channels_last",
-    seed: int | None = None,
-    check_resources: bool = True,
-) -> nn.Module:
-    """A path, YAML string, dict, Spec or ResolvedSpec -> the model, with its resolved spec at
-    `model.spec`. The spec is fully checked before any tensor is allocated; `device="meta"`
-    builds without allocating (parameter counts of huge specs). `memory_format` is the layout
-    the 2D/3D body runs in ("channels_last", faster with oneDNN convolutions, or "contiguous");
-    it never changes the numbers' meaning, nor the layout of inputs and outputs.
-
-    The model is returned in **training mode**, as every `nn.Module` constructor and diffusers'
-    `from_config` return it (dropout active): call `.eval()` before sampling. (`unetdsl.load`,
-    which reads trained weights, returns eval mode, as diffusers' `from_pretrained`.)
-    `seed` makes the initial weights a function of the seed alone: the same seed gives
-    bit-identical weights whatever the global RNG state, and the global RNG is left untouched.
-    Without it the weights draw from torch's global RNG, as any `nn.Module` does.
-
-    `check_resources`: first count the parameters on the meta device and raise
-    `unetdsl.resources.ResourceError` when the weights cannot fit in the target device's
-    available memory (instead of dying in the allocator, or in the OOM killer)."""
-    resolved, _ = resolve_spec(spec, overrides)
-    target = torch.device(device or "cpu")
-    if check_resources and target.type != "meta":
-        from .resources import check_parameters
-
-        with torch.device("meta"):
-            counted = sum(p.numel() for p in compile_spec(resolved).parameters())
-        check_parameters(counted, dtype=dtype or torch.float32, device=target)
-    # fork the RNG of the device the weights are drawn on, so `seed` leaves the caller's RNG as it was
-    forked = [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
-    with torch.random.fork_rng(devices=forked, enabled=seed is not None), target:
-        if seed is not None:
-            torch.manual_seed(seed)
-        model = compile_spec(resolved, memory_format=memory_format)
-    if dtype is not None:
-        model = model.to(dtype=dtype)
-    return model.train()

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Location, Path, Problem, SpecError
-from .loader import Loaded, Positions, load_file
+from .loader import Loaded, load_file
+from .positions import Positions
 
 KEY = "extends"
 MAX_CHAIN = 16

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import UnetdslError
-
-PREFIX = "unetdsl/"
+from .provenance import PREFIX
 
 
 class InspectError(UnetdslError):

@@ -14,14 +14,14 @@ because safe_load gets four things wrong for a spec language:
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from .errors import Location, Path, Problem, SpecError
+from .positions import Positions
+from .scalars import _ScalarTrap, resolve_plain
 
 MAX_BYTES = 1 << 20  # 1 MiB: a spec is a few kB
 MAX_DEPTH = 32  # mapping/sequence nesting; real specs use ~5
@@ -29,123 +29,9 @@ MAX_NODES = 20_000  # values after alias expansion; real specs have a few hundre
 
 
 @dataclass
-class Positions:
-    """Where each value (and each mapping key) of a loaded document came from."""
-
-    source: str
-    lines: list[str]
-    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
-    # `--set` overrides: a value set on the command line, and everything below it, points there.
-    overrides: dict[Path, Location] = field(default_factory=dict)
-    # where each name of an override's path stands in its `--set` text (unknown-key errors point there)
-    override_keys: dict[Path, Location] = field(default_factory=dict)
-
-    def location(self, path: Path, *, key: bool = False) -> Location | None:
-        """The location of `path`; of its key when `key` (unknown-key errors point at the key).
-
-        Falls back to the nearest ancestor that has a position (a missing key -> its mapping).
-        """
-        if key and path in self.override_keys:
-            return self.override_keys[path]
-        for n in range(len(path), -1, -1):
-            if path[:n] in self.overrides:
-                return self.overrides[path[:n]]
-        found = self.exact(path, key=key)
-        if found is not None:
-            return found
-        # not in the file, but above an override's value (a section the override created, such as
-        # a misspelt one): the override made it, so point there
-        for set_path, where in self.overrides.items():
-            if path and set_path[: len(path)] == path:
-                return where
-        return self.ancestor(path)
-
-    def exact(self, path: Path, *, key: bool = False) -> Location | None:
-        """Where the file wrote `path` (its key when `key`, else its value), if it did."""
-        table = self.keys if key else self.values
-        return self._loc(*table[path]) if path in table else None
-
-    def ancestor(self, path: Path) -> Location | None:
-        """The nearest ancestor of `path` the file wrote."""
-        for n in range(len(path) - 1, -1, -1):
-            if path[:n] in self.values:
-                return self._loc(*self.values[path[:n]])
-        return None
-
-    def _loc(self, line: int, col: int) -> Location:
-        text = self.lines[line - 1] if 0 < line <= len(self.lines) else None
-        return Location(self.source, line, col, text)
-
-
-@dataclass
 class Loaded:
     data: Any
     positions: Positions
-
-
-# --- YAML 1.2 core schema for plain scalars ------------------------------------------------
-_NULL = {"", "~", "null", "Null", "NULL"}
-_BOOL = {"true": True, "false": False}
-# YAML 1.1 booleans that YAML 1.2 reads as strings; kept as strings, flagged by validation hints.
-YAML11_BOOLEANS = {
-    v
-    for w in ("yes", "no", "on", "off", "y", "n", "true", "false")
-    for v in (w, w.capitalize(), w.upper())
-} - {"true", "false"}
-_INT = re.compile(r"[-+]?[0-9]+\Z")
-_INT_OCT = re.compile(r"0o[0-7]+\Z")
-_INT_HEX = re.compile(r"0x[0-9a-fA-F]+\Z")
-_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
-_INF = re.compile(r"[-+]?\.(inf|Inf|INF)\Z")
-_NAN = re.compile(r"\.(nan|NaN|NAN)\Z")
-_AMBIGUOUS_INT = re.compile(r"[-+]?(0[0-9]+|[0-9][0-9_]*_[0-9_]*)\Z")
-
-
-class _ScalarTrap(Exception):
-    def __init__(self, message: str, hint: str):
-        self.message, self.hint = message, hint
-
-
-# No setting takes a number anywhere near this long; Python refuses to convert ints of more than
-# 4,300 digits at all (a ValueError deep inside int() or repr()), so the loader stops far before.
-MAX_INT_DIGITS = 30
-
-
-def _too_many_digits(text: str) -> _ScalarTrap:
-    return _ScalarTrap(f"a number of {len(text)} characters: far larger than any setting allows",
-                       "check the value; every number unetdsl reads has at most a few digits")
-
-
-def resolve_plain(text: str) -> Any:
-    """The value of an unquoted scalar under the YAML 1.2 core schema (strict about traps)."""
-    if len(text) > MAX_INT_DIGITS and (_INT.match(text) or _INT_OCT.match(text) or _INT_HEX.match(text)
-                                       or _AMBIGUOUS_INT.match(text)):
-        raise _too_many_digits(text)
-    if text in _NULL:
-        return None
-    if text in _BOOL:
-        return _BOOL[text]
-    if _AMBIGUOUS_INT.match(text):
-        digits = text.replace("_", "").lstrip("+")
-        raise _ScalarTrap(
-            f"ambiguous number {text!r}: YAML 1.1 and 1.2 read it differently "
-            "(leading zeros are octal in 1.1, underscores are digit separators in 1.1 only)",
-            f"write {int(digits)} (or quote it if you meant a string)",
-        )
-    if _INT.match(text):
-        return int(text)
-    if _INT_OCT.match(text):
-        return int(text[2:], 8)
-    if _INT_HEX.match(text):
-        return int(text[2:], 16)
-    if _FLOAT.match(text):
-        return float(text)
-    if _INF.match(text):
-        return -math.inf if text.startswith("-") else math.inf
-    if _NAN.match(text):
-        return math.nan
-    return text
 
 
 # --- the composer ----------------------------------------------------------------------------

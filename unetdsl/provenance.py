@@ -11,7 +11,18 @@ from typing import Any
 
 from .errors import UnetdslError
 
-SPEC_KEY, ID_KEY, VERSION_KEY = "unetdsl/spec.json", "unetdsl/spec_id", "unetdsl/version"
+# Every key unetdsl writes into an artifact's metadata (TorchScript extra files, .pt2 extra files,
+# ONNX metadata_props, safetensors metadata): the one list writers and readers share.
+PREFIX = "unetdsl/"
+SPEC_KEY = PREFIX + "spec.json"  # the resolved spec, canonical JSON
+ID_KEY = PREFIX + "spec_id"
+VERSION_KEY = PREFIX + "version"  # unetdsl's
+TORCH_VERSION_KEY = PREFIX + "torch_version"
+FORMAT_KEY = PREFIX + "format"
+DTYPE_KEY = PREFIX + "dtype"
+DEVICE_KEY = PREFIX + "device"
+FORWARD_KEY = PREFIX + "forward"  # the call signature, e.g. forward(x, t)
+INPUTS_KEY = PREFIX + "inputs"  # each input's shape and dtype
 MAX_SPEC_BYTES = 1 * 2**20  # what the YAML loader reads at most, too
 MAX_DEPTH = 32
 

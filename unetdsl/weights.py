@@ -21,10 +21,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from . import __version__
 from .errors import SpecError, UnetdslError, brief
 from .fsutil import atomic_path, check_output
 from .provenance import ID_KEY, SPEC_KEY, VERSION_KEY, StoredSpecError, parse_stored_spec
+from .version import __version__
 
 FIRST = 8  # how many offenders an error lists
 
@@ -229,7 +229,7 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
     weights. Returned in eval mode, ready to sample (as diffusers' `from_pretrained`); call
     `.train()` to resume training. The file is data: its stored spec is parsed as a JSON mapping
     and validated, its header checked against the model before any tensor is read."""
-    from .compiler import build_model
+    from .api import build_model
 
     entries, metadata = read_header(path)
     try:

@@ -25,7 +25,8 @@ from torch import nn
 
 from ..errors import InternalError, Location, Problem, SpecError, describe
 from ..frontend import load_spec, resolve_spec
-from ..loader import Positions, load_file
+from ..loader import load_file
+from ..positions import Positions
 from ..resolve import resolve
 from ..spec.models import Spec
 from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
@@ -345,7 +346,7 @@ def map_state_dict(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dic
 def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
     """A live UNet2DModel -> the equivalent unetdsl model, every tensor used and every parameter
     filled, in the same train/eval mode as `unet`."""
-    from ..compiler import build_model
+    from ..api import build_model
     from ..weights import check_weights
 
     spec = spec_from_diffusers(dict(unet.config), name=name)  # type: ignore[arg-type]
@@ -510,7 +511,7 @@ def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLi
     validated spec YAML and, if asked, the mapped weights as a unetdsl checkpoint. No network."""
     import yaml
 
-    from ..compiler import build_model
+    from ..api import build_model
     from ..fsutil import check_output, write_text_atomic
     from ..weights import WeightsError, check_entries, check_weights, read_header, read_tensors, save
 

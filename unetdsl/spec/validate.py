@@ -10,7 +10,8 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from ..errors import Path, Problem, SpecError, brief, describe
-from ..loader import YAML11_BOOLEANS, Positions, resolve_plain
+from ..positions import Positions
+from ..scalars import YAML11_BOOLEANS, resolve_plain
 from .models import Spec
 
 # Names other projects use for something in our vocabulary: pointed at, never accepted silently.

@@ -1,0 +1,61 @@
+"""The library's entry point for models: any spec source -> a built model.
+
+    model = unetdsl.build_model("specs/ddpm-cifar10.yaml", seed=0)
+
+It sits at the end of the pipeline (front end -> resolver -> resource guard -> compiler), so
+that no stage imports a later one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .compiler import compile_spec
+from .frontend import SpecSource, resolve_spec
+
+
+def build_model(
+    spec: SpecSource,
+    *,
+    overrides: Sequence[str] = (),
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    memory_format: str = "channels_last",
+    seed: int | None = None,
+    check_resources: bool = True,
+) -> nn.Module:
+    """A path, YAML string, dict, Spec or ResolvedSpec -> the model, with its resolved spec at
+    `model.spec`. The spec is fully checked before any tensor is allocated; `device="meta"`
+    builds without allocating (parameter counts of huge specs). `memory_format` is the layout
+    the 2D/3D body runs in ("channels_last", faster with oneDNN convolutions, or "contiguous");
+    it never changes the numbers' meaning, nor the layout of inputs and outputs.
+
+    The model is returned in **training mode**, as every `nn.Module` constructor and diffusers'
+    `from_config` return it (dropout active): call `.eval()` before sampling. (`unetdsl.load`,
+    which reads trained weights, returns eval mode, as diffusers' `from_pretrained`.)
+    `seed` makes the initial weights a function of the seed alone: the same seed gives
+    bit-identical weights whatever the global RNG state, and the global RNG is left untouched.
+    Without it the weights draw from torch's global RNG, as any `nn.Module` does.
+
+    `check_resources`: first count the parameters on the meta device and raise
+    `unetdsl.resources.ResourceError` when the weights cannot fit in the target device's
+    available memory (instead of dying in the allocator, or in the OOM killer)."""
+    resolved, _ = resolve_spec(spec, overrides)
+    target = torch.device(device or "cpu")
+    if check_resources and target.type != "meta":
+        from .resources import check_parameters
+
+        with torch.device("meta"):
+            counted = sum(p.numel() for p in compile_spec(resolved).parameters())
+        check_parameters(counted, dtype=dtype or torch.float32, device=target)
+    # fork the RNG of the device the weights are drawn on, so `seed` leaves the caller's RNG as it was
+    forked = [target.index if target.index is not None else torch.cuda.current_device()] if target.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked, enabled=seed is not None), target:
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = compile_spec(resolved, memory_format=memory_format)
+    if dtype is not None:
+        model = model.to(dtype=dtype)
+    return model.train()
