@@ -10,6 +10,7 @@ import torch
 
 import unetdsl
 from unetdsl import SpecError, build_model
+from unetdsl.nn.resblock import ResBlock
 from unetdsl.nn.unet import Decoder, Encoder, UNet
 from unetdsl.sample import sample_inputs
 from unetdsl.spec.resolved import ResolvedSpec
@@ -181,3 +182,33 @@ def test_channels_last_body_changes_no_numbers_and_returns_the_default_layout(di
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="known: channels_last, contiguous"):
         build_model(text, memory_format="nhwc")
+
+
+def test_conv_bias_false_gives_the_bias_free_resblock() -> None:
+    """`conv_bias: false` drops the bias of every ResBlock conv a norm follows: in pre order conv1
+    (norm2 follows; conv2 feeds the residual and keeps its bias), in post order both. The count
+    shows it: one bias of `out` channels per dropped conv."""
+    from unetdsl.interop.diffusers import diffusers_config
+
+    spec = TINY.replace("norm: {groups: 2}", "norm: {groups: 2}\n  conv_bias: false")
+    with_bias = unetdsl.build_model(TINY, seed=0)
+    without = unetdsl.build_model(spec, seed=0)
+    convs = [m for m in with_bias.modules() if isinstance(m, ResBlock)]
+    dropped = sum(b.conv1.out_channels for b in convs)  # pre order: conv1 of every ResBlock
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(with_bias) - count(without) == dropped > 0
+    assert all(b.conv1.bias is None and b.conv2.bias is not None for b in without.modules() if isinstance(b, ResBlock))
+    post = unetdsl.build_model(spec.replace("conv_bias: false", "conv_bias: false\n  order: post"), seed=0)
+    assert all(b.conv1.bias is None and b.conv2.bias is None for b in post.modules() if isinstance(b, ResBlock))
+    # still scripts and runs; the default spec's id is unchanged, the new one differs
+    x = torch.randn(2, 3, 16, 16)
+    t = torch.tensor([1, 2])
+    torch.testing.assert_close(script(without.eval())(x, t), without(x, t))
+    assert unetdsl.resolve_spec(TINY)[0].spec_id == "sha256:ef0f706f68b10ba9"
+    resolved = unetdsl.resolve_spec(spec)[0]
+    assert resolved.spec_id != "sha256:ef0f706f68b10ba9" and unetdsl.resolve_spec(resolved.to_spec_data())[0] == resolved
+    # a level can take it back; diffusers cannot express it
+    mixed = unetdsl.resolve_spec(spec.replace("- {channels: 4, blocks: 1}", "- {channels: 4, blocks: 1, conv_bias: true}"))[0]
+    assert mixed.encoder[0].conv_bias and not mixed.encoder[1].conv_bias and not mixed.middle.conv_bias
+    with pytest.raises(unetdsl.SpecError, match="bias-free ResBlock convolutions"):
+        diffusers_config(resolved)

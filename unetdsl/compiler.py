@@ -45,7 +45,7 @@ class _Compiler:
     def resblock(self, settings: ResolvedSettings, cin: int, cout: int, resample: nn.Module | None = None) -> ResBlock:
         pre = settings.order == "pre"
         # pre: conv1 -> (+t) -> norm2, conv2 -> residual add; post: conv1 -> norm1, conv2 -> norm2
-        bias = settings.norm.type not in PER_CHANNEL_NORMS
+        bias = settings.conv_bias and settings.norm.type not in PER_CHANNEL_NORMS
         return ResBlock(
             dims=self.dims, in_channels=cin, out_channels=cout, temb_channels=self.temb,
             norm1=self.norm(settings.norm, cin if pre else cout), norm2=self.norm(settings.norm, cout),

@@ -50,6 +50,7 @@ BUILTIN: dict[str, Any] = {
     "activation": "silu",
     "order": "pre",
     "dropout": 0.0,
+    "conv_bias": True,
     "blocks": 2,
     "middle_blocks": 2,
     "auto_max_groups": 32,
@@ -293,6 +294,7 @@ class _Resolver:
             activation=self.setting(lv, path, "activation").value,
             order=order,
             dropout=self.setting(lv, path, "dropout").value,
+            conv_bias=self.setting(lv, path, "conv_bias").value,
             attention=self.resolve_attention(lv.attention, lv.channels, path),
             **resolved_resample,
         )
@@ -351,6 +353,7 @@ class _Resolver:
             activation=self.setting(mid_spec, ("middle",), "activation").value,
             order=self.setting(mid_spec, ("middle",), "order").value,
             dropout=self.setting(mid_spec, ("middle",), "dropout").value,
+            conv_bias=self.setting(mid_spec, ("middle",), "conv_bias").value,
             attention=self.resolve_attention(mid_spec.attention, mid_channels, ("middle",)),
         )
 
@@ -365,7 +368,8 @@ class _Resolver:
                 # DDPM's AttnUpBlock mirrors its AttnDownBlock), one more block for the extra skip.
                 dec_levels = [
                     DecoderLevel(channels=lv.channels, blocks=len(encoder[i].blocks) + 1, norm=lv.norm,
-                                 activation=lv.activation, order=lv.order, dropout=lv.dropout, attention=lv.attention)
+                                 activation=lv.activation, order=lv.order, dropout=lv.dropout,
+                                 conv_bias=lv.conv_bias, attention=lv.attention)
                     for i, lv in reversed(list(enumerate(enc_levels)))
                 ]
                 mirrored = True
@@ -434,6 +438,7 @@ class _Resolver:
             head=head,
             defaults_order=self.setting(LevelSettings(), ("defaults",), "order").value,
             defaults_dropout=self.setting(LevelSettings(), ("defaults",), "dropout").value,
+            defaults_conv_bias=self.setting(LevelSettings(), ("defaults",), "conv_bias").value,
             zero_out=bool(s.init.zero_out) if s.init is not None and s.init.zero_out is not None else False,
             center_input=bool(s.center_input),
             asymmetric_padding=bool(s.encoder is not None and s.encoder.asymmetric_padding),

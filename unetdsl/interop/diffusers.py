@@ -384,6 +384,8 @@ def diffusers_config(spec: ResolvedSpec) -> dict[str, Any]:
         refuse(("head", "activation"), f"head activation {spec.head.activation!r} (UNet2DModel's conv_act is SiLU)")
     if {p.order for p in places} != {"pre"}:
         refuse(("defaults", "order"), "post-activation blocks")
+    if not all(p.conv_bias for p in places):
+        refuse(("defaults", "conv_bias"), "bias-free ResBlock convolutions (diffusers' convolutions have biases)")
     dropouts = {p.dropout for p in places}
     if len(dropouts) != 1:
         refuse(("defaults", "dropout"), f"one dropout everywhere is needed, found {sorted(dropouts)}")

@@ -99,6 +99,11 @@ class LevelSettings(StrictModel):
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = Field(
         None, description="Dropout before each ResBlock's second conv, in [0, 1). Default 0."
     )
+    conv_bias: bool | None = Field(
+        None, description="Bias on the ResBlock convolutions a norm follows (default true, as diffusers, whose "
+        "weights have it); false gives the bias-free 3x3 convolutions before GroupNorm of many ResBlock designs. "
+        "A per-channel norm (instance, batch) drops it either way.",
+    )
 
 
 class EncoderLevel(LevelSettings):

@@ -63,6 +63,7 @@ class ResolvedSettings(_Frozen):
     order: Order
     dropout: float
     attention: ResolvedAttention | None
+    conv_bias: bool = True
 
     def settings_data(self, explicit: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -71,6 +72,8 @@ class ResolvedSettings(_Frozen):
             "order": self.order,
             "dropout": self.dropout,
         }
+        if not self.conv_bias or explicit:  # added after format 1's release: written when not default
+            data["conv_bias"] = self.conv_bias
         if self.attention is not None:
             data["attention"] = self.attention.as_data(explicit)
         return data
@@ -140,6 +143,7 @@ class ResolvedSpec(_Frozen):
     head: ResolvedHead
     defaults_order: Order
     defaults_dropout: float
+    defaults_conv_bias: bool = True
     zero_out: bool
     center_input: bool
     asymmetric_padding: bool  # strided-conv downsampling pads right/bottom only
@@ -180,6 +184,8 @@ class ResolvedSpec(_Frozen):
             "order": self.defaults_order,
             "dropout": self.defaults_dropout,
         }
+        if not self.defaults_conv_bias or explicit:
+            data["defaults"]["conv_bias"] = self.defaults_conv_bias
         if self.encoder:
             levels = []
             for lv in self.encoder:
