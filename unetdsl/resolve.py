@@ -41,16 +41,14 @@ from .spec.resolved import (
     ResolvedSpec,
     ResolvedTime,
 )
+from .spec.settings import LEVEL_SETTINGS
 
 # Built-in defaults (diffusers UNet2DModel / DDPM where it has the setting).
 BUILTIN: dict[str, Any] = {
     "norm_type": "group",
     "groups": 32,
     "eps": 1e-5,
-    "activation": "silu",
-    "order": "pre",
-    "dropout": 0.0,
-    "conv_bias": True,
+    **{name: s.default for name, s in LEVEL_SETTINGS.items()},  # activation, order, dropout, ...
     "blocks": 2,
     "middle_blocks": 2,
     "auto_max_groups": 32,
@@ -188,6 +186,10 @@ class _Resolver:
         return _pick((getattr(level, name), (*path, name)),
                      (getattr(self.defaults, name), ("defaults", name)), builtin=BUILTIN[name])
 
+    def plain_settings(self, level: LevelSettings, path: Path) -> dict[str, Any]:
+        """Every plain level setting (spec/settings.py) of `level`: its own, else defaults', else built in."""
+        return {name: self.setting(level, path, name).value for name in LEVEL_SETTINGS}
+
     def norm_settings(self, level: LevelSettings | None, path: Path) -> dict[str, Setting]:
         lv = level.norm if level is not None and level.norm is not None else NormSpec()
         df = self.defaults.norm or NormSpec()
@@ -291,10 +293,7 @@ class _Resolver:
             channels=lv.channels,
             blocks=blocks,
             norm=self.resolve_norm(lv, path, seen),
-            activation=self.setting(lv, path, "activation").value,
-            order=order,
-            dropout=self.setting(lv, path, "dropout").value,
-            conv_bias=self.setting(lv, path, "conv_bias").value,
+            **self.plain_settings(lv, path),
             attention=self.resolve_attention(lv.attention, lv.channels, path),
             **resolved_resample,
         )
@@ -350,10 +349,7 @@ class _Resolver:
             channels=mid_channels,
             blocks=mblocks,
             norm=self.resolve_norm(mid_spec, ("middle",), mseen),
-            activation=self.setting(mid_spec, ("middle",), "activation").value,
-            order=self.setting(mid_spec, ("middle",), "order").value,
-            dropout=self.setting(mid_spec, ("middle",), "dropout").value,
-            conv_bias=self.setting(mid_spec, ("middle",), "conv_bias").value,
+            **self.plain_settings(mid_spec, ("middle",)),
             attention=self.resolve_attention(mid_spec.attention, mid_channels, ("middle",)),
         )
 
@@ -368,8 +364,7 @@ class _Resolver:
                 # DDPM's AttnUpBlock mirrors its AttnDownBlock), one more block for the extra skip.
                 dec_levels = [
                     DecoderLevel(channels=lv.channels, blocks=len(encoder[i].blocks) + 1, norm=lv.norm,
-                                 activation=lv.activation, order=lv.order, dropout=lv.dropout,
-                                 conv_bias=lv.conv_bias, attention=lv.attention)
+                                 attention=lv.attention, **{name: getattr(lv, name) for name in LEVEL_SETTINGS})
                     for i, lv in reversed(list(enumerate(enc_levels)))
                 ]
                 mirrored = True
@@ -436,9 +431,7 @@ class _Resolver:
             middle=middle,
             decoder=decoder,
             head=head,
-            defaults_order=self.setting(LevelSettings(), ("defaults",), "order").value,
-            defaults_dropout=self.setting(LevelSettings(), ("defaults",), "dropout").value,
-            defaults_conv_bias=self.setting(LevelSettings(), ("defaults",), "conv_bias").value,
+            defaults_settings=self.plain_settings(LevelSettings(), ("defaults",)),
             zero_out=bool(s.init.zero_out) if s.init is not None and s.init.zero_out is not None else False,
             center_input=bool(s.center_input),
             asymmetric_padding=bool(s.encoder is not None and s.encoder.asymmetric_padding),

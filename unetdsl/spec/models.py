@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from .settings import describe
 from .vocabulary import (
     Activation,
     Downsample,
@@ -94,16 +95,11 @@ class LevelSettings(StrictModel):
     """Settings every level and the middle inherit from `defaults` and may override."""
 
     norm: NormSpec | None = Field(None, description="Normalisation (fields merge with defaults.norm).")
-    activation: Activation | None = Field(None, description="Activation function (closed list). Default silu.")
-    order: Order | None = Field(None, description="pre: norm->act->conv (default) | post: conv->norm->act.")
-    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = Field(
-        None, description="Dropout before each ResBlock's second conv, in [0, 1). Default 0."
-    )
-    conv_bias: bool | None = Field(
-        None, description="Bias on the ResBlock convolutions a norm follows (default true, as diffusers, whose "
-        "weights have it); false gives the bias-free 3x3 convolutions before GroupNorm of many ResBlock designs. "
-        "A per-channel norm (instance, batch) drops it either way.",
-    )
+    # the plain settings: defaults and descriptions live in spec/settings.py (LEVEL_SETTINGS)
+    activation: Activation | None = Field(None, description=describe("activation"))
+    order: Order | None = Field(None, description=describe("order"))
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = Field(None, description=describe("dropout"))
+    conv_bias: bool | None = Field(None, description=describe("conv_bias"))
 
 
 class EncoderLevel(LevelSettings):

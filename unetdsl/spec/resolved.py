@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from .settings import LEVEL_SETTINGS, serialised
 from .vocabulary import Activation, Downsample, ModelKind, NormType, Order, TimeEmbedding, TimeInjection, Upsample
 
 
@@ -68,12 +69,8 @@ class ResolvedSettings(_Frozen):
     def settings_data(self, explicit: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "norm": self.norm.as_data(),
-            "activation": self.activation,
-            "order": self.order,
-            "dropout": self.dropout,
+            **serialised({name: getattr(self, name) for name in LEVEL_SETTINGS}, explicit=explicit),
         }
-        if not self.conv_bias or explicit:  # added after format 1's release: written when not default
-            data["conv_bias"] = self.conv_bias
         if self.attention is not None:
             data["attention"] = self.attention.as_data(explicit)
         return data
@@ -141,9 +138,8 @@ class ResolvedSpec(_Frozen):
     middle: ResolvedMiddle
     decoder: list[ResolvedLevel]
     head: ResolvedHead
-    defaults_order: Order
-    defaults_dropout: float
-    defaults_conv_bias: bool = True
+    # what `defaults` says of each plain level setting (recorded: it feeds the head's activation)
+    defaults_settings: dict[str, Any]
     zero_out: bool
     center_input: bool
     asymmetric_padding: bool  # strided-conv downsampling pads right/bottom only
@@ -180,12 +176,8 @@ class ResolvedSpec(_Frozen):
         # defaults only feed the head once every level is explicit.
         data["defaults"] = {
             "norm": (self.head.norm or self.middle.norm).as_data(),
-            "activation": self.head.activation,
-            "order": self.defaults_order,
-            "dropout": self.defaults_dropout,
+            **serialised({**self.defaults_settings, "activation": self.head.activation}, explicit=explicit),
         }
-        if not self.defaults_conv_bias or explicit:
-            data["defaults"]["conv_bias"] = self.defaults_conv_bias
         if self.encoder:
             levels = []
             for lv in self.encoder:
