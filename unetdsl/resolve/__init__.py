@@ -1,0 +1,79 @@
+"""Spec -> ResolvedSpec: the single gate between the language and the compiler.
+
+Two passes, each reporting *all* its problems at once:
+1. structure (structure.py): sections present for the model kind, level counts, sample size,
+   exclusive fields;
+2. expansion: settings inherited (inherit.py; the plain ones defined once in spec/settings.py),
+   the channel flow with skips and the mirrored decoder (channels.py), `groups: auto` chosen and
+   every GroupNorm checked against the channels it really sees (norms.py: a decoder block's first
+   norm sees its input *plus* the skip it concatenates), attention (attention.py), the time
+   embedding (time.py), and warnings for valid-but-suspicious specs (suspicious.py).
+
+Problems point at the path where the offending value was *set* (a level, or `defaults`), so the
+front end can attach `file:line:col`. No torch here.
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from ..errors import InternalError, Problem, SpecError, sort_problems
+from ..spec.models import LevelSettings, Spec
+from ..spec.resolved import ResolvedSpec
+from .channels import resolve_flow
+from .context import Context
+from .inherit import plain_settings
+from .norms import report_groups
+from .structure import check_structure
+from .suspicious import warn_suspicious
+from .time import resolve_time
+
+
+def resolve(spec: Spec, *, warnings: list[Problem] | None = None) -> ResolvedSpec:
+    """Check every cross-field rule and expand `spec`. Raises SpecError listing all problems."""
+    ctx = Context(spec)
+    try:
+        resolved = _resolve(ctx)
+    except ValidationError as exc:  # a form the resolver built broke the language's own bounds: ours
+        raise InternalError(f"resolving produced a value outside the language's bounds: {exc}") from exc
+    if warnings is not None:
+        warnings.extend(sort_problems(ctx.warnings))  # one warning per place it was set
+    return resolved
+
+
+def _resolve(ctx: Context) -> ResolvedSpec:
+    spec = ctx.spec
+    check_structure(ctx)
+    if ctx.problems:
+        raise SpecError(ctx.problems)
+    flow = resolve_flow(ctx)
+    warn_suspicious(ctx, flow.encoder, flow.decoder)
+    time = resolve_time(spec.time, flow.stem)
+    report_groups(ctx)
+    if ctx.problems:
+        raise SpecError(ctx.problems)
+    return ResolvedSpec(
+        unetdsl=spec.unetdsl,
+        name=spec.name,
+        description=spec.description,
+        model=spec.model,
+        dims=spec.dims,
+        in_channels=spec.in_channels,
+        out_channels=spec.out_channels,
+        sample_size=flow.size,
+        time=time,
+        classes=spec.classes,
+        stem_channels=flow.stem,
+        encoder=flow.encoder,
+        middle=flow.middle,
+        decoder=flow.decoder,
+        head=flow.head,
+        # what `defaults` says (recorded: it feeds the head's activation, and the explicit form)
+        defaults_settings=plain_settings(ctx, LevelSettings(), ("defaults",)),
+        zero_out=bool(spec.init.zero_out) if spec.init is not None and spec.init.zero_out is not None else False,
+        center_input=bool(spec.center_input),
+        asymmetric_padding=bool(spec.encoder is not None and spec.encoder.asymmetric_padding),
+    )
+
+
+__all__ = ["resolve"]

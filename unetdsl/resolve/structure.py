@@ -1,0 +1,107 @@
+"""Pass 1, structure: the sections the model kind needs, level counts, the sample size's shape,
+the last levels' resampling, and settings that exclude one another. Reports every problem."""
+
+from __future__ import annotations
+
+from ..errors import Path
+from ..spec.models import AttentionSpec, FourierTime, LevelSettings, MiddleSpec, NormSpec, Spec
+from .context import Context
+from .inherit import BUILTIN
+
+
+def check_structure(ctx: Context) -> None:
+    """Sections present for the model kind, level counts, sample size, exclusive fields."""
+    s = ctx.spec
+    kind = s.model
+    if kind in ("unet", "encoder") and s.encoder is None:
+        ctx.fail(("encoder",), f"a model of kind {kind!r} needs an encoder section",
+                 allowed="encoder: {levels: [{channels: ...}, ...]}")
+    if kind == "decoder":
+        if s.encoder is not None:
+            ctx.fail(("encoder",), "a standalone decoder has no encoder",
+                     hint="remove the encoder section, or use model: unet")
+        if s.decoder is None or s.decoder.levels is None:
+            ctx.fail(("decoder",) if s.decoder is None else ("decoder", "levels"),
+                     "a standalone decoder must list its levels (there is no encoder to mirror)",
+                     allowed="decoder: {levels: [{channels: ...}, ...]} (lowest resolution first)")
+    if kind == "encoder" and s.decoder is not None:
+        ctx.fail(("decoder",), "a standalone encoder has no decoder",
+                 hint="remove the decoder section, or use model: unet")
+    if kind == "unet" and s.time is None:
+        ctx.fail(("time",), "a U-Net is conditioned on the timestep: the time section is required",
+                 allowed="time: {embedding: sinusoidal | fourier | learned, ...}")
+    if s.classes is not None and s.time is None:
+        ctx.fail(("classes",), "classes are embedded into the time embedding, so they need a time section",
+                 hint="add time: {embedding: sinusoidal}")
+    if kind == "unet" and s.encoder is not None and s.decoder is not None and s.decoder.levels is not None:
+        n_enc, n_dec = len(s.encoder.levels), len(s.decoder.levels)
+        if n_enc != n_dec:
+            ctx.fail(("decoder", "levels"),
+                     f"a U-Net decoder needs one level per encoder level: found {n_dec}, the encoder has {n_enc}",
+                     found=str(n_dec), allowed=str(n_enc), hint="or omit decoder.levels to mirror the encoder")
+    # sample size: one number per spatial dimension
+    if isinstance(s.sample_size, list) and len(s.sample_size) != s.dims:
+        ctx.fail(("sample_size",), f"sample_size lists {len(s.sample_size)} sizes for dims: {s.dims}",
+                 found=str(s.sample_size), allowed=f"one number, or a list of {s.dims}")
+    # the last level neither down- nor upsamples
+    if s.encoder is not None:
+        last = len(s.encoder.levels) - 1
+        if s.encoder.levels[last].downsample is not None:
+            ctx.fail(("encoder", "levels", last, "downsample"),
+                     "the last encoder level does not downsample", hint="remove this key")
+    if s.decoder is not None and s.decoder.levels is not None:
+        last = len(s.decoder.levels) - 1
+        if s.decoder.levels[last].upsample is not None:
+            ctx.fail(("decoder", "levels", last, "upsample"),
+                     "the last decoder level does not upsample", hint="remove this key")
+    # exclusive / type-dependent fields
+    for path, norm in all_norms(s):
+        if norm.groups is not None and norm.type not in (None, "group"):
+            ctx.fail((*path, "groups"), f"groups applies only to norm type 'group', not {norm.type!r}",
+                     hint="remove groups, or set type: group")
+    for path, att in all_attention(s):
+        if att.heads is not None and att.head_dim is not None:
+            ctx.fail(path, "give attention heads or head_dim, not both",
+                     found=f"heads: {att.heads}, head_dim: {att.head_dim}")
+    if isinstance(s.time, FourierTime) and s.time.features is not None and s.time.features % 2:
+        ctx.fail(("time", "features"), f"fourier features come in sin/cos pairs: {s.time.features} is odd",
+                 found=str(s.time.features), allowed="an even number")
+    if s.head is not None and s.head.divide_by_timestep and s.time is None:
+        ctx.fail(("head", "divide_by_timestep"), "dividing the output by the timestep needs a time section",
+                 hint="add time: {embedding: fourier} (t is then the noise level), or remove this key")
+    middle = s.middle or MiddleSpec()
+    mblocks = middle.blocks if middle.blocks is not None else BUILTIN["middle_blocks"]
+    if middle.attention is not None and mblocks < 2:
+        ctx.fail(("middle", "attention"),
+                 f"middle attention sits between two ResBlocks; middle has {mblocks} block(s)",
+                 hint="set middle.blocks: 2 or remove the attention")
+
+
+def all_norms(s: Spec) -> list[tuple[Path, NormSpec]]:
+    out: list[tuple[Path, NormSpec]] = []
+    if s.defaults is not None and s.defaults.norm is not None:
+        out.append((("defaults", "norm"), s.defaults.norm))
+    for path, lv in all_levels(s):
+        if lv.norm is not None:
+            out.append(((*path, "norm"), lv.norm))
+    return out
+
+
+def all_levels(s: Spec) -> list[tuple[Path, LevelSettings]]:
+    out: list[tuple[Path, LevelSettings]] = []
+    if s.encoder is not None:
+        out += [(("encoder", "levels", i), lv) for i, lv in enumerate(s.encoder.levels)]
+    if s.middle is not None:
+        out.append((("middle",), s.middle))
+    if s.decoder is not None and s.decoder.levels is not None:
+        out += [(("decoder", "levels", i), lv) for i, lv in enumerate(s.decoder.levels)]
+    return out
+
+
+def all_attention(s: Spec) -> list[tuple[Path, AttentionSpec]]:
+    out = []
+    for path, lv in all_levels(s):
+        att = getattr(lv, "attention", None)
+        if att is not None:
+            out.append(((*path, "attention"), att))
+    return out

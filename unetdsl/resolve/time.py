@@ -1,0 +1,31 @@
+"""The time embedding's defaults, per embedding kind (features and dim follow the first level's
+channels, as diffusers' UNet2DModel). Formulas: docs/language.md."""
+
+from __future__ import annotations
+
+from ..spec.models import FourierTime, LearnedTime, SinusoidalTime
+from ..spec.resolved import ResolvedTime
+from .inherit import default
+
+
+def resolve_time(t: SinusoidalTime | FourierTime | LearnedTime | None, first_channels: int) -> ResolvedTime | None:
+    if t is None:
+        return None
+    dim = t.dim if t.dim is not None else 4 * first_channels
+    injection = t.injection or "add"
+    if isinstance(t, SinusoidalTime):
+        return ResolvedTime(
+            embedding="sinusoidal", features=t.features or first_channels, dim=dim, injection=injection,
+            flip_sin_to_cos=default(t.flip_sin_to_cos, True), freq_shift=float(default(t.freq_shift, 0.0)),
+            max_period=float(default(t.max_period, 10000.0)), scale=1.0, log=False, timesteps=0,
+        )
+    if isinstance(t, FourierTime):
+        return ResolvedTime(
+            embedding="fourier", features=t.features or 2 * first_channels, dim=dim, injection=injection,
+            flip_sin_to_cos=default(t.flip_sin_to_cos, False), freq_shift=0.0, max_period=10000.0,
+            scale=float(default(t.scale, 16.0)), log=default(t.log, True), timesteps=0,
+        )
+    return ResolvedTime(
+        embedding="learned", features=t.features or first_channels, dim=dim, injection=injection,
+        flip_sin_to_cos=False, freq_shift=0.0, max_period=10000.0, scale=1.0, log=False, timesteps=t.timesteps,
+    )
