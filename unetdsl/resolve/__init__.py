@@ -20,9 +20,10 @@ from pydantic import ValidationError
 from ..errors import InternalError, Problem, SpecError, sort_problems
 from ..spec.models import LevelSettings, Spec
 from ..spec.resolved import ResolvedSpec
+from ..spec.settings import DEFAULTS
 from .channels import resolve_flow
 from .context import Context
-from .inherit import plain_settings
+from .inherit import default, plain_settings
 from .norms import report_groups
 from .structure import check_structure
 from .suspicious import warn_suspicious
@@ -70,9 +71,10 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         head=flow.head,
         # what `defaults` says (recorded: it feeds the head's activation, and the explicit form)
         defaults_settings=plain_settings(ctx, LevelSettings(), ("defaults",)),
-        zero_out=bool(spec.init.zero_out) if spec.init is not None and spec.init.zero_out is not None else False,
-        center_input=bool(spec.center_input),
-        asymmetric_padding=bool(spec.encoder is not None and spec.encoder.asymmetric_padding),
+        zero_out=default(spec.init.zero_out if spec.init else None, DEFAULTS["init.zero_out"]),
+        center_input=default(spec.center_input, DEFAULTS["center_input"]),
+        asymmetric_padding=default(spec.encoder.asymmetric_padding if spec.encoder else None,
+                                   DEFAULTS["encoder.asymmetric_padding"]),
     )
 
 

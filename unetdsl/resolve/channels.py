@@ -11,10 +11,10 @@ from typing import Any
 from ..errors import Path
 from ..spec.models import DecoderLevel, EncoderLevel, LevelSettings, MiddleSpec
 from ..spec.resolved import ResolvedBlock, ResolvedHead, ResolvedLevel, ResolvedMiddle
-from ..spec.settings import LEVEL_SETTINGS
+from ..spec.settings import DEFAULTS, LEVEL_SETTINGS
 from .attention import resolve_attention
 from .context import Context
-from .inherit import BUILTIN, Setting, pick, plain_settings, setting
+from .inherit import BUILTIN, Setting, default, pick, plain_settings, setting
 from .norms import resolve_norm
 
 
@@ -93,7 +93,8 @@ def resolve_flow(ctx: Context) -> Flow:
         if i < len(enc_levels) - 1:
             assert s.encoder is not None
             resample = ("downsample", pick((lv.downsample, (*path, "downsample")),
-                                           (s.encoder.downsample, ("encoder", "downsample")), builtin="conv"))
+                                           (s.encoder.downsample, ("encoder", "downsample")),
+                                           builtin=DEFAULTS["encoder.downsample"]))
             skips.append(prev)
         encoder.append(level(ctx, lv, path, blocks, resample, f"encoder level {i}"))
 
@@ -147,9 +148,9 @@ def resolve_flow(ctx: Context) -> Flow:
                 prev = dlv.channels
             resample = None
             if k < len(dec_levels) - 1:
-                ups = s.decoder.upsample if s.decoder is not None else "nearest"
+                ups = s.decoder.upsample if s.decoder is not None else DEFAULTS["decoder.upsample"]
                 resample = ("upsample", pick((dlv.upsample, (*path, "upsample")),
-                                             (ups, ("decoder", "upsample")), builtin="nearest"))
+                                             (ups, ("decoder", "upsample")), builtin=DEFAULTS["decoder.upsample"]))
             decoder.append(level(ctx, dlv, path, blocks, resample, f"decoder level {k}"))
     if not decoder:
         prev = mid_channels
@@ -160,12 +161,12 @@ def resolve_head(ctx: Context, channels: int) -> ResolvedHead:
     """The output head on the last part's `channels`: norm and activation (from defaults) unless
     `head.norm: false`, then the output conv."""
     h = ctx.spec.head
-    norm_on = h.norm if h is not None and h.norm is not None else True
+    norm_on = h.norm if h is not None and h.norm is not None else DEFAULTS["head.norm"]
     return ResolvedHead(
         in_channels=channels,
         norm=resolve_norm(ctx, None, ("head",), [(channels, "the output head's norm")], carries_time=False)
         if norm_on else None,
         activation=setting(ctx, LevelSettings(activation=h.activation if h else None), ("head",), "activation").value,
-        kernel_size=h.kernel_size if h is not None and h.kernel_size is not None else 3,
-        divide_by_timestep=bool(h is not None and h.divide_by_timestep),
+        kernel_size=h.kernel_size if h is not None and h.kernel_size is not None else DEFAULTS["head.kernel_size"],
+        divide_by_timestep=default(h.divide_by_timestep if h else None, DEFAULTS["head.divide_by_timestep"]),
     )

@@ -8,19 +8,18 @@ from typing import Any, TypeVar
 
 from ..errors import Path
 from ..spec.models import LevelSettings
-from ..spec.settings import LEVEL_SETTINGS
+from ..spec.settings import DEFAULTS, LEVEL_SETTINGS
 from .context import Context
 
-# Built-in defaults (diffusers UNet2DModel / DDPM where it has the setting). The plain level
-# settings' defaults are defined once, in spec/settings.py.
+# The resolver's names for the built-in defaults; every value is defined once, in spec/settings.py.
 BUILTIN: dict[str, Any] = {
-    "norm_type": "group",
-    "groups": 32,
-    "eps": 1e-5,
+    "norm_type": DEFAULTS["norm.type"],
+    "groups": DEFAULTS["norm.groups"],
+    "eps": DEFAULTS["norm.eps"],
     **{name: s.default for name, s in LEVEL_SETTINGS.items()},  # activation, order, dropout, ...
-    "blocks": 2,
-    "middle_blocks": 2,
-    "auto_max_groups": 32,
+    "blocks": DEFAULTS["level.blocks"],
+    "middle_blocks": DEFAULTS["middle.blocks"],
+    "auto_max_groups": 32,  # groups: auto picks the largest common divisor up to this
 }
 
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from .settings import describe
+from .settings import DEFAULTS, describe, doc
 from .vocabulary import (
     Activation,
     Downsample,
@@ -58,13 +58,13 @@ class NormSpec(StrictModel):
     channel; `batch` normalises over the batch (allowed, but warned about: its statistics differ
     between training and sampling)."""
 
-    type: NormType | None = Field(None, description="group | layer | instance | batch (default: group)")
+    type: NormType | None = Field(None, description=doc("norm.type", "group | layer | instance | batch."))
     groups: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | Literal["auto"] | None = Field(
         None,
-        description="GroupNorm groups: a number dividing every channel count it normalises, or 'auto' "
-        "(the largest common divisor <= 32). Only for type: group. Default 32.",
+        description=doc("norm.groups", "GroupNorm groups: a number dividing every channel count it normalises, or "
+                        "'auto' (the largest common divisor <= 32). Only for type: group."),
     )
-    eps: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(None, description="Added to the variance. Default 1e-5.")
+    eps: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(None, description=doc("norm.eps", "Added to the variance."))
 
 
 class AttentionSpec(StrictModel):
@@ -77,8 +77,8 @@ class AttentionSpec(StrictModel):
         None, description="Channels per head; must divide channels (heads = channels / head_dim)."
     )
     norm: bool | None = Field(
-        None, description="Normalise (the level's norm) before q/k/v (default true; diffusers' scale-shift "
-        "middle attention has none)."
+        None, description=doc("attention.norm", "Normalise (the level's norm) before q/k/v (diffusers' scale-shift "
+                              "middle attention has none).")
     )
 
 
@@ -104,7 +104,7 @@ class LevelSettings(StrictModel):
 
 class EncoderLevel(LevelSettings):
     channels: Channels = Field(description="Output channels of every ResBlock of this level.")
-    blocks: Blocks | None = Field(None, description="ResBlocks at this resolution. Default 2.")
+    blocks: Blocks | None = Field(None, description=doc("level.blocks", "ResBlocks at this resolution."))
     attention: Attention = Field(
         None, description="Self-attention after each block: settings, or true for one head; omit (or false) for none."
     )
@@ -117,7 +117,7 @@ class DecoderLevel(LevelSettings):
     channels: Channels = Field(description="Output channels of every ResBlock of this level.")
     blocks: DecoderBlocks | None = Field(
         None, description="ResBlocks at this resolution. For a U-Net: encoder blocks + 1 (one per skip). "
-        "Standalone decoder: default 2."
+        f"Standalone decoder: default {DEFAULTS['level.blocks']}."
     )
     attention: Attention = Field(
         None, description="Self-attention after each block: settings, or true for one head; omit (or false) for none."
@@ -129,21 +129,24 @@ class DecoderLevel(LevelSettings):
 
 class EncoderSpec(StrictModel):
     downsample: Downsample = Field(
-        "conv", description="conv (strided 3x3) | avgpool | maxpool | resblock; any level may override."
+        DEFAULTS["encoder.downsample"],
+        description=doc("encoder.downsample", "conv (strided 3x3) | avgpool | maxpool | resblock; any level may override."),
     )
     levels: list[EncoderLevel] = Field(
         min_length=1, max_length=MAX_LEVELS,
         description="Resolution levels, highest resolution first. Every level but the last halves the size.",
     )
     asymmetric_padding: bool | None = Field(
-        None, description="Strided-conv downsampling pads only the right/bottom/back by one (the original DDPM "
-        "code; diffusers downsample_padding: 0) instead of one on every side. Default false."
+        None, description=doc("encoder.asymmetric_padding", "Strided-conv downsampling pads only the right/bottom/back "
+                              "by one (the original DDPM code; diffusers downsample_padding: 0) instead of one on "
+                              "every side.")
     )
 
 
 class DecoderSpec(StrictModel):
     upsample: Upsample = Field(
-        "nearest", description="nearest | bilinear (interpolate then 3x3 conv) | transposed | resblock."
+        DEFAULTS["decoder.upsample"],
+        description=doc("decoder.upsample", "nearest | bilinear (interpolate then 3x3 conv) | transposed | resblock."),
     )
     levels: list[DecoderLevel] | None = Field(
         None, max_length=MAX_LEVELS, min_length=1,
@@ -153,9 +156,12 @@ class DecoderSpec(StrictModel):
 
 class MiddleSpec(LevelSettings):
     blocks: Annotated[int, Field(ge=0, le=MAX_BLOCKS)] | None = Field(
-        None, description="ResBlocks at the lowest resolution (attention between consecutive ones). Default 2."
+        None, description=doc("middle.blocks", "ResBlocks at the lowest resolution (attention between consecutive ones).")
     )
     attention: Attention = Field(None, description="Self-attention between the middle ResBlocks: settings, or true for one head.")
+
+
+INJECTION = "add: norm2(h + proj(t)) | scale_shift: norm2(h) * (1 + s) + b (guided-diffusion's use_scale_shift_norm)."
 
 
 class SinusoidalTime(StrictModel):
@@ -168,12 +174,12 @@ class SinusoidalTime(StrictModel):
     dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(
         None, description="Time-embedding width every ResBlock receives. Default: 4 x first level channels."
     )
-    flip_sin_to_cos: bool | None = Field(None, description="cos first, then sin (default true).")
-    freq_shift: Annotated[float, Field(ge=-1e3, le=1e3)] | None = Field(None, description="Default 0.")
-    max_period: Annotated[float, Field(gt=1.0, le=1e9)] | None = Field(None, description="Default 10000.")
-    injection: TimeInjection | None = Field(
-        None, description="add: norm2(h + proj(t)) (default) | scale_shift: norm2(h) * (1 + s) + b"
-    )
+    flip_sin_to_cos: bool | None = Field(None, description=doc("sinusoidal.flip_sin_to_cos", "cos first, then sin."))
+    freq_shift: Annotated[float, Field(ge=-1e3, le=1e3)] | None = Field(
+        None, description=doc("sinusoidal.freq_shift", "Subtracted from half the features in the frequency exponent."))
+    max_period: Annotated[float, Field(gt=1.0, le=1e9)] | None = Field(
+        None, description=doc("sinusoidal.max_period", "The longest period of the frequencies."))
+    injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
 
 
 class FourierTime(StrictModel):
@@ -184,10 +190,11 @@ class FourierTime(StrictModel):
         None, description="sin+cos features before the MLP (even). Default: 2 x first level channels."
     )
     dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(None, description="Default 4 x first channels.")
-    scale: Annotated[float, Field(gt=0.0, le=1e4)] | None = Field(None, description="Std of the random frequencies. Default 16.")
-    log: bool | None = Field(None, description="Take log(t) first (diffusers default true).")
-    flip_sin_to_cos: bool | None = Field(None, description="Default false (as diffusers).")
-    injection: TimeInjection | None = Field(None, description="add (default) | scale_shift")
+    scale: Annotated[float, Field(gt=0.0, le=1e4)] | None = Field(
+        None, description=doc("fourier.scale", "Std of the random frequencies."))
+    log: bool | None = Field(None, description=doc("fourier.log", "Take log(t) first (as diffusers)."))
+    flip_sin_to_cos: bool | None = Field(None, description=doc("fourier.flip_sin_to_cos", "cos first, then sin."))
+    injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
 
 
 class LearnedTime(StrictModel):
@@ -197,7 +204,7 @@ class LearnedTime(StrictModel):
     timesteps: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="Rows of the table (training timesteps).")
     features: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(None, description="Default: first channels.")
     dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(None, description="Default 4 x first channels.")
-    injection: TimeInjection | None = Field(None, description="add (default) | scale_shift")
+    injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
 
 
 TimeSpec = Annotated[SinusoidalTime | FourierTime | LearnedTime, Field(discriminator="embedding")]
@@ -206,21 +213,21 @@ TimeSpec = Annotated[SinusoidalTime | FourierTime | LearnedTime, Field(discrimin
 class HeadSpec(StrictModel):
     """The output head: [norm -> activation ->] conv to out_channels (uses defaults' norm/activation)."""
 
-    norm: bool | None = Field(None, description="Norm and activation before the output conv (default true).")
+    norm: bool | None = Field(None, description=doc("head.norm", "Norm and activation before the output conv."))
     activation: Activation | None = Field(
         None, description="The head's activation (default: defaults.activation; diffusers' UNet2DModel always uses silu)."
     )
-    kernel_size: Annotated[Literal[1, 3], NoBool] | None = Field(None, description="Output conv kernel (default 3).")
+    kernel_size: Annotated[Literal[1, 3], NoBool] | None = Field(None, description=doc("head.kernel_size", "Output conv kernel."))
     divide_by_timestep: bool | None = Field(
-        None, description="Divide the output by t (score models where t is the noise level sigma; diffusers "
-        "does this for fourier time embeddings). Needs a time section. Default false."
+        None, description=doc("head.divide_by_timestep", "Divide the output by t (score models where t is the noise "
+                              "level sigma; diffusers does this for fourier time embeddings). Needs a time section.")
     )
 
 
 class InitSpec(StrictModel):
     zero_out: bool | None = Field(
-        None, description="Zero-initialise each block's last conv, attention output and the output conv "
-        "(guided-diffusion's zero_module). Default false."
+        None, description=doc("init.zero_out", "Zero-initialise each block's last conv, attention output and the "
+                              "output conv (guided-diffusion's zero_module).")
     )
 
 
@@ -254,7 +261,8 @@ class Spec(StrictModel):
     middle: MiddleSpec | None = Field(None, description="Blocks at the lowest resolution.")
     decoder: DecoderSpec | None = Field(None, description="Upsampling path (unet: mirrored when omitted; decoder).")
     center_input: bool | None = Field(
-        None, description="Map the input x to 2x - 1 first (inputs in [0, 1]; diffusers center_input_sample). Default false."
+        None, description=doc("center_input", "Map the input x to 2x - 1 first (inputs in [0, 1]; diffusers "
+                              "center_input_sample).")
     )
     head: HeadSpec | None = Field(None, description="Output head options.")
     init: InitSpec | None = Field(None, description="Initialisation options.")

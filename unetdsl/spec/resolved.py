@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .settings import LEVEL_SETTINGS, serialised
+from .settings import DEFAULTS, LEVEL_SETTINGS, serialised
 from .vocabulary import Activation, Downsample, ModelKind, NormType, Order, TimeEmbedding, TimeInjection, Upsample
 
 
@@ -45,7 +45,8 @@ class ResolvedAttention(_Frozen):
     def as_data(self, explicit: bool = False) -> dict[str, Any]:
         # settings added after format 1's first release are written only when not default (unless
         # `explicit`), so the spec ids recorded before them stay valid
-        return {"heads": self.heads} if self.norm and not explicit else {"heads": self.heads, "norm": self.norm}
+        written = explicit or self.norm != DEFAULTS["attention.norm"]
+        return {"heads": self.heads, "norm": self.norm} if written else {"heads": self.heads}
 
 
 class ResolvedBlock(_Frozen):
@@ -185,8 +186,9 @@ class ResolvedSpec(_Frozen):
                 if lv.downsample is not None:
                     entry["downsample"] = lv.downsample
                 levels.append(entry)
-            data["encoder"] = {"downsample": self.encoder[0].downsample or "conv", "levels": levels}
-            if self.asymmetric_padding or explicit:
+            data["encoder"] = {"downsample": self.encoder[0].downsample or DEFAULTS["encoder.downsample"],
+                               "levels": levels}
+            if explicit or self.asymmetric_padding != DEFAULTS["encoder.asymmetric_padding"]:
                 data["encoder"]["asymmetric_padding"] = self.asymmetric_padding
         data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_data(explicit)}
         if self.decoder:
@@ -196,14 +198,14 @@ class ResolvedSpec(_Frozen):
                 if lv.upsample is not None:
                     entry["upsample"] = lv.upsample
                 dlevels.append(entry)
-            data["decoder"] = {"upsample": self.decoder[0].upsample or "nearest", "levels": dlevels}
+            data["decoder"] = {"upsample": self.decoder[0].upsample or DEFAULTS["decoder.upsample"], "levels": dlevels}
         data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size}
         if explicit:
             data["head"]["activation"] = self.head.activation
-        if self.head.divide_by_timestep or explicit:
+        if explicit or self.head.divide_by_timestep != DEFAULTS["head.divide_by_timestep"]:
             data["head"]["divide_by_timestep"] = self.head.divide_by_timestep
         data["init"] = {"zero_out": self.zero_out}
-        if self.center_input or explicit:
+        if explicit or self.center_input != DEFAULTS["center_input"]:
             data["center_input"] = self.center_input
         return data
 

@@ -23,9 +23,7 @@ class LevelSetting:
     written_when_default: bool = True
 
     def field_description(self) -> str:
-        shown = str(self.default).lower() if isinstance(self.default, bool) else f"{self.default:g}" \
-            if isinstance(self.default, float) else str(self.default)
-        return f"{self.description} Default {shown}."
+        return f"{self.description} Default {_shown(self.default)}."
 
 
 LEVEL_SETTINGS: dict[str, LevelSetting] = {
@@ -48,3 +46,44 @@ def serialised(values: dict[str, Any], *, explicit: bool) -> dict[str, Any]:
     when `explicit`, else each unless it is a post-release one at its default."""
     return {name: values[name] for name, s in LEVEL_SETTINGS.items()
             if name in values and (explicit or s.written_when_default or values[name] != s.default)}
+
+
+# Every other constant default of the language, by where it is written (`section.key`), defined
+# once: the models' descriptions end in "Default X." from here, and the resolver reads the value.
+# (Defaults derived from other values, such as the time embedding's width, are the resolver's.)
+DEFAULTS: dict[str, Any] = {
+    "norm.type": "group",
+    "norm.groups": 32,
+    "norm.eps": 1e-5,
+    "level.blocks": 2,  # an encoder level; a standalone decoder's level (a U-Net's decoder: encoder's + 1)
+    "middle.blocks": 2,
+    "encoder.downsample": "conv",
+    "encoder.asymmetric_padding": False,
+    "decoder.upsample": "nearest",
+    "attention.norm": True,
+    "time.injection": "add",
+    "sinusoidal.flip_sin_to_cos": True,
+    "sinusoidal.freq_shift": 0.0,
+    "sinusoidal.max_period": 10000.0,
+    "fourier.scale": 16.0,
+    "fourier.log": True,
+    "fourier.flip_sin_to_cos": False,
+    "head.norm": True,
+    "head.kernel_size": 3,
+    "head.divide_by_timestep": False,
+    "init.zero_out": False,
+    "center_input": False,
+}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def doc(name: str, description: str) -> str:
+    """`description` of the setting `name`, ending in its default from DEFAULTS."""
+    return f"{description} Default {_shown(DEFAULTS[name])}."
