@@ -310,8 +310,8 @@ def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int]) -> list[PartEst
     rows = [PartEstimate("stem", list(size), f"{spec.in_channels}->{spec.stem_channels}", None, None, None,
                          params("conv_in"))]
     if spec.time is not None:
-        rows.append(PartEstimate("time", None, f"{spec.time.features}->{spec.time.dim}", None, spec.time.embedding,
-                                 None, params("time_embedding")))
+        rows.append(PartEstimate("time", None, f"{spec.time.features}->{spec.time.dim}", None, None, None,
+                                 params("time_embedding")))
     at = list(size)
     for i, lv in enumerate(spec.encoder):
         rows.append(PartEstimate(f"encoder {i}", list(at), str(lv.channels), len(lv.blocks), lv.downsample,

@@ -29,20 +29,19 @@ MAX_CHAIN = 16
 
 @dataclass
 class LayeredPositions(Positions):
-    """Positions of a merged document. `origin` says which file (an index into `layers`, the
+    """Positions of a merged document. `origin` says which file (an index into `documents`, the
     extending file first) wrote each path of the merged data; that file answers for it."""
 
-    layers: list[Positions] = field(default_factory=list)
     origin: dict[Path, int] = field(default_factory=dict)
-    documents: list[tuple[Positions, Any]] = field(default_factory=list)  # each file's own data, for chains
+    documents: list[tuple[Positions, Any]] = field(default_factory=list)  # each file's positions and own data
 
     def exact(self, path: Path, *, key: bool = False) -> Location | None:
-        return self.layers[self.origin[path]].exact(path, key=key) if path in self.origin else None
+        return self.documents[self.origin[path]][0].exact(path, key=key) if path in self.origin else None
 
     def ancestor(self, path: Path) -> Location | None:
         for n in range(len(path) - 1, -1, -1):
             if path[:n] in self.origin:
-                return self.layers[self.origin[path[:n]]].exact(path[:n])
+                return self.documents[self.origin[path[:n]]][0].exact(path[:n])
         return None
 
 
@@ -129,6 +128,5 @@ def resolve_extends(loaded: Loaded, base_dir: str, chain: tuple[str, ...] = ()) 
     below = base.positions.documents if isinstance(base.positions, LayeredPositions) else [(base.positions, base.data)]
     documents = [(loaded.positions, top), *below]
     positions = LayeredPositions(loaded.positions.source, loaded.positions.lines,
-                                 layers=[p for p, _ in documents], origin=origins([d for _, d in documents]),
-                                 documents=documents)
+                                 origin=origins([d for _, d in documents]), documents=documents)
     return Loaded(merge(base.data, top), positions)

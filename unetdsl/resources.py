@@ -104,18 +104,14 @@ def _duration(seconds: float) -> str:
     return f"about {seconds:.0f} seconds"
 
 
-def _gb(n: float) -> str:
-    return human_bytes(int(n))
-
-
 def check_parameters(parameters: int, *, dtype: torch.dtype, device: torch.device) -> None:
     """`build_model`'s guard: the weights alone (built in float32, then cast) must fit."""
     need = parameters * 4 + (parameters * dtype.itemsize if dtype != torch.float32 else 0)
     have = device_memory(device)
     if have is not None and need > have.bytes:
         raise ResourceError(
-            f"the model's weights need {_gb(need)} ({parameters:,} parameters) but {device} has "
-            f"{_gb(have.bytes)} available ({have.what}); shrink the spec (channels, blocks, levels), "
+            f"the model's weights need {human_bytes(need)} ({parameters:,} parameters) but {device} has "
+            f"{human_bytes(have.bytes)} available ({have.what}); shrink the spec (channels, blocks, levels), "
             f"or {OVERRIDE_API}")
 
 
@@ -130,9 +126,9 @@ def check_build(e: Estimate, *, device: torch.device, output_dir: Path | None = 
     have = device_memory(device)
     if have is not None and need > have.bytes:
         problems.append(
-            f"memory: at least {_gb(need)} = weights {_gb(weights)} (float32, as built) + the reloaded artifact "
-            f"{_gb(artifact)} + activations {_gb(e.inference_bytes)} (the check forward at batch {e.batch}, "
-            f"{size}); {device} has {_gb(have.bytes)} available ({have.what})")
+            f"memory: at least {human_bytes(need)} = weights {human_bytes(weights)} (float32, as built) + the reloaded artifact "
+            f"{human_bytes(artifact)} + activations {human_bytes(e.inference_bytes)} (the check forward at batch {e.batch}, "
+            f"{size}); {device} has {human_bytes(have.bytes)} available ({have.what})")
     if output_dir is not None:
         try:
             free = os.statvfs(output_dir)
@@ -140,8 +136,8 @@ def check_build(e: Estimate, *, device: torch.device, output_dir: Path | None = 
         except (OSError, AttributeError):
             free_bytes = None
         if free_bytes is not None and artifact > free_bytes:
-            problems.append(f"disk: the artifact holds {_gb(artifact)} of weights; {output_dir} has "
-                            f"{_gb(free_bytes)} free")
+            problems.append(f"disk: the artifact holds {human_bytes(artifact)} of weights; {output_dir} has "
+                            f"{human_bytes(free_bytes)} free")
     notices = []
     work = CHECK_FORWARDS * e.flops
     if work > MEASURE_ABOVE_FLOPS and device.type != "meta":

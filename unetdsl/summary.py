@@ -27,14 +27,15 @@ def _size(size: list[int] | None) -> str:
     return "x".join(str(s) for s in size) if size is not None else "-"
 
 
-def _label(p: PartEstimate) -> str:
-    return {"stem": "stem (conv_in)", "time": f"time ({p.resample})"}.get(p.part, p.part)
+def _label(spec: ResolvedSpec, p: PartEstimate) -> str:
+    embedding = spec.time.embedding if spec.time is not None else ""
+    return {"stem": "stem (conv_in)", "time": f"time ({embedding})"}.get(p.part, p.part)
 
 
 def _blocks(p: PartEstimate) -> str:
     if p.blocks is None:
         return "-"
-    return f"{p.blocks} +{p.resample}" if p.resample and p.part != "time" else str(p.blocks)
+    return f"{p.blocks} +{p.resample}" if p.resample else str(p.blocks)
 
 
 def _attention(p: PartEstimate) -> str:
@@ -42,14 +43,14 @@ def _attention(p: PartEstimate) -> str:
     return f"{a['heads']}x{a['head_dim']} @{a['tokens']}" if a is not None else "-"
 
 
-def table(e: Estimate) -> list[str]:
+def table(spec: ResolvedSpec, e: Estimate) -> list[str]:
     """The per-part table with a totals row; the kept-activations column when training was estimated."""
     header = ["part", "resolution", "channels", "blocks", "attention", "parameters", "forward"]
     if e.training:
         header.append("kept (train)")
     cells = [header]
     for p in e.parts:
-        row = [_label(p), _size(p.resolution), p.channels, _blocks(p), _attention(p), f"{p.parameters:,}",
+        row = [_label(spec, p), _size(p.resolution), p.channels, _blocks(p), _attention(p), f"{p.parameters:,}",
                human_flops(p.flops)]
         if e.training:
             row.append(human_bytes(p.kept_bytes))
@@ -68,7 +69,7 @@ def table(e: Estimate) -> list[str]:
 def render(spec: ResolvedSpec, e: Estimate, device: str = "cpu") -> str:
     per_sample = e.flops / e.batch
     lines = [f"{spec.name}  {spec.spec_id}  ({spec.model}, {spec.dims}D; batch {e.batch} x {_size(e.sample_size)}, "
-             f"{e.dtype} on {device})", *table(e), ""]
+             f"{e.dtype} on {device})", *table(spec, e), ""]
     lines.append(f"parameters   {e.parameters:,} ({human_bytes(e.parameter_bytes)} in {e.dtype}, buffers included)")
     flops = f"forward {human_flops(e.flops)} ({human_flops(int(per_sample))} per sample)"
     if e.training_flops is not None:

@@ -170,7 +170,8 @@ def _problem(path: Path, kind: str, errs: list[dict[str, Any]], data: Any, posit
         hint = f"did you mean {close[0]!r}?" if close else None
         if isinstance(key, str) and key in FOREIGN_KEYS and key not in allowed_keys:
             who, where = FOREIGN_KEYS[key]
-            hint = f"{key!r} is {who}{chr(39) if who.endswith('s') else chr(39) + 's'} name; in unetdsl: {where}"
+            owner = f"{who}'" if who.endswith("s") else f"{who}'s"
+            hint = f"{key!r} is {owner} name; in unetdsl: {where}"
         if key == "<<":
             hint = "YAML merge keys are not supported; write the settings out, or use `defaults`"
         return Problem(path, f"unknown key {key!r}", allowed=", ".join(allowed_keys) or None, hint=hint,
