@@ -107,6 +107,8 @@ def test_errors_point_at_the_file_that_wrote_the_value(tmp_path: Path) -> None:
     ("/dev/null", "not a regular file"),
     ("[a.yaml]", "must be the path of the spec this one extends"),
     ("''", "must be the path of the spec this one extends"),
+    ('"a\\0b.yaml"', "contains a NUL character"),  # YAML's \0 escape: os.stat raises ValueError on it
+    ("x" * 5000, "File name too long"),
 ])
 def test_bad_targets_are_located_errors(tmp_path: Path, extends: str, says: str) -> None:
     child = write(tmp_path, "child.yaml", f"unetdsl: 1\nname: c\nextends: {extends}\n")
@@ -135,6 +137,8 @@ def test_text_and_dict_sources_extend_relative_to_the_working_directory(tmp_path
     assert unetdsl.resolve_spec("unetdsl: 1\nextends: base.yaml\nname: t\n")[0].name == "t"
     assert unetdsl.resolve_spec({"unetdsl": 1, "extends": "base.yaml", "name": "d"})[0].name == "d"
     assert problems({"extends": "nope.yaml"})[0].startswith("extends: cannot read the extended spec")
+    # a name no file system can encode (a lone surrogate, only a dict can carry one) is refused too
+    assert "surrogates not allowed" in problems({"extends": "\ud800.yaml"})[0]
 
 
 def test_cli_resolve_shows_the_merged_spec_and_the_schema_accepts_a_child(tmp_path: Path,

@@ -97,11 +97,15 @@ def _target(loaded: Loaded, base_dir: str) -> str:
     if "://" in ref or ref.startswith(("http:", "https:", "file:")):
         raise _problem(loaded, "only files on this machine can be extended", found=ref[:200],
                        allowed="a file path, relative to this file")
+    if "\x00" in ref:  # the OS cannot name such a file (os.stat raises ValueError, not OSError)
+        raise _problem(loaded, "the path of the extended spec contains a NUL character", found=repr(ref)[:200],
+                       allowed="a file path, relative to this file")
     path = os.path.normpath(os.path.join(base_dir, os.path.expanduser(ref)))
     try:
         info = os.stat(path)
-    except OSError as exc:
-        raise _problem(loaded, f"cannot read the extended spec: {exc.strerror or exc}", found=path) from None
+    except (OSError, ValueError) as exc:  # ValueError: a name the file system cannot encode (lone surrogates)
+        raise _problem(loaded, f"cannot read the extended spec: {getattr(exc, 'strerror', None) or exc}",
+                       found=repr(path)[:200]) from None
     if not stat.S_ISREG(info.st_mode):
         raise _problem(loaded, "the extended spec is not a regular file", found=path,
                        hint="extends names a spec file (a directory, device or pipe cannot be one)")
