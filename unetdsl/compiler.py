@@ -20,7 +20,7 @@ from .nn.layers import activation, conv_nd, norm, zero_module
 from .nn.resblock import ResBlock
 from .nn.sampling import ConvDownsample, InterpolateUpsample, PoolDownsample, ResBlockResample, TransposedUpsample
 from .nn.time import FourierProjection, LearnedProjection, SinusoidalProjection, TimeEmbedding
-from .nn.unet import Decoder, DecoderLevel, Encoder, EncoderLevel, Head, MiddleBlock, UNet
+from .nn.unet import Decoder, Encoder, Head, Level, MiddleBlock, UNet
 from .spec.resolved import ResolvedLevel, ResolvedNorm, ResolvedSettings, ResolvedSpec, ResolvedTime
 
 # norms that subtract each channel's own mean: a conv bias right before them is dead weight
@@ -99,23 +99,17 @@ class _Compiler:
     def build(self) -> nn.Module:
         s = self.spec
         is_unet = s.model == "unet"
-        encoder = []
-        down = self._down()
-        for lv in s.encoder:
-            resnets, attns = self.level_blocks(lv)
-            sampler = down[lv.downsample](lv) if lv.downsample is not None else None
-            encoder.append(EncoderLevel(resnets, attns, sampler, push_skips=is_unet))
+        # built in forward order (encoder, middle, decoder, head, conv_in): a seed's weights depend on it
+        down, up = self._down(), self._up()
+        encoder = [Level(*self.level_blocks(lv), downsample=down[lv.downsample](lv) if lv.downsample else None,
+                         push_skips=is_unet) for lv in s.encoder]
         m = s.middle
         middle = MiddleBlock(
             [self.resblock(m, m.channels, m.channels) for _ in range(m.blocks)],
             [self.attention(m, m.channels) for _ in range(m.blocks - 1)] if m.attention is not None else [],
         )
-        decoder = []
-        up = self._up()
-        for lv in s.decoder:
-            resnets, attns = self.level_blocks(lv)
-            sampler = up[lv.upsample](lv) if lv.upsample is not None else None
-            decoder.append(DecoderLevel(resnets, attns, sampler, use_skips=is_unet))
+        decoder = [Level(*self.level_blocks(lv), upsample=up[lv.upsample](lv) if lv.upsample else None,
+                         consume_skips=is_unet) for lv in s.decoder]
         h = s.head
         conv_out = conv_nd(self.dims, h.in_channels, s.out_channels, h.kernel_size, padding=h.kernel_size // 2)
         if s.zero_out:
@@ -128,15 +122,12 @@ class _Compiler:
         common: dict[str, Any] = dict(
             dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
             conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),
-            time_embedding=time_embedding, head=head, center_input=s.center_input,
+            time_embedding=time_embedding, encoder=encoder, middle=middle, decoder=decoder, head=head,
+            center_input=s.center_input,
             divide_by_timestep=h.divide_by_timestep, channels_last=self.memory_format == "channels_last",
         )
-        models: dict[str, Callable[[], nn.Module]] = {
-            "unet": lambda: UNet(encoder=encoder, middle=middle, decoder=decoder, **common),
-            "encoder": lambda: Encoder(encoder=encoder, middle=middle, **common),
-            "decoder": lambda: Decoder(middle=middle, decoder=decoder, **common),
-        }
-        return models[s.model]()
+        models: dict[str, type[nn.Module]] = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
+        return models[s.model](**common)
 
 
 def compile_spec(spec: ResolvedSpec, *, memory_format: str = "channels_last") -> nn.Module:

@@ -20,12 +20,12 @@ from torch import nn
 from .nn.attention import AttentionBlock
 from .nn.checkpointing import Checkpointable
 from .nn.resblock import ResBlock
-from .nn.unet import DecoderLevel, EncoderLevel, MiddleBlock
+from .nn.unet import Level, MiddleBlock
 
 # granularity -> the module classes that make one unit of work, outermost first
 GRANULARITIES: dict[str, tuple[type[nn.Module], ...]] = {
     # every encoder level, the middle, every decoder level: few units, big recomputations
-    "level": (EncoderLevel, MiddleBlock, DecoderLevel),
+    "level": (Level, MiddleBlock),
     # every ResBlock (resampling ResBlocks included) and every attention block
     "block": (ResBlock, AttentionBlock),
 }

@@ -17,83 +17,61 @@ from .checkpointing import Checkpointable, checkpoint
 from .time import TimeEmbedding
 
 
-class EncoderLevel(Checkpointable):
-    """blocks x (ResBlock -> attention) at one resolution, then an optional downsample.
+class Level(Checkpointable):
+    """One resolution of either side: blocks x ([concat skip] -> ResBlock -> attention), then a
+    downsample (encoder levels) or an upsample (decoder levels), or neither (the last level).
 
-    Pure: forward returns the features and, in a U-Net (`push_skips`), the skip tensors this level
-    produces (every block output, then the downsample output) instead of appending to a list it
-    was handed. Wrappers that copy or re-run arguments (FSDP2's pre-forward hook, activation
-    checkpointing, torch.compile, forward hooks) therefore see the same computation."""
+    Pure: forward takes the skip tensors this level consumes and returns, besides the features,
+    the skip tensors it produces, instead of reading or appending to a shared list. In a U-Net an
+    encoder level produces every block output and its downsample output (`push_skips`); a decoder
+    level consumes one per block (`num_skips`), concatenated before the block. Wrappers that copy
+    or re-run arguments (FSDP2's pre-forward hook, activation checkpointing, torch.compile,
+    forward hooks) therefore see the same computation."""
 
     push_skips: Final[bool]
-
-    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], downsample: Optional[nn.Module],
-                 push_skips: bool):
-        super().__init__()
-        self.push_skips = push_skips
-        self.resnets = nn.ModuleList(resnets)
-        self.attentions = nn.ModuleList(attentions)  # nn.Identity where the level has no attention
-        self.downsample = downsample
-
-    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return self._checkpointed(h, temb)
-        return self._forward(h, temb)
-
-    @torch.jit.unused
-    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return checkpoint(self._forward, h, temb)
-
-    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        skips: list[torch.Tensor] = []  # this level's own outputs, in the order they are made
-        for res, attn in zip(self.resnets, self.attentions):
-            h = attn(res(h, temb))
-            if self.push_skips:
-                skips.append(h)
-        if self.downsample is not None:
-            h = self.downsample(h, temb)  # (B, C, *S/2)
-            if self.push_skips:
-                skips.append(h)
-        return h, skips
-
-
-class DecoderLevel(Checkpointable):
-    """blocks x ([concat skip] -> ResBlock -> attention), then an optional upsample.
-
-    In a U-Net block i concatenates `skips[i]`: the caller hands each level its `num_skips`
-    tensors in the order they are consumed (the last encoder output first); the list is only read."""
-
-    use_skips: Final[bool]
     num_skips: Final[int]
 
-    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], upsample: Optional[nn.Module],
-                 use_skips: bool):
+    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], *,
+                 downsample: Optional[nn.Module] = None, upsample: Optional[nn.Module] = None,
+                 push_skips: bool = False, consume_skips: bool = False):
         super().__init__()
-        self.use_skips = use_skips
-        self.num_skips = len(resnets) if use_skips else 0
+        self.push_skips = push_skips
+        self.num_skips = len(resnets) if consume_skips else 0
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = nn.ModuleList(attentions)
+        self.attentions = nn.ModuleList(attentions)  # nn.Identity where the level has no attention
+        # two names, as diffusers' down and up blocks have them (weights map by prefix); one is None
+        self.downsample = downsample
         self.upsample = upsample
 
-    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor],
+                skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
             return self._checkpointed(h, temb, skips)
         return self._forward(h, temb, skips)
 
     @torch.jit.unused
-    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
+    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor],
+                      skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         return checkpoint(self._forward, h, temb, skips)
 
-    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor]) -> torch.Tensor:
+    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor],
+                 skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if len(skips) != self.num_skips:
-            raise ValueError(f"unetdsl: this decoder level takes {self.num_skips} skip tensors, got {len(skips)}")
+            raise ValueError(f"unetdsl: this level takes {self.num_skips} skip tensors, got {len(skips)}")
+        produced: list[torch.Tensor] = []  # this level's own skip outputs, in the order they are made
         for i, (res, attn) in enumerate(zip(self.resnets, self.attentions)):
-            if self.use_skips:
+            if self.num_skips > 0:
                 h = torch.cat([h, skips[i]], dim=1)  # (B, C + C_skip, *S)
             h = attn(res(h, temb))
+            if self.push_skips:
+                produced.append(h)
+        if self.downsample is not None:
+            h = self.downsample(h, temb)  # (B, C, *S/2)
+            if self.push_skips:
+                produced.append(h)
         if self.upsample is not None:
             h = self.upsample(h, temb)  # (B, C, *2S)
-        return h
+        return h, produced
 
 
 class MiddleBlock(Checkpointable):
@@ -136,7 +114,10 @@ class Head(nn.Module):
 
 
 class _Net(nn.Module):
-    """Input checks and the time embedding shared by the three models."""
+    """stem -> encoder levels -> middle -> decoder levels -> head, for all three models: an
+    encoder alone has no decoder levels, a decoder alone no encoder levels (empty lists hold no
+    weights, so each model's state dict has only its own parts), and only a U-Net keeps skips.
+    The subclasses differ in name only, so that an artifact's class says which model it is."""
 
     dims: Final[int]
     in_channels: Final[int]
@@ -146,7 +127,8 @@ class _Net(nn.Module):
     channels_last: Final[bool]
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
-                 time_embedding: Optional[TimeEmbedding], head: Head, center_input: bool = False,
+                 time_embedding: Optional[TimeEmbedding], encoder: list[Level], middle: MiddleBlock,
+                 decoder: list[Level], head: Head, center_input: bool = False,
                  divide_by_timestep: bool = False, channels_last: bool = False):
         super().__init__()
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
@@ -158,6 +140,9 @@ class _Net(nn.Module):
         self.conv_in = conv_in
         self.time_embedding = time_embedding
         self.head = head
+        self.encoder = nn.ModuleList(encoder)  # registered after the head: the state dict's order is the artifacts'
+        self.middle = middle
+        self.decoder = nn.ModuleList(decoder)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != self.dims + 2:
@@ -189,6 +174,22 @@ class _Net(nn.Module):
                 h = h.contiguous(memory_format=torch.channels_last_3d)
         return h
 
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+        self._check(x)
+        temb = self._embed(x, t, y)
+        h = self._stem(x)
+        skips: list[torch.Tensor] = [h]  # conv_in, then every block and downsample output (U-Net only)
+        none: list[torch.Tensor] = []
+        for level in self.encoder:
+            h, produced = level(h, temb, none)
+            skips.extend(produced)
+        h = self.middle(h, temb)
+        for level in self.decoder:
+            # this level's skips, last produced first: the stack pops, the level only reads
+            taken = [skips.pop() for _ in range(level.num_skips)]  # type: ignore[arg-type]
+            h, _produced = level(h, temb, taken)  # a decoder level produces no skips
+        return self._finish(h, t)
+
     def _finish(self, h: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
         out = self.head(h)
         if self.divide_by_timestep and t is not None:
@@ -201,60 +202,13 @@ class _Net(nn.Module):
 
 
 class UNet(_Net):
-    """x (B, Cin, *S), t () | (B,), y (B,) -> (B, Cout, *S)."""
-
-    def __init__(self, *, encoder: list[EncoderLevel], middle: MiddleBlock, decoder: list[DecoderLevel], **common):  # type: ignore[no-untyped-def]
-        super().__init__(**common)
-        self.encoder = nn.ModuleList(encoder)
-        self.middle = middle
-        self.decoder = nn.ModuleList(decoder)
-
-    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        self._check(x)
-        temb = self._embed(x, t, y)
-        h = self._stem(x)
-        skips: list[torch.Tensor] = [h]  # conv_in, then every block and downsample output
-        for level in self.encoder:
-            h, produced = level(h, temb)
-            skips.extend(produced)
-        h = self.middle(h, temb)
-        for level in self.decoder:
-            # this level's skips, last produced first: the stack pops, the level only reads
-            taken = [skips.pop() for _ in range(level.num_skips)]  # type: ignore[arg-type]
-            h = level(h, temb, taken)
-        return self._finish(h, t)
+    """x (B, Cin, *S), t () | (B,), y (B,) -> (B, Cout, *S). The encoder's levels push skip
+    tensors, the decoder's consume them."""
 
 
 class Encoder(_Net):
-    """x (B, Cin, *S) -> (B, Cout, *S / 2^(levels-1)): no skips."""
-
-    def __init__(self, *, encoder: list[EncoderLevel], middle: MiddleBlock, **common):  # type: ignore[no-untyped-def]
-        super().__init__(**common)
-        self.encoder = nn.ModuleList(encoder)
-        self.middle = middle
-
-    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        self._check(x)
-        temb = self._embed(x, t, y)
-        h = self._stem(x)
-        for level in self.encoder:
-            h, _ = level(h, temb)  # an encoder alone keeps no skips (the list is empty)
-        return self._finish(self.middle(h, temb), t)
+    """x (B, Cin, *S) -> (B, Cout, *S / 2^(levels-1)): encoder levels and the middle, no skips."""
 
 
 class Decoder(_Net):
-    """z (B, Cin, *S) -> (B, Cout, *S * 2^(levels-1)): middle first, then the levels."""
-
-    def __init__(self, *, middle: MiddleBlock, decoder: list[DecoderLevel], **common):  # type: ignore[no-untyped-def]
-        super().__init__(**common)
-        self.middle = middle
-        self.decoder = nn.ModuleList(decoder)
-
-    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
-        self._check(x)
-        temb = self._embed(x, t, y)
-        h = self.middle(self._stem(x), temb)
-        no_skips: list[torch.Tensor] = []
-        for level in self.decoder:
-            h = level(h, temb, no_skips)
-        return self._finish(h, t)
+    """z (B, Cin, *S) -> (B, Cout, *S * 2^(levels-1)): the middle first, then the decoder levels."""

@@ -5,6 +5,7 @@ against the channel counts they really see."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,57 @@ def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: lis
     )
 
 
+@dataclass(frozen=True)
+class Side:
+    """What differs between the encoder's levels and the decoder's: their name, how a level ends
+    (the setting, at level and side, and its default) and which way skip tensors flow."""
+
+    name: str  # "encoder" | "decoder"
+    resample: str  # "downsample" | "upsample"
+    pushes: bool  # a U-Net encoder's blocks push skips; its decoder's pop them
+
+
+ENCODER = Side("encoder", "downsample", pushes=True)
+DECODER = Side("decoder", "upsample", pushes=False)
+
+
+def side(ctx: Context, sd: Side, placed: Sequence[tuple[EncoderLevel | DecoderLevel, Path, int | None]],
+         prev: int, skips: list[int]) -> tuple[list[ResolvedLevel], int]:
+    """One side's levels, in forward order, from `prev` input channels: each (level, the path its
+    settings are reported at, the blocks a U-Net decoder level must have or None). Encoder blocks
+    push their outputs on the U-Net `skips` stack (and each downsample); decoder blocks pop one
+    each. Returns the levels and the channels the last one gives."""
+    unet = ctx.spec.model == "unet"
+    part = getattr(ctx.spec, sd.name)
+    side_default = getattr(part, sd.resample) if part is not None else None
+    builtin = DEFAULTS[f"{sd.name}.{sd.resample}"]
+    out: list[ResolvedLevel] = []
+    for k, (lv, path, need) in enumerate(placed):
+        n = lv.blocks if lv.blocks is not None else (need if need is not None else BUILTIN["blocks"])
+        if need is not None and n != need:
+            mirror = len(placed) - 1 - k
+            ctx.fail((*path, "blocks"),
+                     f"decoder level {k} consumes the {need} skip tensors encoder level {mirror} "
+                     f"leaves at its resolution ({need - 1} blocks + 1), one per block",
+                     found=str(n), allowed=str(need), hint="or omit blocks")
+            n = need
+        blocks = []
+        for _ in range(n):
+            skip = skips.pop() if unet and not sd.pushes else 0
+            blocks.append(ResolvedBlock(in_channels=prev, skip_channels=skip, out_channels=lv.channels))
+            prev = lv.channels
+            if unet and sd.pushes:
+                skips.append(prev)
+        resample = None
+        if k < len(placed) - 1:  # every level but the last changes the resolution
+            resample = (sd.resample, pick((getattr(lv, sd.resample), (*path, sd.resample)),
+                                          (side_default, (sd.name, sd.resample)), builtin=builtin))
+            if unet and sd.pushes:
+                skips.append(prev)
+        out.append(level(ctx, lv, path, blocks, resample, f"{sd.name} level {k}"))
+    return out, prev
+
+
 def mirrored(enc_levels: list[EncoderLevel], encoder: list[ResolvedLevel]) -> list[DecoderLevel]:
     """The decoder a U-Net gets when it lists none: the encoder's levels reversed with their
     channels and per-level settings (attention included, as DDPM's AttnUpBlock mirrors its
@@ -81,22 +133,8 @@ def resolve_flow(ctx: Context) -> Flow:
     first_channels = enc_levels[0].channels if enc_levels else (dec_given or [])[0].channels
     stem = prev = first_channels
     skips: list[int] = [stem]  # U-Net skip stack: conv_in, every block, every downsample
-    encoder: list[ResolvedLevel] = []
-    for i, lv in enumerate(enc_levels):
-        path: Path = ("encoder", "levels", i)
-        blocks = []
-        for _ in range(lv.blocks if lv.blocks is not None else BUILTIN["blocks"]):
-            blocks.append(ResolvedBlock(in_channels=prev, skip_channels=0, out_channels=lv.channels))
-            prev = lv.channels
-            skips.append(prev)
-        resample = None
-        if i < len(enc_levels) - 1:
-            assert s.encoder is not None
-            resample = ("downsample", pick((lv.downsample, (*path, "downsample")),
-                                           (s.encoder.downsample, ("encoder", "downsample")),
-                                           builtin=DEFAULTS["encoder.downsample"]))
-            skips.append(prev)
-        encoder.append(level(ctx, lv, path, blocks, resample, f"encoder level {i}"))
+    encoder, prev = side(ctx, ENCODER, [(lv, ("encoder", "levels", i), None) for i, lv in enumerate(enc_levels)],
+                         prev, skips)
 
     factor = 2 ** max(len(enc_levels) - 1, 0)
     if enc_levels and any(x % factor for x in size):
@@ -124,34 +162,13 @@ def resolve_flow(ctx: Context) -> Flow:
 
     decoder: list[ResolvedLevel] = []
     if s.model == "unet" or dec_given is not None:
-        is_unet = s.model == "unet"
         dec_levels = list(dec_given) if dec_given is not None else mirrored(list(enc_levels), encoder)
-        for k, dlv in enumerate(dec_levels):
-            # Problems in a mirrored level are the encoder level's settings: point there.
-            path = ("decoder", "levels", k) if dec_given is not None else ("encoder", "levels", len(enc_levels) - 1 - k)
-            if is_unet:
-                mirror = len(enc_levels) - 1 - k
-                need = len(encoder[mirror].blocks) + 1
-                n = dlv.blocks if dlv.blocks is not None else need
-                if n != need:
-                    ctx.fail((*path, "blocks"),
-                             f"decoder level {k} consumes the {need} skip tensors encoder level {mirror} "
-                             f"leaves at its resolution ({need - 1} blocks + 1), one per block",
-                             found=str(n), allowed=str(need), hint="or omit blocks")
-                    n = need
-            else:
-                n = dlv.blocks if dlv.blocks is not None else BUILTIN["blocks"]
-            blocks = []
-            for _ in range(n):
-                skip = skips.pop() if is_unet else 0
-                blocks.append(ResolvedBlock(in_channels=prev, skip_channels=skip, out_channels=dlv.channels))
-                prev = dlv.channels
-            resample = None
-            if k < len(dec_levels) - 1:
-                ups = s.decoder.upsample if s.decoder is not None else DEFAULTS["decoder.upsample"]
-                resample = ("upsample", pick((dlv.upsample, (*path, "upsample")),
-                                             (ups, ("decoder", "upsample")), builtin=DEFAULTS["decoder.upsample"]))
-            decoder.append(level(ctx, dlv, path, blocks, resample, f"decoder level {k}"))
+        # problems in a mirrored level are the encoder level's settings: point there
+        placed = [(dlv, ("decoder", "levels", k) if dec_given is not None
+                   else ("encoder", "levels", len(enc_levels) - 1 - k),
+                   len(encoder[len(enc_levels) - 1 - k].blocks) + 1 if s.model == "unet" else None)
+                  for k, dlv in enumerate(dec_levels)]
+        decoder, prev = side(ctx, DECODER, placed, prev, skips)
     if not decoder:
         prev = mid_channels
     return Flow(stem=stem, size=size, encoder=encoder, middle=middle, decoder=decoder, head=resolve_head(ctx, prev))

@@ -180,25 +180,12 @@ class ResolvedSpec(_Frozen):
             **serialised({**self.defaults_settings, "activation": self.head.activation}, explicit=explicit),
         }
         if self.encoder:
-            levels = []
-            for lv in self.encoder:
-                entry: dict[str, Any] = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data(explicit)}
-                if lv.downsample is not None:
-                    entry["downsample"] = lv.downsample
-                levels.append(entry)
-            data["encoder"] = {"downsample": self.encoder[0].downsample or DEFAULTS["encoder.downsample"],
-                               "levels": levels}
+            data["encoder"] = _side_data(self.encoder, "downsample", explicit)
             if explicit or self.asymmetric_padding != DEFAULTS["encoder.asymmetric_padding"]:
                 data["encoder"]["asymmetric_padding"] = self.asymmetric_padding
         data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_data(explicit)}
         if self.decoder:
-            dlevels = []
-            for lv in self.decoder:
-                entry = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data(explicit)}
-                if lv.upsample is not None:
-                    entry["upsample"] = lv.upsample
-                dlevels.append(entry)
-            data["decoder"] = {"upsample": self.decoder[0].upsample or DEFAULTS["decoder.upsample"], "levels": dlevels}
+            data["decoder"] = _side_data(self.decoder, "upsample", explicit)
         data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size}
         if explicit:
             data["head"]["activation"] = self.head.activation
@@ -220,3 +207,16 @@ class ResolvedSpec(_Frozen):
     @property
     def spec_id(self) -> str:
         return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+
+def _side_data(levels: list[ResolvedLevel], resample: str, explicit: bool) -> dict[str, Any]:
+    """An encoder's or decoder's mapping: every level explicit (channels, blocks, its settings and
+    how it ends), and the side's `downsample`/`upsample`, which no level reads once each is written."""
+    side = "encoder" if resample == "downsample" else "decoder"
+    entries = []
+    for lv in levels:
+        entry: dict[str, Any] = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data(explicit)}
+        if getattr(lv, resample) is not None:
+            entry[resample] = getattr(lv, resample)
+        entries.append(entry)
+    return {resample: getattr(levels[0], resample) or DEFAULTS[f"{side}.{resample}"], "levels": entries}
