@@ -105,7 +105,7 @@ def _target(loaded: Loaded, base_dir: str) -> str:
         info = os.stat(path)
     except (OSError, ValueError) as exc:  # ValueError: a name the file system cannot encode (lone surrogates)
         raise _problem(loaded, f"cannot read the extended spec: {getattr(exc, 'strerror', None) or exc}",
-                       found=repr(path)[:200]) from None
+                       found=path if path.isprintable() else repr(path)[:200]) from None
     if not stat.S_ISREG(info.st_mode):
         raise _problem(loaded, "the extended spec is not a regular file", found=path,
                        hint="extends names a spec file (a directory, device or pipe cannot be one)")
