@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from .errors import InternalError
-from .nn.attention import AttentionBlock
+from .nn.attention import AttentionBlock, NoAttention
 from .nn.layers import activation, conv_nd, norm, zero_module
 from .nn.resblock import ResBlock
 from .nn.sampling import ConvDownsample, InterpolateUpsample, PoolDownsample, ResBlockResample, TransposedUpsample
 from .nn.time import FourierProjection, LearnedProjection, SinusoidalProjection, TimeEmbedding
+from .nn.transformer import SpatialTransformer
 from .nn.unet import Decoder, Encoder, Head, Level, MiddleBlock, UNet
 from .spec.resolved import ResolvedLevel, ResolvedNorm, ResolvedSettings, ResolvedSpec, ResolvedTime
 
@@ -56,10 +57,28 @@ class _Compiler:
 
     def attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
         if settings.attention is None:
-            return nn.Identity()
+            return NoAttention()
+        return self._attention()[settings.attention.type](settings, channels)
+
+    # --- registry of attention kinds: type -> builder(level settings, channels) ---------------
+    def _attention(self) -> dict[str, Callable[[ResolvedSettings, int], nn.Module]]:
+        return {"self": self._self_attention, "transformer": self._transformer}
+
+    def _self_attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
+        assert settings.attention is not None
         pre_norm = self.norm(settings.norm, channels) if settings.attention.norm else nn.Identity()
         return AttentionBlock(channels=channels, heads=settings.attention.heads, norm=pre_norm,
                               zero_out=self.spec.zero_out)
+
+    def _transformer(self, settings: ResolvedSettings, channels: int) -> nn.Module:
+        att, tf = settings.attention, settings.attention.transformer if settings.attention else None
+        assert att is not None and tf is not None
+        n = settings.norm
+        pre_norm = norm(n.type, self.dims, channels, n.groups_for(channels), tf.norm_eps) if att.norm else nn.Identity()
+        return SpatialTransformer(dims=self.dims, channels=channels, heads=att.heads, depth=tf.depth,
+                                  context_dim=self.spec.context_dim, norm=pre_norm, linear=tf.linear_projection,
+                                  only_cross=tf.only_cross, upcast=tf.upcast, layer_norm_eps=tf.layer_norm_eps,
+                                  zero_out=self.spec.zero_out)
 
     def level_blocks(self, lv: ResolvedLevel) -> tuple[list[nn.Module], list[nn.Module]]:
         resnets: list[nn.Module] = [self.resblock(lv, b.in_channels + b.skip_channels, b.out_channels) for b in lv.blocks]
@@ -125,6 +144,7 @@ class _Compiler:
             time_embedding=time_embedding, encoder=encoder, middle=middle, decoder=decoder, head=head,
             center_input=s.center_input,
             divide_by_timestep=h.divide_by_timestep, channels_last=self.memory_format == "channels_last",
+            context_dim=s.context_dim or 0,
         )
         models: dict[str, type[nn.Module]] = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
         return models[s.model](**common)

@@ -30,6 +30,7 @@ from ..positions import Positions
 from ..resolve import resolve
 from ..spec.models import Spec
 from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
+from . import diffusers_condition as condition
 
 SOURCE = "diffusers config"
 
@@ -145,15 +146,31 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
         path: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         problems.append(Problem(path, f"{why}", found=describe(value), allowed=allowed, location=where(path)))
 
+    cls = raw.get("_class_name", "UNet2DModel")
+    if cls == "UNet2DConditionModel":
+        def pick_in(c: dict[str, Any], key: str, table: Mapping[str, Any]) -> Any:
+            if c[key] not in table:
+                refuse(key, c[key], f"{key} {c[key]!r} has no unetdsl equivalent", ", ".join(map(str, table)))
+                return next(iter(table.values()))
+            return table[c[key]]
+
+        for key in raw:
+            if key not in condition.DEFAULTS and key not in METADATA_KEYS:
+                refuse(key, raw[key], f"unknown UNet2DConditionModel config key {key!r}: refusing rather than ignoring it")
+        cond = condition.condition_data(raw, lambda k, v, why, allowed: refuse(k, v, why, allowed), pick_in,
+                                        {"injections": INJECTIONS, "activations": ACTIVATIONS}, name or _name(raw))
+        if problems or cond is None:
+            raise SpecError(problems)
+        return _checked(cond, len(cond["encoder"]["levels"]), where, condition.config_path)
+
     for key, (check, allowed) in KEY_TYPES.items():
         if key in raw and not check(raw[key]):
             refuse(key, raw[key], "wrong type", allowed)
     if problems:
         raise SpecError(problems)
-
-    cls = raw.get("_class_name", "UNet2DModel")
     if not isinstance(cls, str) or cls != "UNet2DModel":
-        refuse("_class_name", cls, "only UNet2DModel configs are converted", "UNet2DModel")
+        refuse("_class_name", cls, "only UNet2DModel and UNet2DConditionModel configs are converted",
+               "UNet2DModel, UNet2DConditionModel")
     for key in raw:
         if key not in DEFAULTS and key not in METADATA_KEYS:
             refuse(key, raw[key], f"unknown UNet2DModel config key {key!r}: refusing rather than ignoring it")
@@ -265,11 +282,18 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
         data["head"]["divide_by_timestep"] = True  # UNet2DModel divides a fourier model's output by sigma
     if problems:
         raise SpecError(problems)
+    return _checked(data, len(channels), where)
+
+
+def _checked(data: dict[str, Any], levels: int, where: Callable[[tuple[str | int, ...]], Location | None],
+             extra_paths: Callable[[tuple[str | int, ...], int], tuple[str | int, ...] | None] | None = None) -> Spec:
+    """The converted data as a Spec, every rule checked (the cross-field ones too), each problem
+    reported at the config key it came from."""
     try:
         spec = load_spec(data).spec
         resolve(spec)  # the cross-field rules too, so that they are reported here, in the config's terms
     except SpecError as exc:
-        raise SpecError([_in_config_terms(p, channels, where) for p in exc.problems]) from None
+        raise SpecError([_in_config_terms(p, levels, where, extra_paths) for p in exc.problems]) from None
     return spec
 
 
@@ -298,8 +322,10 @@ def _config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, .
     return None
 
 
-def _in_config_terms(p: Problem, channels: list[int], where: Callable[[tuple[str | int, ...]], Location | None]) -> Problem:
-    key = _config_path(p.path, len(channels))
+def _in_config_terms(p: Problem, levels: int, where: Callable[[tuple[str | int, ...]], Location | None],
+                     extra_paths: Callable[[tuple[str | int, ...], int], tuple[str | int, ...] | None] | None = None,
+                     ) -> Problem:
+    key = (extra_paths(p.path, levels) if extra_paths else None) or _config_path(p.path, levels)
     if key is None:
         return replace(p, message=f"in the converted spec, {p.dotted_path}: {p.message}")
     return replace(p, path=key, message=f"{p.message} (as converted to the spec's {p.dotted_path})", location=where(key))

@@ -2,7 +2,7 @@
 (`_from_deprecated_attn_block`): norm, q/k/v/out linear projections with bias, residual add."""
 
 
-from typing import Final
+from typing import Final, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,8 @@ class AttentionBlock(Checkpointable):
             nn.init.zeros_(self.to_out.weight)
             nn.init.zeros_(self.to_out.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        # `context` is taken and ignored: every attention kind of a level has one call signature
         if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
             return self._checkpointed(x)
         return self._forward(x)
@@ -46,3 +47,10 @@ class AttentionBlock(Checkpointable):
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, hd)
         out = self.to_out(out.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
         return x + out.transpose(1, 2).reshape(x.shape)
+
+
+class NoAttention(nn.Module):
+    """Where a level has no attention: the identity, with the attention kinds' call signature."""
+
+    def forward(self, x: torch.Tensor, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return x

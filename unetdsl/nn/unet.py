@@ -13,6 +13,7 @@ from typing import Final, Optional
 import torch
 from torch import nn
 
+from .attention import NoAttention
 from .checkpointing import Checkpointable, checkpoint
 from .time import TimeEmbedding
 
@@ -38,31 +39,31 @@ class Level(Checkpointable):
         self.push_skips = push_skips
         self.num_skips = len(resnets) if consume_skips else 0
         self.resnets = nn.ModuleList(resnets)
-        self.attentions = nn.ModuleList(attentions)  # nn.Identity where the level has no attention
+        self.attentions = nn.ModuleList(attentions)  # NoAttention where the level has none
         # two names, as diffusers' down and up blocks have them (weights map by prefix); one is None
         self.downsample = downsample
         self.upsample = upsample
 
-    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor],
-                skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor],
+                context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return self._checkpointed(h, temb, skips)
-        return self._forward(h, temb, skips)
+            return self._checkpointed(h, temb, skips, context)
+        return self._forward(h, temb, skips, context)
 
     @torch.jit.unused
-    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor],
-                      skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return checkpoint(self._forward, h, temb, skips)
+    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor],
+                      context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        return checkpoint(self._forward, h, temb, skips, context)
 
-    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor],
-                 skips: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor],
+                 context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if len(skips) != self.num_skips:
             raise ValueError(f"unetdsl: this level takes {self.num_skips} skip tensors, got {len(skips)}")
         produced: list[torch.Tensor] = []  # this level's own skip outputs, in the order they are made
         for i, (res, attn) in enumerate(zip(self.resnets, self.attentions)):
             if self.num_skips > 0:
                 h = torch.cat([h, skips[i]], dim=1)  # (B, C + C_skip, *S)
-            h = attn(res(h, temb))
+            h = attn(res(h, temb), context)
             if self.push_skips:
                 produced.append(h)
         if self.downsample is not None:
@@ -80,21 +81,21 @@ class MiddleBlock(Checkpointable):
     def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module]):
         super().__init__()
         self.resnets = nn.ModuleList(resnets)
-        # attention i follows resnet i; the last resnet is followed by an Identity (no weights)
-        self.attentions = nn.ModuleList([*attentions, *[nn.Identity() for _ in range(len(resnets) - len(attentions))]])
+        # attention i follows resnet i; the last resnet is followed by NoAttention (no weights)
+        self.attentions = nn.ModuleList([*attentions, *[NoAttention() for _ in range(len(resnets) - len(attentions))]])
 
-    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], context: Optional[torch.Tensor]) -> torch.Tensor:
         if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return self._checkpointed(h, temb)
-        return self._forward(h, temb)
+            return self._checkpointed(h, temb, context)
+        return self._forward(h, temb, context)
 
     @torch.jit.unused
-    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
-        return checkpoint(self._forward, h, temb)
+    def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor], context: Optional[torch.Tensor]) -> torch.Tensor:
+        return checkpoint(self._forward, h, temb, context)
 
-    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+    def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], context: Optional[torch.Tensor]) -> torch.Tensor:
         for res, attn in zip(self.resnets, self.attentions):
-            h = attn(res(h, temb))
+            h = attn(res(h, temb), context)
         return h
 
 
@@ -125,12 +126,14 @@ class _Net(nn.Module):
     center_input: Final[bool]
     divide_by_timestep: Final[bool]
     channels_last: Final[bool]
+    context_dim: Final[int]  # 0: the model takes no context
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
                  time_embedding: Optional[TimeEmbedding], encoder: list[Level], middle: MiddleBlock,
                  decoder: list[Level], head: Head, center_input: bool = False,
-                 divide_by_timestep: bool = False, channels_last: bool = False):
+                 divide_by_timestep: bool = False, channels_last: bool = False, context_dim: int = 0):
         super().__init__()
+        self.context_dim = context_dim
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
         self.center_input, self.divide_by_timestep = center_input, divide_by_timestep
         # Run the body in channels-last layout (NHWC / NDHWC): oneDNN's convolutions are faster
@@ -174,21 +177,36 @@ class _Net(nn.Module):
                 h = h.contiguous(memory_format=torch.channels_last_3d)
         return h
 
-    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
+                context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, Cin, *S), t () | (B,), y (B,), context (B, T, context_dim) -> (B, Cout, *S')."""
         self._check(x)
+        self._check_context(x, context)
         temb = self._embed(x, t, y)
         h = self._stem(x)
         skips: list[torch.Tensor] = [h]  # conv_in, then every block and downsample output (U-Net only)
         none: list[torch.Tensor] = []
         for level in self.encoder:
-            h, produced = level(h, temb, none)
+            h, produced = level(h, temb, none, context)
             skips.extend(produced)
-        h = self.middle(h, temb)
+        h = self.middle(h, temb, context)
         for level in self.decoder:
             # this level's skips, last produced first: the stack pops, the level only reads
             taken = [skips.pop() for _ in range(level.num_skips)]  # type: ignore[arg-type]
-            h, _produced = level(h, temb, taken)  # a decoder level produces no skips
+            h, _produced = level(h, temb, taken, context)  # a decoder level produces no skips
         return self._finish(h, t)
+
+    def _check_context(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> None:
+        if context is None:
+            if self.context_dim > 0:
+                raise ValueError(f"unetdsl: this model attends to a context of shape (B, tokens, {self.context_dim}): "
+                                 "call model(x, t, context=...)")
+            return
+        if self.context_dim == 0:
+            raise ValueError("unetdsl: this model takes no context (its spec has no context_dim)")
+        if context.dim() != 3 or context.shape[0] != x.shape[0] or context.shape[2] != self.context_dim:
+            raise ValueError(f"unetdsl: expected a context of shape ({x.shape[0]}, tokens, {self.context_dim}), "
+                             f"got {list(context.shape)}")
 
     def _finish(self, h: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
         out = self.head(h)

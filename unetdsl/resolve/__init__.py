@@ -21,6 +21,7 @@ from ..errors import InternalError, Problem, SpecError, sort_problems
 from ..spec.models import LevelSettings, Spec
 from ..spec.resolved import ResolvedSpec
 from ..spec.settings import DEFAULTS
+from .attention import uses_context
 from .channels import resolve_flow
 from .context import Context
 from .inherit import default, plain_settings
@@ -49,6 +50,11 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         raise SpecError(ctx.problems)
     flow = resolve_flow(ctx)
     warn_suspicious(ctx, flow.encoder, flow.decoder)
+    attending = [lv for lv in (*flow.encoder, flow.middle, *flow.decoder) if uses_context(lv.attention)]
+    if spec.context_dim is not None and not attending:
+        ctx.fail(("context_dim",), "the model takes a context, and no attention block attends to it",
+                 found=str(spec.context_dim), hint="give the levels that should attend to it "
+                 "`attention: {type: transformer}`, or remove context_dim")
     time = resolve_time(spec.time, flow.stem)
     report_groups(ctx)
     if ctx.problems:
@@ -64,6 +70,7 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         sample_size=flow.size,
         time=time,
         classes=spec.classes,
+        context_dim=spec.context_dim,
         stem_channels=flow.stem,
         encoder=flow.encoder,
         middle=flow.middle,

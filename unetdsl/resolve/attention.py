@@ -1,29 +1,53 @@
-"""Attention: `heads` or `head_dim` (neither: one head) against the channels of its level."""
+"""Attention: its type, `heads` or `head_dim` (neither: one head) against the channels of its
+level, and a transformer block's own settings (refused on plain self-attention)."""
 
 from __future__ import annotations
 
 from ..errors import Path, divisors, join_allowed
 from ..spec.models import AttentionSpec
-from ..spec.resolved import ResolvedAttention
+from ..spec.resolved import ResolvedAttention, ResolvedTransformer
 from ..spec.settings import DEFAULTS
 from .context import Context
 from .inherit import default
+
+# the settings only a transformer block has: AttentionSpec field -> its DEFAULTS key
+TRANSFORMER_SETTINGS = {name: f"transformer.{name}" for name in ResolvedTransformer.model_fields}
 
 
 def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, path: Path) -> ResolvedAttention | None:
     if att is None:
         return None
     ap = (*path, "attention")
+    kind = default(att.type, DEFAULTS["attention.type"])
+    transformer = _transformer(ctx, att, ap) if kind == "transformer" else None
+    if kind != "transformer":
+        for name in TRANSFORMER_SETTINGS:
+            if getattr(att, name) is not None:
+                ctx.fail((*ap, name), f"{name} is a setting of the transformer attention block",
+                         found=str(getattr(att, name)), hint="add `type: transformer`, or remove it")
     if att.head_dim is not None:
         if channels % att.head_dim:
             ctx.fail((*ap, "head_dim"), f"head_dim {att.head_dim} does not divide the level's {channels} channels",
                      found=str(att.head_dim), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
             return None
-        return ResolvedAttention(heads=channels // att.head_dim, head_dim=att.head_dim,
-                                 norm=default(att.norm, DEFAULTS["attention.norm"]))
-    heads = att.heads or 1
-    if channels % heads:
-        ctx.fail((*ap, "heads"), f"{heads} heads do not divide the level's {channels} channels",
-                 found=str(heads), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
-        return None
-    return ResolvedAttention(heads=heads, head_dim=channels // heads, norm=default(att.norm, DEFAULTS["attention.norm"]))
+        heads = channels // att.head_dim
+    else:
+        heads = att.heads or 1
+        if channels % heads:
+            ctx.fail((*ap, "heads"), f"{heads} heads do not divide the level's {channels} channels",
+                     found=str(heads), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
+            return None
+    return ResolvedAttention(heads=heads, head_dim=channels // heads, norm=default(att.norm, DEFAULTS["attention.norm"]),
+                             type=kind, transformer=transformer)
+
+
+def _transformer(ctx: Context, att: AttentionSpec, ap: Path) -> ResolvedTransformer:
+    values = {name: default(getattr(att, name), DEFAULTS[key]) for name, key in TRANSFORMER_SETTINGS.items()}
+    if values["only_cross"] and ctx.spec.context_dim is None:
+        ctx.fail((*ap, "only_cross"), "only_cross makes the first attention attend to the context, "
+                 "and the spec declares none", found="true", hint="set context_dim, or remove only_cross")
+    return ResolvedTransformer(**values)
+
+
+def uses_context(att: ResolvedAttention | None) -> bool:
+    return att is not None and att.type == "transformer"

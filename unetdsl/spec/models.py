@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from .settings import DEFAULTS, describe, doc
 from .vocabulary import (
     Activation,
+    AttentionType,
     Downsample,
     ModelKind,
     NormType,
@@ -68,9 +69,15 @@ class NormSpec(StrictModel):
 
 
 class AttentionSpec(StrictModel):
-    """Multi-head self-attention over all positions, after each ResBlock of the level
-    (diffusers' AttnDownBlock2D / Attention: GroupNorm, q/k/v/out projections, residual).
+    """Attention over all positions after each ResBlock of the level. `type: self` is multi-head
+    self-attention (diffusers' AttnDownBlock2D / Attention: norm, q/k/v/out projections, residual).
+    `type: transformer` is latent diffusion's block (ldm's SpatialTransformer, diffusers'
+    Transformer2DModel): norm, proj_in, `depth` x [LayerNorm -> self-attention, LayerNorm ->
+    cross-attention to the context (when the spec has context_dim), LayerNorm -> GEGLU
+    feed-forward (4 x channels)], proj_out, residual; q/k/v without bias.
     Give `heads` or `head_dim`, not both; neither means one head."""
+
+    type: AttentionType | None = Field(None, description=doc("attention.type", "self | transformer."))
 
     heads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="Number of heads; must divide channels.")
     head_dim: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(
@@ -80,6 +87,24 @@ class AttentionSpec(StrictModel):
         None, description=doc("attention.norm", "Normalise (the level's norm) before q/k/v (diffusers' scale-shift "
                               "middle attention has none).")
     )
+    depth: Annotated[int, Field(ge=1, le=64)] | None = Field(
+        None, description=doc("transformer.depth", "Transformer layers in each block (SDXL's "
+                              "transformer_layers_per_block). transformer only."))
+    linear_projection: bool | None = Field(
+        None, description=doc("transformer.linear_projection", "proj_in/proj_out are linear layers on the tokens "
+                              "(SD 2's use_linear_projection) instead of 1x1 convolutions. transformer only."))
+    only_cross: bool | None = Field(
+        None, description=doc("transformer.only_cross", "The first attention attends to the context too "
+                              "(diffusers' only_cross_attention). transformer only; needs context_dim."))
+    upcast: bool | None = Field(
+        None, description=doc("transformer.upcast", "Attention in float32 when the model runs in half precision "
+                              "(diffusers' upcast_attention; SD 2.x needs it in fp16). transformer only."))
+    norm_eps: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description=doc("transformer.norm_eps", "eps of the norm before proj_in (its type and groups are the "
+                              "level's). transformer only."))
+    layer_norm_eps: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description=doc("transformer.layer_norm_eps", "eps of the transformer layers' LayerNorms. "
+                              "transformer only."))
 
 
 def _attention_switch(value: object) -> object:
@@ -255,6 +280,11 @@ class Spec(StrictModel):
     time: TimeSpec | None = Field(None, description="Timestep embedding; required by a U-Net.")
     classes: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
         None, description="Number of class labels; their embedding is added to the time embedding."
+    )
+    context_dim: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(
+        None, description="Width of the context the model attends to: forward(x, t, context=...) with a context of "
+        "shape (B, tokens, context_dim) (e.g. CLIP text states: 768 for SD 1.x, 1024 for SD 2.x). Every "
+        "transformer attention block cross-attends to it."
     )
     defaults: LevelSettings | None = Field(None, description="Settings every level and the middle inherit.")
     encoder: EncoderSpec | None = Field(None, description="Downsampling path (unet, encoder).")

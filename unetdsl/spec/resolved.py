@@ -11,7 +11,17 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from .settings import DEFAULTS, LEVEL_SETTINGS, serialised
-from .vocabulary import Activation, Downsample, ModelKind, NormType, Order, TimeEmbedding, TimeInjection, Upsample
+from .vocabulary import (
+    Activation,
+    AttentionType,
+    Downsample,
+    ModelKind,
+    NormType,
+    Order,
+    TimeEmbedding,
+    TimeInjection,
+    Upsample,
+)
 
 
 class _Frozen(BaseModel):
@@ -37,16 +47,34 @@ class ResolvedNorm(_Frozen):
         return data
 
 
+class ResolvedTransformer(_Frozen):
+    """What a `type: transformer` attention states besides heads and norm."""
+
+    depth: int
+    linear_projection: bool
+    only_cross: bool
+    upcast: bool
+    norm_eps: float
+    layer_norm_eps: float
+
+
 class ResolvedAttention(_Frozen):
     heads: int
     head_dim: int
     norm: bool
+    type: AttentionType = "self"
+    transformer: ResolvedTransformer | None = None  # type transformer only
 
     def as_data(self, explicit: bool = False) -> dict[str, Any]:
         # settings added after format 1's first release are written only when not default (unless
         # `explicit`), so the spec ids recorded before them stay valid
         written = explicit or self.norm != DEFAULTS["attention.norm"]
-        return {"heads": self.heads, "norm": self.norm} if written else {"heads": self.heads}
+        data: dict[str, Any] = {"heads": self.heads, "norm": self.norm} if written else {"heads": self.heads}
+        if self.transformer is not None:  # new with the type: always written in full
+            data = {"type": self.type, **data, "norm": self.norm, **self.transformer.model_dump()}
+        elif explicit:
+            data["type"] = self.type
+        return data
 
 
 class ResolvedBlock(_Frozen):
@@ -134,6 +162,7 @@ class ResolvedSpec(_Frozen):
     sample_size: list[int]
     time: ResolvedTime | None
     classes: int | None
+    context_dim: int | None = None  # width of the context the transformer blocks attend to
     stem_channels: int  # conv_in: in_channels -> stem_channels
     encoder: list[ResolvedLevel]
     middle: ResolvedMiddle
@@ -174,6 +203,8 @@ class ResolvedSpec(_Frozen):
             data["time"] = self.time.as_data()
         if self.classes is not None:
             data["classes"] = self.classes
+        if self.context_dim is not None:
+            data["context_dim"] = self.context_dim
         # defaults only feed the head once every level is explicit.
         data["defaults"] = {
             "norm": (self.head.norm or self.middle.norm).as_data(),

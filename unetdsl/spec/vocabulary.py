@@ -13,6 +13,7 @@ Downsample = Literal["conv", "avgpool", "maxpool", "resblock"]
 Upsample = Literal["nearest", "bilinear", "transposed", "resblock"]
 TimeEmbedding = Literal["sinusoidal", "fourier", "learned"]
 TimeInjection = Literal["add", "scale_shift"]
+AttentionType = Literal["self", "transformer"]
 
 
 def names(vocabulary: object) -> tuple[str, ...]:

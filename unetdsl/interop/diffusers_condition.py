@@ -1,0 +1,201 @@
+"""diffusers UNet2DConditionModel (Stable Diffusion 1.x/2.x U-Nets) -> spec data.
+
+CrossAttnDownBlock2D / CrossAttnUpBlock2D / UNetMidBlock2DCrossAttn become levels and a middle
+with `attention: {type: transformer}`; DownBlock2D / UpBlock2D plain levels. The config keys mean
+what diffusers makes of them, not what their names say: `attention_head_dim` is the number of
+heads (diffusers issue 2011; `num_attention_heads` is refused by diffusers itself), and the up
+blocks take the per-level lists reversed. Every other key either has its default (where it
+changes nothing) or is refused by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# every UNet2DConditionModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
+DEFAULTS: dict[str, Any] = {
+    "sample_size": None, "in_channels": 4, "out_channels": 4, "center_input_sample": False,
+    "flip_sin_to_cos": True, "freq_shift": 0,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "only_cross_attention": False, "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2,
+    "downsample_padding": 1, "mid_block_scale_factor": 1, "dropout": 0.0, "act_fn": "silu", "norm_num_groups": 32,
+    "norm_eps": 1e-5, "cross_attention_dim": 1280, "transformer_layers_per_block": 1,
+    "reverse_transformer_layers_per_block": None, "encoder_hid_dim": None, "encoder_hid_dim_type": None,
+    "attention_head_dim": 8, "num_attention_heads": None, "dual_cross_attention": False,
+    "use_linear_projection": False, "class_embed_type": None, "addition_embed_type": None,
+    "addition_time_embed_dim": None, "num_class_embeds": None, "upcast_attention": False,
+    "resnet_time_scale_shift": "default", "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0,
+    "time_embedding_type": "positional", "time_embedding_dim": None, "time_embedding_act_fn": None,
+    "timestep_post_act": None, "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
+    "projection_class_embeddings_input_dim": None, "attention_type": "default", "class_embeddings_concat": False,
+    "mid_block_only_cross_attention": None, "cross_attention_norm": None, "addition_embed_type_num_heads": 64,
+}
+
+# keys unetdsl reads; every other key must keep its default (a different value is refused by name)
+READ = {
+    "sample_size", "in_channels", "out_channels", "center_input_sample", "flip_sin_to_cos", "freq_shift",
+    "down_block_types", "mid_block_type", "up_block_types", "only_cross_attention", "block_out_channels",
+    "layers_per_block", "downsample_padding", "mid_block_scale_factor", "dropout", "act_fn", "norm_num_groups",
+    "norm_eps", "cross_attention_dim", "transformer_layers_per_block", "attention_head_dim", "use_linear_projection",
+    "num_class_embeds", "upcast_attention", "resnet_time_scale_shift", "time_embedding_type", "time_embedding_dim",
+    "conv_out_kernel",
+    "addition_embed_type_num_heads",  # read by diffusers only with an addition_embed_type, which is refused
+}
+# a default that is also one of the values a key may take without changing anything
+ALSO_FINE: dict[str, tuple[Any, ...]] = {"mid_block_only_cross_attention": (None, False)}
+
+DOWN_BLOCKS = {"CrossAttnDownBlock2D": True, "DownBlock2D": False}  # name -> has a transformer
+UP_BLOCKS = {"CrossAttnUpBlock2D": True, "UpBlock2D": False}
+MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
+
+Refuse = Callable[[str, Any, str, "str | None"], None]
+
+
+def _ok_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str, Any], str, dict[str, Any]], Any],
+                   tables: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """Spec data for a UNet2DConditionModel config (None when a problem makes it unbuildable;
+    every problem is reported through `refuse`)."""
+    for key, value in raw.items():
+        if key in DEFAULTS and key not in READ and value != DEFAULTS[key] and value not in ALSO_FINE.get(key, ()):
+            why = ("diffusers refuses num_attention_heads itself; attention_head_dim gives the heads"
+                   if key == "num_attention_heads" else f"{key} {value!r} has no unetdsl equivalent")
+            refuse(key, value, why, repr(DEFAULTS[key]))
+    c = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
+    channels = c["block_out_channels"]
+    downs, ups = c["down_block_types"], c["up_block_types"]
+    seqs = {"block_out_channels": channels, "down_block_types": downs, "up_block_types": ups}
+    for key, value in seqs.items():
+        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 8:
+            refuse(key, value, "wrong type", "a list of 1 to 8 entries")
+            return None
+    if not all(_ok_int(ch) for ch in channels):
+        refuse("block_out_channels", channels, "wrong type", "a list of ints")
+        return None
+    n = len(channels)
+    if len(downs) != n or len(ups) != n:
+        refuse("down_block_types", downs, "down_block_types, up_block_types and block_out_channels differ in length",
+               None)
+        return None
+
+    def per_level(key: str, check: Callable[[Any], bool], allowed: str) -> list[Any]:
+        value = c[key]
+        values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+        if len(values) != n or not all(check(v) for v in values):
+            refuse(key, value, "wrong type", f"{allowed}, or a list of {n} of them")
+            return [DEFAULTS[key]] * n
+        return values
+
+    heads = per_level("attention_head_dim", _ok_int, "an int (the number of heads)")
+    depth = per_level("transformer_layers_per_block", _ok_int, "an int")
+    only_cross = per_level("only_cross_attention", lambda v: isinstance(v, bool), "true or false")
+    blocks = per_level("layers_per_block", _ok_int, "an int")
+    for key in ("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups", "downsample_padding"):
+        if not _ok_int(c[key]):
+            refuse(key, c[key], "wrong type", "an int")
+            return None
+    for key in ("use_linear_projection", "upcast_attention", "center_input_sample", "flip_sin_to_cos"):
+        if not isinstance(c[key], bool):
+            refuse(key, c[key], "wrong type", "true or false")
+            return None
+    if c["mid_block_scale_factor"] != 1:
+        refuse("mid_block_scale_factor", c["mid_block_scale_factor"], "only 1 is supported", "1")
+    if c["downsample_padding"] not in (0, 1):
+        refuse("downsample_padding", c["downsample_padding"], "only 1 (symmetric) or 0 (right/bottom) padding", "0, 1")
+    if c["mid_block_type"] not in MID_BLOCKS:
+        refuse("mid_block_type", c["mid_block_type"], "unsupported middle block", "UNetMidBlock2DCrossAttn, null")
+    if c["time_embedding_type"] != "positional":
+        refuse("time_embedding_type", c["time_embedding_type"],
+               "only the positional (sinusoidal) time embedding is converted for this class", "positional")
+    if c["conv_out_kernel"] not in (1, 3):
+        refuse("conv_out_kernel", c["conv_out_kernel"], "the output conv is 1x1 or 3x3", "1, 3")
+
+    def transformer(i: int, cross_only: bool) -> dict[str, Any]:
+        return {"type": "transformer", "heads": heads[i], "depth": depth[i],
+                "linear_projection": c["use_linear_projection"], "only_cross": cross_only,
+                "upcast": c["upcast_attention"]}
+
+    attending = False
+    levels: list[dict[str, Any]] = []
+    for i, (block, ch) in enumerate(zip(downs, channels, strict=True)):
+        if block not in DOWN_BLOCKS:
+            refuse(f"down_block_types.{i}", block, "unsupported down block", ", ".join(DOWN_BLOCKS))
+            continue
+        level: dict[str, Any] = {"channels": ch, "blocks": blocks[i]}
+        if DOWN_BLOCKS[block]:
+            level["attention"] = transformer(i, only_cross[i])
+            attending = True
+        if i < n - 1:
+            level["downsample"] = "conv"
+        levels.append(level)
+    dec_levels: list[dict[str, Any]] = []
+    for k, (block, ch) in enumerate(zip(ups, reversed(channels), strict=True)):
+        if block not in UP_BLOCKS:
+            refuse(f"up_block_types.{k}", block, "unsupported up block", ", ".join(UP_BLOCKS))
+            continue
+        i = n - 1 - k  # diffusers reverses every per-level list for the up blocks
+        level = {"channels": ch, "blocks": blocks[i] + 1}
+        if UP_BLOCKS[block]:
+            level["attention"] = transformer(i, only_cross[i])
+            attending = True
+        if k < n - 1:
+            level["upsample"] = "nearest"
+        dec_levels.append(level)
+    middle: dict[str, Any] = {"blocks": 2 if c["mid_block_type"] else 0}
+    if c["mid_block_type"]:
+        middle["attention"] = transformer(n - 1, False)  # UNetMidBlock2DCrossAttn: never only-cross
+        attending = True
+
+    time: dict[str, Any] = {"embedding": "sinusoidal", "features": channels[0],
+                            "flip_sin_to_cos": c["flip_sin_to_cos"], "freq_shift": c["freq_shift"],
+                            "injection": pick(c, "resnet_time_scale_shift", tables["injections"])}
+    if c["time_embedding_dim"] is not None:
+        time["dim"] = c["time_embedding_dim"]
+    activation = pick(c, "act_fn", tables["activations"])
+    size = c["sample_size"]
+    data: dict[str, Any] = {
+        "unetdsl": 1,
+        "name": name,
+        "description": f"converted from a diffusers UNet2DConditionModel config ({raw.get('_diffusers_version', '?')})",
+        "model": "unet",
+        "dims": 2,
+        "in_channels": c["in_channels"],
+        "out_channels": c["out_channels"],
+        "sample_size": list(size) if isinstance(size, (list, tuple)) else (size if size is not None else 2 ** (n + 1)),
+        "time": time,
+        "defaults": {"norm": {"type": "group", "groups": c["norm_num_groups"], "eps": float(c["norm_eps"])},
+                     "activation": activation, "order": "pre", "dropout": float(c["dropout"])},
+        "encoder": {"levels": levels},
+        "middle": middle,
+        "decoder": {"levels": dec_levels},
+        # UNet2DConditionModel's conv_act is act_fn (UNet2DModel's is always SiLU)
+        "head": {"norm": True, "kernel_size": c["conv_out_kernel"], "activation": activation},
+    }
+    if attending:
+        data["context_dim"] = c["cross_attention_dim"]
+    if c["downsample_padding"] == 0:
+        data["encoder"]["asymmetric_padding"] = True
+    if c["num_class_embeds"] is not None:
+        data["classes"] = c["num_class_embeds"]
+    if c["center_input_sample"]:
+        data["center_input"] = True
+    return data
+
+
+def config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, ...] | None:
+    """The config key a setting of a converted UNet2DConditionModel spec came from."""
+    if path[:1] == ("context_dim",):
+        return ("cross_attention_dim",)
+    if len(path) >= 5 and path[0] in ("encoder", "decoder", "middle") and "attention" in path:
+        field = str(path[path.index("attention") + 1]) if path.index("attention") + 1 < len(path) else ""
+        return {"heads": ("attention_head_dim",), "depth": ("transformer_layers_per_block",),
+                "only_cross": ("only_cross_attention",), "linear_projection": ("use_linear_projection",),
+                "upcast": ("upcast_attention",)}.get(field, ("attention_head_dim",))
+    if path[:2] == ("middle", "attention"):
+        return ("attention_head_dim",)
+    return None
