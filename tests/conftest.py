@@ -5,7 +5,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+ALL_SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+# the published full-size shapes (Stable Diffusion's U-Nets: 3.4 GB of float32 weights each) are
+# built on the meta device only in the suite; SPECS, which tests build and run for real, leaves them out
+META_ONLY = {"sd15-unet", "sd2-unet"}
+SPECS = [p for p in ALL_SPECS if p.stem not in META_ONLY]
 INVALID = sorted((ROOT / "tests" / "fixtures" / "invalid").glob("*.yaml"))
 
 TINY = """\
@@ -24,6 +28,9 @@ encoder:
     - {channels: 8, blocks: 1, attention: {heads: 2}}
 middle: {blocks: 2, attention: {heads: 2}}
 """
+
+# a tiny text-conditioned U-Net (transformer attention, a (B, tokens, 16) context)
+TEXT_TINY = (ROOT / "specs" / "text-tiny.yaml").read_text()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import torch
 from unetdsl import build_model, export
 from unetdsl.torchscript import load
 
-from .conftest import ROOT, TINY
+from .conftest import ROOT, TEXT_TINY, TINY
 
 MISSING = [tool for tool in ("cmake", "g++") if shutil.which(tool) is None]
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"no C++ toolchain here ({', '.join(MISSING)} missing)")
@@ -52,6 +52,29 @@ def test_cpp_program_matches_python(run_model: Path, tmp_path: Path, conditional
     with torch.inference_mode():
         ref = scripted(torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(y) if conditional else None)
     np.testing.assert_allclose(out, ref.numpy(), rtol=0, atol=1e-6)
+
+
+def test_cpp_program_feeds_a_text_context(run_model: Path, tmp_path: Path) -> None:
+    model = build_model(TEXT_TINY)
+    export(model, tmp_path / "m.pt")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 4, 16, 8)).astype(np.float32)
+    t = np.array([5.0, 900.0], dtype=np.float32)
+    context = rng.standard_normal((2, 11, 16)).astype(np.float32)  # 11 tokens: not the sample's 8
+    for name, a in {"x": x, "t": t, "c": context}.items():
+        a.tofile(tmp_path / f"{name}.bin")
+    proc = subprocess.run([str(run_model), str(tmp_path / "m.pt"), str(tmp_path / "out.bin"), str(tmp_path / "x.bin"),
+                           "2,4,16,8", str(tmp_path / "t.bin"), "--context", str(tmp_path / "c.bin"), "11,16"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(2, 4, 16, 8)
+    with torch.inference_mode():
+        ref = load(tmp_path / "m.pt")(torch.from_numpy(x), torch.from_numpy(t), None, torch.from_numpy(context))
+    np.testing.assert_allclose(out, ref.numpy(), rtol=0, atol=1e-6)
+    # a missing context is the model's own clear error, through libtorch
+    proc = subprocess.run([str(run_model), str(tmp_path / "m.pt"), str(tmp_path / "out.bin"), str(tmp_path / "x.bin"),
+                           "2,4,16,8", str(tmp_path / "t.bin")], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and "attends to a context of shape (B, tokens, 16)" in proc.stderr
 
 
 def test_cpp_program_reports_errors(run_model: Path, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from .provenance import (
     TORCH_VERSION_KEY,
     VERSION_KEY,
 )
-from .sample import SampleInputs, sample_inputs
+from .sample import SAMPLE_TOKENS, SampleInputs, sample_inputs
 from .spec.resolved import ResolvedSpec
 from .version import __version__
 
@@ -80,7 +80,7 @@ def metadata(spec: ResolvedSpec, dtype: torch.dtype, device: torch.device, fmt: 
         FORMAT_KEY: fmt,
         DTYPE_KEY: str(dtype).removeprefix("torch."),
         DEVICE_KEY: device.type,
-        FORWARD_KEY: "forward(x, t, y)" if spec.classes else "forward(x, t)" if spec.time else "forward(x)",
+        FORWARD_KEY: f"forward({', '.join(input_names(spec))})",
         INPUTS_KEY: input_signature(spec, dtype, fmt),
     }
 
@@ -97,12 +97,25 @@ def input_signature(spec: ResolvedSpec, dtype: torch.dtype, fmt: str) -> str:
     t_dtype = "float32" if spec.time.embedding == "fourier" else "int64"
     t = "t: any integer or float dtype, () or (B,)" if fmt == "torchscript" else f"t: {t_dtype} (B,)"
     y = "; y: int64 (B,)" if spec.classes else ""
-    return f"{x}; {t}{y}"
+    return f"{x}; {t}{y}{_context_signature(spec, dtype)}"
+
+
+def _context_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
+    if spec.context_dim is None:
+        return ""
+    return f"; context: {str(dtype).removeprefix('torch.')} (B, T, {spec.context_dim}), any token count T"
+
+
+def input_names(spec: ResolvedSpec) -> list[str]:
+    """The inputs the model has, in forward's order: x, then t, y and context where it has them."""
+    present = {"x": True, "t": spec.time is not None, "y": spec.classes is not None,
+               "context": spec.context_dim is not None}
+    return [name for name, has in present.items() if has]
 
 
 def call_args(inputs: SampleInputs) -> tuple[torch.Tensor, ...]:
-    """The positional inputs an artifact takes: x, then t and y where the model has them."""
-    return tuple(a for a in (inputs.x, inputs.t, inputs.y) if a is not None)
+    """The positional inputs an artifact takes: x, then t, y and context where the model has them."""
+    return inputs.present()
 
 
 def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype) -> list[SampleInputs]:
@@ -113,7 +126,7 @@ def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype) -
     second = [factor * 2 if s != factor * 2 else factor * 3 for s in base]
     return [
         sample_inputs(spec, batch=2, device=device, dtype=dtype, seed=0),
-        sample_inputs(spec, batch=3, size=second, device=device, dtype=dtype, seed=1),
+        sample_inputs(spec, batch=3, size=second, device=device, dtype=dtype, seed=1, tokens=SAMPLE_TOKENS - 3),
     ]
 
 
@@ -131,7 +144,7 @@ def _write_torchscript(model: nn.Module, inputs: SampleInputs, path: Path, meta:
 
 def _load_torchscript(path: Path, device: torch.device) -> Runner:
     module = torchscript.load(path, map_location=device)
-    return lambda inp: module(inp.x, inp.t, inp.y)
+    return lambda inp: module(*inp.args())
 
 
 def _dynamic_shapes(spec: ResolvedSpec, args: tuple[torch.Tensor, ...]) -> tuple[dict[int, Any], ...]:
@@ -148,14 +161,20 @@ def _dynamic_shapes(spec: ResolvedSpec, args: tuple[torch.Tensor, ...]) -> tuple
         # up to the language's cap, and never below the spec's own sample size
         free = Dim(f"size{i}", min=2, max=max(MAX_SAMPLE_SIZE // factor, 2))
         x_dims[2 + i] = factor * free if factor > 1 else free
-    return (x_dims, *({0: batch} for _ in args[1:]))
+    rest: list[dict[int, Any]] = [{0: batch} for _ in args[1:]]
+    if spec.context_dim is not None:  # the context is last: its token count is free too
+        rest[-1] = {0: batch, 1: Dim("tokens", min=2, max=4096)}
+    return (x_dims, *rest)
 
 
 def _traceable(model: nn.Module, spec: ResolvedSpec) -> nn.Module:
     """A forward taking exactly the tensors the model has: torch.export and ONNX trace tensors,
     not Optionals, and need a fixed signature (no *args)."""
-    wrappers: dict[tuple[bool, bool], type[nn.Module]] = {(False, False): _X, (True, False): _XT, (True, True): _XTY}
-    return wrappers[(spec.time is not None, spec.classes is not None)](model).eval()
+    wrappers: dict[tuple[str, ...], type[nn.Module]] = {
+        ("x",): _X, ("x", "t"): _XT, ("x", "t", "y"): _XTY,
+        ("x", "context"): _XC, ("x", "t", "context"): _XTC, ("x", "t", "y", "context"): _XTYC,
+    }
+    return wrappers[tuple(input_names(spec))](model).eval()
 
 
 class _X(nn.Module):
@@ -177,6 +196,25 @@ class _XT(_X):
 class _XTY(_X):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         out: torch.Tensor = self.model(x, t, y)
+        return out
+
+
+class _XC(_X):
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out: torch.Tensor = self.model(x, None, None, context)
+        return out
+
+
+class _XTC(_X):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out: torch.Tensor = self.model(x, t, None, context)
+        return out
+
+
+class _XTYC(_X):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
+                context: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.model(x, t, y, context)
         return out
 
 
@@ -207,7 +245,7 @@ def _write_onnx(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
     _require("onnxscript")
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
     args = call_args(_trace_inputs(spec, inputs))
-    names = ["x", "t", "y"][: len(args)]
+    names = input_names(spec)
     program = torch.onnx.export(
         _traceable(model, spec), args, dynamo=True, input_names=names, output_names=["out"],
         dynamic_shapes=_dynamic_shapes(spec, args), opset_version=options.get("opset", 18), verbose=False,

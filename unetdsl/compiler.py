@@ -137,7 +137,8 @@ class _Compiler:
         time_embedding = None
         if s.time is not None:
             time_embedding = TimeEmbedding(proj=self._time_projection()[s.time.embedding](s.time),
-                                           features=s.time.features, dim=s.time.dim, classes=s.classes)
+                                           features=s.time.features, dim=s.time.dim, classes=s.classes,
+                                           act=activation(s.time.activation))
         common: dict[str, Any] = dict(
             dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
             conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),

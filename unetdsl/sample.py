@@ -15,9 +15,20 @@ class SampleInputs:
     x: torch.Tensor  # (B, Cin, *S)
     t: torch.Tensor | None  # (B,)
     y: torch.Tensor | None  # (B,) class labels
+    context: torch.Tensor | None = None  # (B, tokens, context_dim)
 
     def args(self) -> tuple[torch.Tensor | None, ...]:
-        return (self.x, self.t, self.y)
+        """The model's positional arguments: forward(x, t, y, context)."""
+        return (self.x, self.t, self.y, self.context)
+
+    def present(self) -> tuple[torch.Tensor, ...]:
+        """The inputs the model has, in order (what an exported artifact takes)."""
+        return tuple(a for a in self.args() if a is not None)
+
+
+# the context's token count in sample inputs: CLIP's 77 would only slow every check down; the
+# checks' second input uses another count, so that a fixed count cannot pass unnoticed
+SAMPLE_TOKENS = 8
 
 
 # timestep samplers per embedding: integer steps for tables/sinusoids, positive sigmas for fourier
@@ -29,10 +40,14 @@ _TIMESTEPS: dict[str, Callable[[ResolvedTime, int, torch.Generator], torch.Tenso
 
 
 def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None = None, seed: int = 0,
-                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> SampleInputs:
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                  tokens: int = SAMPLE_TOKENS) -> SampleInputs:
     g = torch.Generator().manual_seed(seed)
     shape = (batch, spec.in_channels, *(size or spec.sample_size))
     x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
     t = _TIMESTEPS[spec.time.embedding](spec.time, batch, g).to(device) if spec.time is not None else None
     y = torch.randint(0, spec.classes, (batch,), generator=g).to(device) if spec.classes is not None else None
-    return SampleInputs(x, t, y)
+    context = None
+    if spec.context_dim is not None:
+        context = torch.randn(batch, tokens, spec.context_dim, generator=g).to(device=device, dtype=dtype)
+    return SampleInputs(x, t, y, context)

@@ -1,9 +1,10 @@
 // run_model: load a TorchScript file written by `unetdsl build` and run one forward, no Python.
 //
-//   run_model MODEL.pt OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--cuda]
+//   run_model MODEL.pt OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--context C.bin TOKENS,DIM] [--cuda]
 //
 // X.bin: float32 little-endian, row-major, of the given shape (B, C, *spatial).
 // T.bin: B float32 timesteps (the model casts them as its embedding needs). Y.bin: B int64 labels.
+// C.bin: the context a text-conditioned model attends to, float32 (B, TOKENS, DIM).
 // OUT.bin receives the output as float32; its shape is printed on stdout.
 #include <torch/script.h>
 
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -41,11 +43,24 @@ torch::Tensor read_raw(const std::string& path, std::vector<int64_t> shape, torc
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   bool cuda = false;
+  std::string context_path, context_shape;
+  bool bad = false;
   for (auto it = args.begin(); it != args.end();) {
-    if (*it == "--cuda") { cuda = true; it = args.erase(it); } else { ++it; }
+    if (*it == "--cuda") {
+      cuda = true;
+      it = args.erase(it);
+    } else if (*it == "--context") {
+      if (std::distance(it, args.end()) < 3) { bad = true; break; }
+      context_path = *(it + 1);
+      context_shape = *(it + 2);
+      it = args.erase(it, it + 3);
+    } else {
+      ++it;
+    }
   }
-  if (args.size() < 4 || args.size() > 6) {
-    std::cerr << "usage: run_model MODEL.pt OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--cuda]\n";
+  if (bad || args.size() < 4 || args.size() > 6) {
+    std::cerr << "usage: run_model MODEL.pt OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--context C.bin TOKENS,DIM]"
+                 " [--cuda]\n";
     return 2;
   }
   try {
@@ -61,6 +76,13 @@ int main(int argc, char** argv) {
                                         : torch::jit::IValue());
     inputs.emplace_back(args.size() > 5 ? torch::jit::IValue(read_raw(args[5], {shape[0]}, torch::kInt64).to(device))
                                         : torch::jit::IValue());
+    if (!context_path.empty()) {  // forward(x, t, y, context): (B, TOKENS, DIM) in the model's dtype
+      std::vector<int64_t> td;
+      std::stringstream ss(context_shape);
+      for (std::string item; std::getline(ss, item, ',');) td.push_back(std::stoll(item));
+      if (td.size() != 2) throw std::runtime_error("--context needs TOKENS,DIM: " + context_shape);
+      inputs.emplace_back(read_raw(context_path, {shape[0], td[0], td[1]}, torch::kFloat32).to(device, dtype));
+    }
     torch::NoGradGuard no_grad;
     auto out = model.forward(inputs).toTensor().to(torch::kCPU, torch::kFloat32).contiguous();
     std::ofstream file(args[1], std::ios::binary);

@@ -375,7 +375,8 @@ def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
     from ..api import build_model
     from ..weights import check_weights
 
-    spec = spec_from_diffusers(dict(unet.config), name=name)  # type: ignore[arg-type]
+    # a live model's config lacks the `_class_name` its config.json has: the class says it
+    spec = spec_from_diffusers({"_class_name": type(unet).__name__, **dict(unet.config)}, name=name)  # type: ignore[arg-type]
     model = build_model(spec)
     mapped = map_state_dict(unet.state_dict(), model.spec)  # type: ignore[arg-type]
     check_weights(model, mapped, "the UNet2DModel's weights")
@@ -447,6 +448,8 @@ def diffusers_config(spec: ResolvedSpec) -> dict[str, Any]:
         refuse(("head", "divide_by_timestep"), "dividing by t without a fourier embedding")
     if t.embedding != "fourier" and t.features != channels[0]:
         refuse(("time", "features"), f"time features {t.features} != first channels {channels[0]}")
+    if t.activation != "silu":
+        refuse(("time", "activation"), f"time MLP activation {t.activation!r} (UNet2DModel's is SiLU)")
     if t.embedding == "sinusoidal" and t.max_period != 10000.0:
         refuse(("time", "max_period"), f"max_period {t.max_period}")
     if spec.head.norm is None or spec.head.kernel_size != 3:
@@ -507,17 +510,28 @@ def _block_types(levels: list[ResolvedLevel], key: str, names: tuple[str, str, s
     return types, "resnet" if "resblock" in attn_methods else "conv"
 
 
+def _conditioned(spec: ResolvedSpec) -> bool:
+    places = [*spec.encoder, spec.middle, *spec.decoder]
+    return spec.context_dim is not None or any(p.attention is not None and p.attention.type == "transformer"
+                                               for p in places)
+
+
 def to_diffusers(model: nn.Module) -> nn.Module:
     """The unetdsl model as a diffusers UNet2DModel with the same weights (strict), in the same
     train/eval mode as `model`."""
-    from diffusers import UNet2DModel
+    import diffusers
 
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
-    config = diffusers_config(spec)
-    if spec.middle.attention is not None and not spec.middle.attention.norm and config["resnet_time_scale_shift"] == "default":
-        raise SpecError([Problem(("middle", "attention", "norm"), "a norm-less middle attention with additive "
-                                 "time injection (outside diffusers UNet2DModel's vocabulary)")])
-    unet: nn.Module = UNet2DModel(**config)  # type: ignore[assignment]  # diffusers ships no usable stubs
+    if _conditioned(spec):  # the Stable Diffusion class: transformer attention, a text context
+        config = {k: v for k, v in condition.condition_config(spec).items() if k != "_class_name"}
+        unet: nn.Module = diffusers.UNet2DConditionModel(**config)  # type: ignore[assignment]
+    else:
+        config = diffusers_config(spec)
+        if (spec.middle.attention is not None and not spec.middle.attention.norm
+                and config["resnet_time_scale_shift"] == "default"):
+            raise SpecError([Problem(("middle", "attention", "norm"), "a norm-less middle attention with additive "
+                                     "time injection (outside diffusers UNet2DModel's vocabulary)")])
+        unet = diffusers.UNet2DModel(**config)  # type: ignore[assignment]  # diffusers ships no usable stubs
     names = {unetdsl_key(k, spec): k for k in unet.state_dict()}
     ours = model.state_dict()
     if set(names) != set(ours):

@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import Problem, SpecError
+from ..resolve import resolve
+from ..spec.resolved import ResolvedSettings, ResolvedSpec, ResolvedTransformer
+
 # every UNet2DConditionModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
     "sample_size": None, "in_channels": 4, "out_channels": 4, "center_input_sample": False,
@@ -154,9 +158,11 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     time: dict[str, Any] = {"embedding": "sinusoidal", "features": channels[0],
                             "flip_sin_to_cos": c["flip_sin_to_cos"], "freq_shift": c["freq_shift"],
                             "injection": pick(c, "resnet_time_scale_shift", tables["injections"])}
+    activation = pick(c, "act_fn", tables["activations"])
+    if activation != "silu":  # UNet2DConditionModel's TimestepEmbedding takes act_fn too
+        time["activation"] = activation
     if c["time_embedding_dim"] is not None:
         time["dim"] = c["time_embedding_dim"]
-    activation = pick(c, "act_fn", tables["activations"])
     size = c["sample_size"]
     data: dict[str, Any] = {
         "unetdsl": 1,
@@ -199,3 +205,91 @@ def config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, ..
     if path[:2] == ("middle", "attention"):
         return ("attention_head_dim",)
     return None
+
+
+# --- unetdsl -> diffusers -------------------------------------------------------------------------
+def _one_or_list(values: list[Any]) -> Any:
+    return values[0] if len(set(map(repr, values))) == 1 else list(values)
+
+
+def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
+    """The UNet2DConditionModel config of `spec`, written from its levels and then proven: it is
+    converted back and must give the same spec id. A spec outside the class's vocabulary is
+    refused with the settings that would change (SpecError)."""
+    from .diffusers import ACTIVATIONS, INJECTIONS, spec_from_diffusers
+
+    problems: list[Problem] = []
+    if spec.model != "unet" or spec.dims != 2 or spec.time is None or spec.time.embedding != "sinusoidal":
+        raise SpecError([Problem(("model",), "UNet2DConditionModel is a 2D U-Net with a sinusoidal time embedding "
+                                 "(outside its vocabulary)")])
+    n = len(spec.encoder)
+
+    def transformer_of(lv: ResolvedSettings) -> ResolvedTransformer | None:
+        return lv.attention.transformer if lv.attention is not None else None
+
+    attending = [a for a in (*spec.encoder, spec.middle, *spec.decoder) if a.attention is not None]
+    first = transformer_of(attending[0]) if attending else None
+    # per encoder level i: heads, depth, only-cross (levels without attention borrow their mirror's)
+    per_level: list[tuple[int, int, bool]] = []
+    for i, lv in enumerate(spec.encoder):
+        mirror = spec.decoder[n - 1 - i] if len(spec.decoder) == n else lv
+        source = lv if lv.attention is not None else mirror if mirror.attention is not None else None
+        tf = transformer_of(source) if source is not None else None
+        heads = source.attention.heads if source is not None and source.attention is not None else 1
+        per_level.append((heads, tf.depth if tf else 1, tf.only_cross if tf else False))
+    if spec.middle.attention is not None and spec.middle.attention.transformer is not None and per_level:
+        heads, _, only_cross = per_level[-1]
+        per_level[-1] = (spec.middle.attention.heads if spec.encoder[-1].attention is None else heads,
+                         spec.middle.attention.transformer.depth if spec.encoder[-1].attention is None
+                         else per_level[-1][1], only_cross)
+    norm = spec.encoder[0].norm
+    reverse_act = {v: k for k, v in ACTIVATIONS.items() if k != "swish"}
+    config: dict[str, Any] = {
+        "_class_name": "UNet2DConditionModel",
+        "sample_size": spec.sample_size[0] if len(set(spec.sample_size)) == 1 else list(spec.sample_size),
+        "in_channels": spec.in_channels,
+        "out_channels": spec.out_channels,
+        "center_input_sample": spec.center_input,
+        "flip_sin_to_cos": spec.time.flip_sin_to_cos,
+        "freq_shift": spec.time.freq_shift,
+        "down_block_types": ["CrossAttnDownBlock2D" if lv.attention is not None else "DownBlock2D"
+                             for lv in spec.encoder],
+        "mid_block_type": "UNetMidBlock2DCrossAttn" if spec.middle.blocks else None,
+        "up_block_types": ["CrossAttnUpBlock2D" if lv.attention is not None else "UpBlock2D" for lv in spec.decoder],
+        "only_cross_attention": _one_or_list([p[2] for p in per_level]),
+        "block_out_channels": [lv.channels for lv in spec.encoder],
+        "layers_per_block": _one_or_list([len(lv.blocks) for lv in spec.encoder]),
+        "downsample_padding": 0 if spec.asymmetric_padding else 1,
+        "dropout": spec.middle.dropout,
+        "act_fn": reverse_act.get(spec.middle.activation, spec.middle.activation),
+        "norm_num_groups": norm.groups,
+        "norm_eps": norm.eps,
+        "cross_attention_dim": spec.context_dim or 1280,
+        "transformer_layers_per_block": _one_or_list([p[1] for p in per_level]),
+        "attention_head_dim": _one_or_list([p[0] for p in per_level]),
+        "use_linear_projection": first.linear_projection if first else False,
+        "num_class_embeds": spec.classes,
+        "upcast_attention": first.upcast if first else False,
+        "resnet_time_scale_shift": {v: k for k, v in INJECTIONS.items()}[spec.time.injection],
+        "time_embedding_dim": spec.time.dim,
+        "conv_out_kernel": spec.head.kernel_size,
+    }
+    try:
+        back = resolve(spec_from_diffusers(config, name=spec.name))
+    except SpecError as exc:
+        problems = [Problem(p.path, f"{p.message} (outside UNet2DConditionModel's vocabulary)") for p in exc.problems]
+        raise SpecError(problems) from None
+    if back.spec_id != spec.spec_id:
+        differ = _differences(spec.to_spec_data(explicit=True), back.to_spec_data(explicit=True))
+        raise SpecError([Problem(path, f"{want!r} cannot be expressed by UNet2DConditionModel (it would be {got!r})")
+                         for path, want, got in differ[:8]])
+    return config
+
+
+def _differences(a: Any, b: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in dict.fromkeys([*a, *b]) if k not in ("name", "description")
+                for d in _differences(a.get(k), b.get(k), (*path, k))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, (*path, i))]
+    return [] if a == b else [(path, a, b)]

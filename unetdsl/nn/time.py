@@ -72,14 +72,15 @@ class LearnedProjection(nn.Module):
 
 
 class TimeEmbedding(nn.Module):
-    """Projection, then linear -> SiLU -> linear to the width every ResBlock receives, plus an
+    """Projection, then linear -> act (SiLU unless told) -> linear to the width every ResBlock receives, plus an
     optional class-label embedding added to it. t: () or (B,) -> (B, dim)."""
 
-    def __init__(self, *, proj: nn.Module, features: int, dim: int, classes: Optional[int]):
+    def __init__(self, *, proj: nn.Module, features: int, dim: int, classes: Optional[int],
+                 act: Optional[nn.Module] = None):
         super().__init__()
         self.time_proj = proj
         self.linear_1 = nn.Linear(features, dim)
-        self.act = nn.SiLU()
+        self.act = act if act is not None else nn.SiLU()
         self.linear_2 = nn.Linear(dim, dim)
         self.class_embedding = None if classes is None else nn.Embedding(classes, dim)
 

@@ -14,20 +14,21 @@ def resolve_time(t: SinusoidalTime | FourierTime | LearnedTime | None, first_cha
         return None
     dim = t.dim if t.dim is not None else 4 * first_channels
     injection = t.injection or DEFAULTS["time.injection"]
+    activation = t.activation or DEFAULTS["time.activation"]
     if isinstance(t, SinusoidalTime):
         return ResolvedTime(
-            embedding="sinusoidal", features=t.features or first_channels, dim=dim, injection=injection,
+            embedding="sinusoidal", features=t.features or first_channels, dim=dim, injection=injection, activation=activation,
             flip_sin_to_cos=default(t.flip_sin_to_cos, DEFAULTS["sinusoidal.flip_sin_to_cos"]),
             freq_shift=float(default(t.freq_shift, DEFAULTS["sinusoidal.freq_shift"])),
             max_period=float(default(t.max_period, DEFAULTS["sinusoidal.max_period"])), scale=1.0, log=False, timesteps=0,
         )
     if isinstance(t, FourierTime):
         return ResolvedTime(
-            embedding="fourier", features=t.features or 2 * first_channels, dim=dim, injection=injection,
+            embedding="fourier", features=t.features or 2 * first_channels, dim=dim, injection=injection, activation=activation,
             flip_sin_to_cos=default(t.flip_sin_to_cos, DEFAULTS["fourier.flip_sin_to_cos"]), freq_shift=0.0, max_period=10000.0,
             scale=float(default(t.scale, DEFAULTS["fourier.scale"])), log=default(t.log, DEFAULTS["fourier.log"]), timesteps=0,
         )
     return ResolvedTime(
-        embedding="learned", features=t.features or first_channels, dim=dim, injection=injection,
+        embedding="learned", features=t.features or first_channels, dim=dim, injection=injection, activation=activation,
         flip_sin_to_cos=False, freq_shift=0.0, max_period=10000.0, scale=1.0, log=False, timesteps=t.timesteps,
     )

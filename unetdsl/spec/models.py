@@ -186,6 +186,8 @@ class MiddleSpec(LevelSettings):
     attention: Attention = Field(None, description="Self-attention between the middle ResBlocks: settings, or true for one head.")
 
 
+TIME_ACTIVATION = ("The activation between the time MLP's two linear layers (diffusers' UNet2DConditionModel "
+                   "uses its act_fn there, UNet2DModel SiLU).")
 INJECTION = "add: norm2(h + proj(t)) | scale_shift: norm2(h) * (1 + s) + b (guided-diffusion's use_scale_shift_norm)."
 
 
@@ -205,6 +207,7 @@ class SinusoidalTime(StrictModel):
     max_period: Annotated[float, Field(gt=1.0, le=1e9)] | None = Field(
         None, description=doc("sinusoidal.max_period", "The longest period of the frequencies."))
     injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
+    activation: Activation | None = Field(None, description=doc("time.activation", TIME_ACTIVATION))
 
 
 class FourierTime(StrictModel):
@@ -220,6 +223,7 @@ class FourierTime(StrictModel):
     log: bool | None = Field(None, description=doc("fourier.log", "Take log(t) first (as diffusers)."))
     flip_sin_to_cos: bool | None = Field(None, description=doc("fourier.flip_sin_to_cos", "cos first, then sin."))
     injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
+    activation: Activation | None = Field(None, description=doc("time.activation", TIME_ACTIVATION))
 
 
 class LearnedTime(StrictModel):
@@ -230,6 +234,7 @@ class LearnedTime(StrictModel):
     features: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(None, description="Default: first channels.")
     dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(None, description="Default 4 x first channels.")
     injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
+    activation: Activation | None = Field(None, description=doc("time.activation", TIME_ACTIVATION))
 
 
 TimeSpec = Annotated[SinusoidalTime | FourierTime | LearnedTime, Field(discriminator="embedding")]

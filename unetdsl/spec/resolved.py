@@ -124,6 +124,7 @@ class ResolvedTime(_Frozen):
     scale: float  # fourier only
     log: bool  # fourier only
     timesteps: int  # learned only (0 otherwise)
+    activation: Activation = "silu"  # between the MLP's linear layers
 
     def as_data(self) -> dict[str, Any]:
         data: dict[str, Any] = {"embedding": self.embedding, "features": self.features, "dim": self.dim}
@@ -135,6 +136,8 @@ class ResolvedTime(_Frozen):
         else:
             data["timesteps"] = self.timesteps
         data["injection"] = self.injection
+        if self.activation != DEFAULTS["time.activation"]:  # post-release: written only when not default
+            data["activation"] = self.activation
         return data
 
 

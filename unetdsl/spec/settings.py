@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
     "transformer.norm_eps": 1e-6,
     "transformer.layer_norm_eps": 1e-5,
     "time.injection": "add",
+    "time.activation": "silu",
     "sinusoidal.flip_sin_to_cos": True,
     "sinusoidal.freq_shift": 0.0,
     "sinusoidal.max_period": 10000.0,
