@@ -24,7 +24,7 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
         for name in TRANSFORMER_SETTINGS:
             if getattr(att, name) is not None:
                 ctx.fail((*ap, name), f"{name} is a setting of the transformer attention block",
-                         found=str(getattr(att, name)), hint="add `type: transformer`, or remove it")
+                         found=_shown(getattr(att, name)), hint="add `type: transformer`, or remove it")
     if att.head_dim is not None:
         if channels % att.head_dim:
             ctx.fail((*ap, "head_dim"), f"head_dim {att.head_dim} does not divide the level's {channels} channels",
@@ -51,3 +51,7 @@ def _transformer(ctx: Context, att: AttentionSpec, ap: Path) -> ResolvedTransfor
 
 def uses_context(att: ResolvedAttention | None) -> bool:
     return att is not None and att.type == "transformer"
+
+
+def _shown(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)  # as YAML writes it
