@@ -85,8 +85,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .summary import render
     from .weights import WeightsError, load_weights
 
-    resolved, warnings = resolve_spec(Path(args.spec), args.set)
+    whole, warnings = resolve_spec(Path(args.spec), args.set)
     _warn(warnings)
+    if args.part and whole.model != "autoencoder":
+        _err(f"error: --part {args.part}: only an autoencoder has parts; {args.spec} is a {whole.model}")
+        return EXIT_USAGE
+    # what is shipped: the model, or one half of an autoencoder as a model of its own
+    resolved = whole.part(args.part) if args.part else whole
     try:  # before the build: a long build must not end in a write that cannot or must not happen
         target = check_output(args.output or default_path(resolved, args.format),
                               inputs={"spec": args.spec, "weights file": args.weights})
@@ -105,14 +110,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         except ResourceError as exc:
             _err(f"error: {exc}")
             return EXIT_INVALID
-    model = build_model(resolved, memory_format=args.memory_format, seed=args.seed, check_resources=False).eval()
-    if args.weights:
+    model = build_model(whole, memory_format=args.memory_format, seed=args.seed, check_resources=False).eval()
+    if args.weights:  # the whole model's weights, whichever part is shipped
         try:
             loaded = load_weights(model, args.weights)
         except WeightsError as exc:
             _err(f"error: {exc}")
             return EXIT_INVALID
         print(f"weights: {args.weights} ({str(loaded).removeprefix('torch.')})")
+    if args.part:
+        model = model.get_submodule(args.part)  # its `.spec` is the part's
     model = model.to(device=args.device, dtype=DTYPES[args.dtype])
     inputs = sample_inputs(resolved, batch=2, device=args.device, dtype=DTYPES[args.dtype])
     with torch.inference_mode():
@@ -278,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="seed for the random initial weights (default 0)")
     p.add_argument("--no-resource-check", action="store_true",
                    help="build even when the estimated memory, disk or time exceeds what this machine has")
+    p.add_argument("--part", choices=["encoder", "decoder"],
+                   help="an autoencoder's encoder (x -> the posterior's moments) or decoder (latent -> x) alone, "
+                   "as deployments ship it (the output is named after the part)")
     with_set(p)
 
     p = sub.add_parser("summary", help="parameters, FLOPs, memory and receptive field, without building",

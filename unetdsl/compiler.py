@@ -21,7 +21,7 @@ from .nn.resblock import ResBlock
 from .nn.sampling import ConvDownsample, InterpolateUpsample, PoolDownsample, ResBlockResample, TransposedUpsample
 from .nn.time import FourierProjection, LearnedProjection, SinusoidalProjection, TimeEmbedding
 from .nn.transformer import SpatialTransformer
-from .nn.unet import Decoder, Encoder, Head, Level, MiddleBlock, UNet
+from .nn.unet import AutoencoderKL, Decoder, Encoder, Head, Level, MiddleBlock, UNet
 from .spec.resolved import ResolvedLevel, ResolvedNorm, ResolvedSettings, ResolvedSpec, ResolvedTime
 
 # norms that subtract each channel's own mean: a conv bias right before them is dead weight
@@ -147,8 +147,25 @@ class _Compiler:
             divide_by_timestep=h.divide_by_timestep, channels_last=self.memory_format == "channels_last",
             context_dim=s.context_dim or 0,
         )
+        if s.latent is not None and s.latent.quant_conv:  # the moments: (B, 2L, *S) -> (B, 2L, *S)
+            common["quant_conv"] = conv_nd(self.dims, 2 * s.latent.channels, 2 * s.latent.channels, 1)
+        if s.latent is not None and s.latent.post_quant_conv:  # the latent: (B, L, *S) -> (B, L, *S)
+            common["post_quant_conv"] = conv_nd(self.dims, s.latent.channels, s.latent.channels, 1)
         models: dict[str, type[nn.Module]] = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
         return models[s.model](**common)
+
+    def build_autoencoder(self) -> nn.Module:
+        """The two halves, each compiled from its own standalone spec (`ResolvedSpec.part`), so
+        that either exports alone with the spec it computes."""
+        s = self.spec
+        assert s.latent is not None
+        halves = {}
+        for half in ("encoder", "decoder"):
+            part = s.part(half)
+            halves[half] = _Compiler(part, self.memory_format).build()
+            halves[half].spec = part  # type: ignore[assignment]
+        return AutoencoderKL(encoder=halves["encoder"], decoder=halves["decoder"],  # type: ignore[arg-type]
+                             latent_channels=s.latent.channels, scaling_factor=s.latent.scaling_factor)
 
 
 def compile_spec(spec: ResolvedSpec, *, memory_format: str = "channels_last") -> nn.Module:
@@ -156,7 +173,8 @@ def compile_spec(spec: ResolvedSpec, *, memory_format: str = "channels_last") ->
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"memory_format {memory_format!r}; known: {', '.join(MEMORY_FORMATS)}")
     try:
-        model = _Compiler(spec, memory_format).build()
+        compiler = _Compiler(spec, memory_format)
+        model = compiler.build_autoencoder() if spec.model == "autoencoder" else compiler.build()
     except (KeyError, TypeError, ValueError) as exc:  # the resolver admitted something we cannot build
         raise InternalError(f"compiling a resolved spec failed: {exc}") from exc
     if memory_format == "channels_last" and spec.dims in (2, 3):

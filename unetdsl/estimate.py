@@ -198,14 +198,29 @@ class _Meter(TorchDispatchMode):
         return by_part
 
 
-def _parts(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    for name in ("conv_in", "time_embedding", "middle", "head"):
-        module = getattr(model, name, None)
-        if module is not None:
-            yield {"conv_in": "stem", "time_embedding": "time"}.get(name, name), module
-    for side in ("encoder", "decoder"):
-        for i, level in enumerate(getattr(model, side, ())):
-            yield f"{side} {i}", level
+def _halves(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name prefix, net): an autoencoder's two halves, each a net of its own; any other model is one."""
+    if isinstance(getattr(model, "encoder", None), nn.ModuleList) or not hasattr(model, "decode"):
+        return [("", model)]
+    halves: list[tuple[str, nn.Module]] = [("encoder ", model.get_submodule("encoder")),
+                                           ("decoder ", model.get_submodule("decoder"))]
+    return halves
+
+
+def _parts(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    """(part, module, the part that work done after it belongs to): glue after the head is the
+    head's, any other glue the stem's (an autoencoder's quant convs go to its halves' head/stem)."""
+    for prefix, net in _halves(model):
+        if prefix:  # the half itself: what runs before its conv_in (the post-quant conv) is its stem
+            yield f"{prefix}stem", net, f"{prefix}head"
+        for name in ("conv_in", "time_embedding", "middle", "head"):
+            module = getattr(net, name, None)
+            if module is not None:
+                part = prefix + {"conv_in": "stem", "time_embedding": "time"}.get(name, name)
+                yield part, module, f"{prefix}head" if name == "head" else f"{prefix}stem"
+        for side in ("encoder", "decoder"):
+            for i, level in enumerate(getattr(net, side, ())):
+                yield f"{side} {i}", level, f"{prefix}stem"
 
 
 @contextmanager
@@ -213,13 +228,13 @@ def _metered(model: nn.Module, inputs: tuple[torch.Tensor | None, ...]) -> Itera
     meter = _Meter()
     meter.exclude(t for t in (*model.parameters(), *model.buffers(), *inputs) if t is not None)
     handles = []
-    for name, module in _parts(model):
+    for name, module, after in _parts(model):
         def enter(mod: nn.Module, args: Any, name: str = name) -> None:
             meter.part = name
 
-        def leave(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
-            meter.part = "head" if name == "head" else "stem"
-            if name == "middle":
+        def leave(mod: nn.Module, args: Any, out: Any, name: str = name, after: str = after) -> None:
+            meter.part = after
+            if name.endswith("middle"):  # the first middle: an autoencoder's encoder's
                 meter.before_bottleneck = False
 
         handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
@@ -261,7 +276,12 @@ def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = Non
     model.eval()
     with mode, torch.no_grad(), _metered(model, inputs) as infer:
         model(*inputs)
-    parts = _rows(spec, model, size)
+    if spec.model == "autoencoder":  # each half's rows, the decoder's at the latent size
+        latent = [n // spec.downsampling_factor for n in size]
+        parts = [*_rows(spec.part("encoder"), model.encoder, size, "encoder "),  # type: ignore[arg-type]
+                 *_rows(spec.part("decoder"), model.decoder, latent, "decoder ")]  # type: ignore[arg-type]
+    else:
+        parts = _rows(spec, model, size)
     for p in parts:
         p.flops = infer.flops.get(p.part, 0)
 
@@ -291,13 +311,16 @@ def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = Non
     return result
 
 
-def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int]) -> list[PartEstimate]:
-    """The parts in forward order, with what the spec says of each and their parameter counts."""
+def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int], prefix: str = "") -> list[PartEstimate]:
+    """The parts in forward order, with what the spec says of each and their parameter counts
+    (`prefix`: an autoencoder half's, on its stem, middle and head; a quant conv is its head's or stem's)."""
     def params(name: str, index: int | None = None) -> int:
         module = getattr(model, name)
         if index is not None:
             module = module[index]
-        return sum(p.numel() for p in module.parameters())
+        extra = {"conv_in": "post_quant_conv", "head": "quant_conv"}.get(name)
+        more = getattr(model, extra, None) if extra else None
+        return sum(p.numel() for p in module.parameters()) + (sum(p.numel() for p in more.parameters()) if more else 0)
 
     def attention(s: ResolvedSettings, at: list[int]) -> dict[str, int] | None:
         if s.attention is None:
@@ -307,7 +330,7 @@ def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int]) -> list[PartEst
             tokens *= n
         return {"heads": s.attention.heads, "head_dim": s.attention.head_dim, "tokens": tokens}
 
-    rows = [PartEstimate("stem", list(size), f"{spec.in_channels}->{spec.stem_channels}", None, None, None,
+    rows = [PartEstimate(f"{prefix}stem", list(size), f"{spec.in_channels}->{spec.stem_channels}", None, None, None,
                          params("conv_in"))]
     if spec.time is not None:
         rows.append(PartEstimate("time", None, f"{spec.time.features}->{spec.time.dim}", None, None, None,
@@ -319,12 +342,12 @@ def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int]) -> list[PartEst
         if lv.downsample:
             at = [n // 2 for n in at]
     m = spec.middle
-    rows.append(PartEstimate("middle", list(at), str(m.channels), m.blocks, None, attention(m, at), params("middle")))
+    rows.append(PartEstimate(f"{prefix}middle", list(at), str(m.channels), m.blocks, None, attention(m, at), params("middle")))
     for i, lv in enumerate(spec.decoder):
         rows.append(PartEstimate(f"decoder {i}", list(at), str(lv.channels), len(lv.blocks), lv.upsample,
                                  attention(lv, at), params("decoder", i)))
         if lv.upsample:
             at = [n * 2 for n in at]
-    rows.append(PartEstimate("head", list(at), f"{spec.head.in_channels}->{spec.out_channels}", None, None, None,
+    rows.append(PartEstimate(f"{prefix}head", list(at), f"{spec.head.in_channels}->{spec.out_channels}", None, None, None,
                              params("head")))
     return rows

@@ -30,6 +30,7 @@ from ..positions import Positions
 from ..resolve import resolve
 from ..spec.models import Spec
 from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
+from . import diffusers_autoencoder as autoencoder
 from . import diffusers_condition as condition
 
 SOURCE = "diffusers config"
@@ -147,6 +148,15 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
         problems.append(Problem(path, f"{why}", found=describe(value), allowed=allowed, location=where(path)))
 
     cls = raw.get("_class_name", "UNet2DModel")
+    if cls == "AutoencoderKL":
+        for key in raw:
+            if key not in autoencoder.DEFAULTS and key not in METADATA_KEYS:
+                refuse(key, raw[key], f"unknown AutoencoderKL config key {key!r}: refusing rather than ignoring it")
+        ae = autoencoder.autoencoder_data(raw, lambda k, v, why, allowed: refuse(k, v, why, allowed), ACTIVATIONS,
+                                          name or _name(raw))
+        if problems or ae is None:
+            raise SpecError(problems)
+        return _checked(ae, len(ae["encoder"]["levels"]), where, autoencoder.config_path)
     if cls == "UNet2DConditionModel":
         def pick_in(c: dict[str, Any], key: str, table: Mapping[str, Any]) -> Any:
             if c[key] not in table:
@@ -356,7 +366,16 @@ _RENAMES: list[tuple[re.Pattern[str], str]] = [
 
 
 def unetdsl_key(key: str, spec: ResolvedSpec) -> str:
-    """A diffusers UNet2DModel state-dict key -> the unetdsl key of the same tensor."""
+    """A diffusers UNet2DModel / UNet2DConditionModel / AutoencoderKL state-dict key -> the unetdsl
+    key of the same tensor. An autoencoder's halves are named as a U-Net's parts, under
+    `encoder.`/`decoder.`; its quant convs belong to the half they sit next to."""
+    if spec.model == "autoencoder":
+        if key.startswith(("quant_conv.", "post_quant_conv.")):
+            return ("encoder." if key.startswith("quant_conv.") else "decoder.") + key
+        half, _, rest = key.partition(".")
+        for pattern, repl in _RENAMES:
+            rest = pattern.sub(repl, rest)
+        return f"{half}.{rest}"
     if key == "time_proj.weight":  # GaussianFourierProjection.weight, or the learned nn.Embedding
         assert spec.time is not None
         return "time_embedding.time_proj.table.weight" if spec.time.embedding == "learned" else "time_embedding.time_proj.weight"
@@ -522,9 +541,13 @@ def to_diffusers(model: nn.Module) -> nn.Module:
     import diffusers
 
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
-    if _conditioned(spec):  # the Stable Diffusion class: transformer attention, a text context
+    unet: nn.Module
+    if spec.model == "autoencoder":  # the Stable Diffusion VAE's class
+        config = {k: v for k, v in autoencoder.autoencoder_config(spec).items() if k != "_class_name"}
+        unet = diffusers.AutoencoderKL(**config)  # type: ignore[assignment]  # diffusers ships no usable stubs
+    elif _conditioned(spec):  # the Stable Diffusion class: transformer attention, a text context
         config = {k: v for k, v in condition.condition_config(spec).items() if k != "_class_name"}
-        unet: nn.Module = diffusers.UNet2DConditionModel(**config)  # type: ignore[assignment]
+        unet = diffusers.UNet2DConditionModel(**config)  # type: ignore[assignment]
     else:
         config = diffusers_config(spec)
         if (spec.middle.attention is not None and not spec.middle.attention.norm

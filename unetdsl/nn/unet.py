@@ -131,7 +131,8 @@ class _Net(nn.Module):
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
                  time_embedding: Optional[TimeEmbedding], encoder: list[Level], middle: MiddleBlock,
                  decoder: list[Level], head: Head, center_input: bool = False,
-                 divide_by_timestep: bool = False, channels_last: bool = False, context_dim: int = 0):
+                 divide_by_timestep: bool = False, channels_last: bool = False, context_dim: int = 0,
+                 quant_conv: Optional[nn.Module] = None, post_quant_conv: Optional[nn.Module] = None):
         super().__init__()
         self.context_dim = context_dim
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
@@ -146,6 +147,10 @@ class _Net(nn.Module):
         self.encoder = nn.ModuleList(encoder)  # registered after the head: the state dict's order is the artifacts'
         self.middle = middle
         self.decoder = nn.ModuleList(decoder)
+        # an autoencoder's halves: 1x1 convs on the moments after the head (encoder) and on the
+        # latent before the stem (decoder), registered last (they are new, the order is the artifacts')
+        self.quant_conv = quant_conv
+        self.post_quant_conv = post_quant_conv
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != self.dims + 2:
@@ -183,6 +188,8 @@ class _Net(nn.Module):
         self._check(x)
         self._check_context(x, context)
         temb = self._embed(x, t, y)
+        if self.post_quant_conv is not None:
+            x = self.post_quant_conv(x)  # (B, latent, *S)
         h = self._stem(x)
         skips: list[torch.Tensor] = [h]  # conv_in, then every block and downsample output (U-Net only)
         none: list[torch.Tensor] = []
@@ -194,7 +201,10 @@ class _Net(nn.Module):
             # this level's skips, last produced first: the stack pops, the level only reads
             taken = [skips.pop() for _ in range(level.num_skips)]  # type: ignore[arg-type]
             h, _produced = level(h, temb, taken, context)  # a decoder level produces no skips
-        return self._finish(h, t)
+        out = self._finish(h, t)
+        if self.quant_conv is not None:
+            out = self.quant_conv(out)  # (B, 2 x latent, *S): the posterior's moments
+        return out
 
     def _check_context(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> None:
         if context is None:
@@ -230,3 +240,39 @@ class Encoder(_Net):
 
 class Decoder(_Net):
     """z (B, Cin, *S) -> (B, Cout, *S * 2^(levels-1)): the middle first, then the decoder levels."""
+
+
+class AutoencoderKL(nn.Module):
+    """Latent diffusion's KL autoencoder (diffusers' AutoencoderKL): `encoder` (x -> the posterior's
+    moments, quant conv included) and `decoder` (z -> x, post-quant conv included), each a model of
+    its own that exports alone. x (B, Cin, *S) -> (B, Cout, *S): decode(the posterior's mean), as
+    diffusers' forward by default. `scaling_factor` is carried, never applied (as diffusers)."""
+
+    latent_channels: Final[int]
+    scaling_factor: Final[float]
+
+    def __init__(self, *, encoder: Encoder, decoder: Decoder, latent_channels: int, scaling_factor: float):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.latent_channels = latent_channels
+        self.scaling_factor = scaling_factor
+
+    def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
+                context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if t is not None or y is not None or context is not None:
+            raise ValueError("unetdsl: an autoencoder takes images only: call model(x)")
+        mean = self.encode(x)[:, : self.latent_channels]  # the posterior's mode
+        return self.decode(mean)
+
+    @torch.jit.export
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, Cin, *S) -> the posterior's moments (B, 2 x latent, *S/f): mean, then log-variance
+        (diffusers' latent_dist.parameters; sample as mean + exp(logvar / 2) * noise, logvar clamped
+        to [-30, 20] as diffusers does)."""
+        return self.encoder(x)
+
+    @torch.jit.export
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, latent, *S/f) -> (B, Cout, *S)."""
+        return self.decoder(z)

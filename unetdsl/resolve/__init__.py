@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ..errors import InternalError, Problem, SpecError, sort_problems
 from ..spec.models import LevelSettings, Spec
-from ..spec.resolved import ResolvedSpec
+from ..spec.resolved import ResolvedLatent, ResolvedSpec
 from ..spec.settings import DEFAULTS
 from .attention import uses_context
 from .channels import resolve_flow
@@ -71,6 +71,7 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         time=time,
         classes=spec.classes,
         context_dim=spec.context_dim,
+        latent=_latent(spec),
         stem_channels=flow.stem,
         encoder=flow.encoder,
         middle=flow.middle,
@@ -82,6 +83,19 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         center_input=default(spec.center_input, DEFAULTS["center_input"]),
         asymmetric_padding=default(spec.encoder.asymmetric_padding if spec.encoder else None,
                                    DEFAULTS["encoder.asymmetric_padding"]),
+    )
+
+
+def _latent(spec: Spec) -> ResolvedLatent | None:
+    lat = spec.latent
+    if lat is None:
+        return None
+    return ResolvedLatent(
+        channels=lat.channels,
+        # each conv defaults on where its half is
+        quant_conv=default(lat.quant_conv, spec.model in ("autoencoder", "encoder")),
+        post_quant_conv=default(lat.post_quant_conv, spec.model in ("autoencoder", "decoder")),
+        scaling_factor=float(default(lat.scaling_factor, DEFAULTS["latent.scaling_factor"])),
     )
 
 

@@ -161,7 +161,7 @@ def resolve_flow(ctx: Context) -> Flow:
     )
 
     decoder: list[ResolvedLevel] = []
-    if s.model == "unet" or dec_given is not None:
+    if s.model in ("unet", "autoencoder") or dec_given is not None:
         dec_levels = list(dec_given) if dec_given is not None else mirrored(list(enc_levels), encoder)
         # problems in a mirrored level are the encoder level's settings: point there
         placed = [(dlv, ("decoder", "levels", k) if dec_given is not None

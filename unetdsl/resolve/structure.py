@@ -13,7 +13,7 @@ def check_structure(ctx: Context) -> None:
     """Sections present for the model kind, level counts, sample size, exclusive fields."""
     s = ctx.spec
     kind = s.model
-    if kind in ("unet", "encoder") and s.encoder is None:
+    if kind in ("unet", "encoder", "autoencoder") and s.encoder is None:
         ctx.fail(("encoder",), f"a model of kind {kind!r} needs an encoder section",
                  allowed="encoder: {levels: [{channels: ...}, ...]}")
     if kind == "decoder":
@@ -27,6 +27,14 @@ def check_structure(ctx: Context) -> None:
     if kind == "encoder" and s.decoder is not None:
         ctx.fail(("decoder",), "a standalone encoder has no decoder",
                  hint="remove the decoder section, or use model: unet")
+    if kind == "autoencoder":
+        if s.latent is None:
+            ctx.fail(("latent",), "an autoencoder needs a latent section", allowed="latent: {channels: 4, ...}")
+        for key in ("time", "classes", "context_dim"):
+            if getattr(s, key) is not None:
+                ctx.fail((key,), f"an autoencoder takes images only: it has no {key}", hint=f"remove {key}")
+    if s.latent is not None:
+        check_latent(ctx)
     if kind == "unet" and s.time is None:
         ctx.fail(("time",), "a U-Net is conditioned on the timestep: the time section is required",
                  allowed="time: {embedding: sinusoidal | fourier | learned, ...}")
@@ -75,6 +83,26 @@ def check_structure(ctx: Context) -> None:
         ctx.fail(("middle", "attention"),
                  f"middle attention sits between two ResBlocks; middle has {mblocks} block(s)",
                  hint="set middle.blocks: 2 or remove the attention")
+
+
+def check_latent(ctx: Context) -> None:
+    """A latent section on the model kinds that have one, agreeing with their channels."""
+    s, lat = ctx.spec, ctx.spec.latent
+    assert lat is not None
+    if s.model == "unet":
+        ctx.fail(("latent",), "a U-Net has no latent section (it is a model of an autoencoder's latents: "
+                 "its in/out channels are the latent channels)", hint="remove latent, or use model: autoencoder")
+    if s.model == "encoder" and s.out_channels != 2 * lat.channels:
+        ctx.fail(("out_channels",), f"an encoder to a {lat.channels}-channel latent gives the posterior's mean and "
+                 f"log-variance: {2 * lat.channels} channels", found=str(s.out_channels), allowed=str(2 * lat.channels))
+    if s.model == "decoder" and s.in_channels != lat.channels:
+        ctx.fail(("in_channels",), f"a decoder of a {lat.channels}-channel latent takes {lat.channels} channels",
+                 found=str(s.in_channels), allowed=str(lat.channels))
+    if s.model == "encoder" and lat.post_quant_conv:
+        ctx.fail(("latent", "post_quant_conv"), "the post-quant conv is the decoder's: an encoder has none",
+                 hint="remove it")
+    if s.model == "decoder" and lat.quant_conv:
+        ctx.fail(("latent", "quant_conv"), "the quant conv is the encoder's: a decoder has none", hint="remove it")
 
 
 def all_norms(s: Spec) -> list[tuple[Path, NormSpec]]:

@@ -261,6 +261,24 @@ class InitSpec(StrictModel):
     )
 
 
+class LatentSpec(StrictModel):
+    """The latent space of a KL autoencoder (diffusers' AutoencoderKL, latent diffusion's first
+    stage): the encoder gives the posterior's moments (mean and log-variance, 2 x channels), the
+    decoder takes a latent of `channels`."""
+
+    channels: Channels = Field(description="Latent channels (diffusers' latent_channels; 4 for Stable Diffusion).")
+    quant_conv: bool | None = Field(
+        None, description="A 1x1 conv on the moments after the encoder (diffusers' use_quant_conv). Default true "
+        "where there is an encoder (autoencoder, encoder).")
+    post_quant_conv: bool | None = Field(
+        None, description="A 1x1 conv on the latent before the decoder (diffusers' use_post_quant_conv). Default "
+        "true where there is a decoder (autoencoder, decoder).")
+    scaling_factor: Annotated[float, Field(gt=0.0, le=1e6)] | None = Field(
+        None, description=doc("latent.scaling_factor", "What a diffusion model's latents are multiplied by "
+                              "(0.18215 for Stable Diffusion's VAE). Carried with the model (model.scaling_factor, "
+                              "the artifact's metadata), never applied inside it, as diffusers."))
+
+
 class Spec(StrictModel):
     """A unetdsl model specification (format version 1)."""
 
@@ -275,7 +293,9 @@ class Spec(StrictModel):
         description="Model name; also the default output file name. Letters, digits, '.', '_', '-'.",
     )
     description: str | None = Field(None, max_length=4000, description="Free text (where it comes from).")
-    model: ModelKind = Field("unet", description="unet | encoder | decoder")
+    model: ModelKind = Field(
+        "unet", description="unet | encoder | decoder | autoencoder (an encoder to a latent posterior and a decoder "
+        "back, with the latent section: diffusers' AutoencoderKL)")
     dims: Annotated[Literal[1, 2, 3], NoBool] = Field(2, description="Spatial dimensions: 1 (sequence), 2 (image), 3 (volume).")
     in_channels: Channels = Field(description="Channels of the input.")
     out_channels: Channels = Field(description="Channels of the output.")
@@ -299,5 +319,8 @@ class Spec(StrictModel):
         None, description=doc("center_input", "Map the input x to 2x - 1 first (inputs in [0, 1]; diffusers "
                               "center_input_sample).")
     )
-    head: HeadSpec | None = Field(None, description="Output head options.")
+    head: HeadSpec | None = Field(None, description="Output head options (both halves' heads for an autoencoder).")
+    latent: LatentSpec | None = Field(
+        None, description="The latent space: required by an autoencoder; on an encoder or decoder alone, the half "
+        "of an autoencoder it is (its quant conv).")
     init: InitSpec | None = Field(None, description="Initialisation options.")

@@ -141,6 +141,16 @@ class ResolvedTime(_Frozen):
         return data
 
 
+class ResolvedLatent(_Frozen):
+    channels: int
+    quant_conv: bool
+    post_quant_conv: bool
+    scaling_factor: float
+
+    def as_data(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
 class ResolvedMiddle(ResolvedSettings):
     channels: int
     blocks: int
@@ -166,6 +176,7 @@ class ResolvedSpec(_Frozen):
     time: ResolvedTime | None
     classes: int | None
     context_dim: int | None = None  # width of the context the transformer blocks attend to
+    latent: ResolvedLatent | None = None  # autoencoders and their halves
     stem_channels: int  # conv_in: in_channels -> stem_channels
     encoder: list[ResolvedLevel]
     middle: ResolvedMiddle
@@ -188,6 +199,27 @@ class ResolvedSpec(_Frozen):
         up = 2 ** sum(1 for lv in self.decoder if lv.upsample is not None)
         return [s * up // self.downsampling_factor for s in self.sample_size]
 
+    def part(self, half: str) -> ResolvedSpec:
+        """One half of an autoencoder as a standalone model of its own (what deployments ship: the
+        decoder alone), with the same weights' names under `encoder.`/`decoder.` of the whole:
+        "encoder": x -> the posterior's moments (B, 2 x latent, *S/f), quant conv included;
+        "decoder": z -> x (B, out, *S), post-quant conv included."""
+        if self.model != "autoencoder" or self.latent is None or half not in ("encoder", "decoder"):
+            raise ValueError(f"part({half!r}) of a {self.model}: only an autoencoder has an encoder and a decoder part")
+        lat = self.latent
+        if half == "encoder":
+            return self.model_copy(update={
+                "model": "encoder", "name": f"{self.name[:56]}-encoder", "out_channels": 2 * lat.channels, "decoder": [],
+                "head": self.head.model_copy(update={"in_channels": self.middle.channels}),
+                "latent": lat.model_copy(update={"post_quant_conv": False}),
+            })
+        return self.model_copy(update={
+            "model": "decoder", "name": f"{self.name[:56]}-decoder", "in_channels": lat.channels, "encoder": [],
+            "stem_channels": self.middle.channels,
+            "sample_size": [s // self.downsampling_factor for s in self.sample_size],
+            "latent": lat.model_copy(update={"quant_conv": False}), "asymmetric_padding": False,
+        })
+
     def to_spec_data(self, explicit: bool = False) -> dict[str, Any]:
         """This resolved spec in the language; re-validates to the same id. Settings added after
         format 1's first release are written only when not default, as the spec id hashes them;
@@ -208,6 +240,8 @@ class ResolvedSpec(_Frozen):
             data["classes"] = self.classes
         if self.context_dim is not None:
             data["context_dim"] = self.context_dim
+        if self.latent is not None:
+            data["latent"] = self.latent.as_data()
         # defaults only feed the head once every level is explicit.
         data["defaults"] = {
             "norm": (self.head.norm or self.middle.norm).as_data(),

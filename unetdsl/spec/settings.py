@@ -82,6 +82,7 @@ DEFAULTS: dict[str, Any] = {
     "head.divide_by_timestep": False,
     "init.zero_out": False,
     "center_input": False,
+    "latent.scaling_factor": 1.0,
 }
 
 

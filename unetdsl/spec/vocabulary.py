@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-ModelKind = Literal["unet", "encoder", "decoder"]
+ModelKind = Literal["unet", "encoder", "decoder", "autoencoder"]
 NormType = Literal["group", "layer", "instance", "batch"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "mish", "elu"]
 Order = Literal["pre", "post"]

@@ -1,0 +1,158 @@
+"""diffusers AutoencoderKL (the Stable Diffusion VAE) <-> an autoencoder spec.
+
+DownEncoderBlock2D levels (no time, downsampling by a strided conv padded right/bottom), a middle
+of ResBlock -> one-head attention -> ResBlock (or none with mid_block_add_attention: false),
+UpDecoderBlock2D levels with one block more (mirrored), GroupNorm eps 1e-6 everywhere, the quant
+and post-quant 1x1 convs, and the scaling factor carried. Keys that change nothing unetdsl
+computes (`force_upcast`, a pipeline's choice) are accepted; `shift_factor`, `latents_mean` and
+`latents_std` are a pipeline's latent normalisation and are refused unless null, as is any other
+key or block type, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import Problem, SpecError
+from ..resolve import resolve
+from ..spec.resolved import ResolvedSpec
+
+# every AutoencoderKL.__init__ argument, with its default (diffusers 0.2x-0.4x)
+DEFAULTS: dict[str, Any] = {
+    "in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",),
+    "up_block_types": ("UpDecoderBlock2D",), "block_out_channels": (64,), "layers_per_block": 1, "act_fn": "silu",
+    "latent_channels": 4, "norm_num_groups": 32, "sample_size": 32, "scaling_factor": 0.18215, "shift_factor": None,
+    "latents_mean": None, "latents_std": None, "force_upcast": True, "use_quant_conv": True,
+    "use_post_quant_conv": True, "mid_block_add_attention": True,
+}
+NULL_ONLY = ("shift_factor", "latents_mean", "latents_std")
+EPS = 1e-6  # every ResnetBlock2D, attention and output norm of diffusers' Encoder/Decoder
+
+Refuse = Callable[[str, Any, str, "str | None"], None]
+
+
+def _int(v: Any) -> bool:
+    return type(v) is int
+
+
+def autoencoder_data(raw: dict[str, Any], refuse: Refuse, activations: dict[str, str], name: str) -> dict[str, Any] | None:
+    """Spec data for an AutoencoderKL config (None when a problem makes it unbuildable; every
+    problem is reported through `refuse`)."""
+    c = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
+    for key in NULL_ONLY:
+        if c[key] is not None:
+            refuse(key, c[key], f"{key} normalises latents in a pipeline, outside the model: not converted", "null")
+    channels, downs, ups = c["block_out_channels"], c["down_block_types"], c["up_block_types"]
+    for key in ("block_out_channels", "down_block_types", "up_block_types"):
+        if not isinstance(c[key], (list, tuple)) or not 1 <= len(c[key]) <= 8:
+            refuse(key, c[key], "wrong type", "a list of 1 to 8 entries")
+            return None
+    if not all(_int(ch) for ch in channels):
+        refuse("block_out_channels", channels, "wrong type", "a list of ints")
+        return None
+    for key in ("in_channels", "out_channels", "latent_channels", "norm_num_groups", "layers_per_block"):
+        if not _int(c[key]):
+            refuse(key, c[key], "wrong type", "an int")
+            return None
+    for key in ("use_quant_conv", "use_post_quant_conv", "mid_block_add_attention", "force_upcast"):
+        if not isinstance(c[key], bool):
+            refuse(key, c[key], "wrong type", "true or false")
+            return None
+    if type(c["scaling_factor"]) not in (int, float):
+        refuse("scaling_factor", c["scaling_factor"], "wrong type", "a number")
+        return None
+    n = len(channels)
+    if len(downs) != n or len(ups) != n:
+        refuse("down_block_types", downs, "down_block_types, up_block_types and block_out_channels differ in length",
+               None)
+        return None
+    for i, block in enumerate(downs):
+        if block != "DownEncoderBlock2D":
+            refuse(f"down_block_types.{i}", block, "unsupported down block", "DownEncoderBlock2D")
+    for k, block in enumerate(ups):
+        if block != "UpDecoderBlock2D":
+            refuse(f"up_block_types.{k}", block, "unsupported up block", "UpDecoderBlock2D")
+    act = c["act_fn"]
+    if act not in activations:
+        refuse("act_fn", act, f"act_fn {act!r} has no unetdsl equivalent", ", ".join(activations))
+        act = "silu"
+    size = c["sample_size"]
+    levels: list[dict[str, Any]] = []
+    for i, ch in enumerate(channels):
+        level: dict[str, Any] = {"channels": ch, "blocks": c["layers_per_block"]}
+        if i < n - 1:
+            level["downsample"] = "conv"
+        levels.append(level)
+    middle: dict[str, Any] = {"blocks": 2}
+    if c["mid_block_add_attention"]:
+        middle["attention"] = {"heads": 1}  # attention_head_dim = block_out_channels[-1]: one head
+    return {
+        "unetdsl": 1,
+        "name": name,
+        "description": f"converted from a diffusers AutoencoderKL config ({raw.get('_diffusers_version', '?')})",
+        "model": "autoencoder",
+        "dims": 2,
+        "in_channels": c["in_channels"],
+        "out_channels": c["out_channels"],
+        "sample_size": list(size) if isinstance(size, (list, tuple)) else size,
+        "latent": {"channels": c["latent_channels"], "quant_conv": c["use_quant_conv"],
+                   "post_quant_conv": c["use_post_quant_conv"], "scaling_factor": float(c["scaling_factor"])},
+        "defaults": {"norm": {"type": "group", "groups": c["norm_num_groups"], "eps": EPS},
+                     "activation": activations[act], "order": "pre", "dropout": 0.0},
+        "encoder": {"asymmetric_padding": True, "levels": levels},
+        "middle": middle,
+        # UpDecoderBlock2D: layers_per_block + 1 ResBlocks, nearest-neighbour upsampling then a conv
+        "decoder": {"upsample": "nearest"},
+        "head": {"norm": True, "kernel_size": 3},
+    }
+
+
+def config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, ...] | None:
+    """The config key a setting of a converted AutoencoderKL spec came from."""
+    if path[:1] == ("latent",):
+        field = str(path[1]) if len(path) > 1 else ""
+        return {"channels": ("latent_channels",), "quant_conv": ("use_quant_conv",),
+                "post_quant_conv": ("use_post_quant_conv",), "scaling_factor": ("scaling_factor",)}.get(
+                    field, ("latent_channels",))
+    if path[:2] == ("middle", "attention"):
+        return ("mid_block_add_attention",)
+    return None
+
+
+# --- unetdsl -> diffusers -------------------------------------------------------------------------
+def autoencoder_config(spec: ResolvedSpec) -> dict[str, Any]:
+    """The AutoencoderKL config of `spec`, proven as UNet2DConditionModel's is: converted back, it
+    must give the same spec id, or the settings that would change are refused (SpecError)."""
+    from .diffusers import ACTIVATIONS, spec_from_diffusers
+    from .diffusers_condition import _differences
+
+    if spec.model != "autoencoder" or spec.latent is None or spec.dims != 2:
+        raise SpecError([Problem(("model",), "AutoencoderKL is a 2D autoencoder (outside its vocabulary)")])
+    reverse_act = {v: k for k, v in ACTIVATIONS.items() if k != "swish"}
+    config: dict[str, Any] = {
+        "_class_name": "AutoencoderKL",
+        "in_channels": spec.in_channels,
+        "out_channels": spec.out_channels,
+        "down_block_types": ["DownEncoderBlock2D"] * len(spec.encoder),
+        "up_block_types": ["UpDecoderBlock2D"] * len(spec.decoder),
+        "block_out_channels": [lv.channels for lv in spec.encoder],
+        "layers_per_block": len(spec.encoder[0].blocks),
+        "act_fn": reverse_act.get(spec.middle.activation, spec.middle.activation),
+        "latent_channels": spec.latent.channels,
+        "norm_num_groups": spec.middle.norm.groups,
+        "sample_size": spec.sample_size[0] if len(set(spec.sample_size)) == 1 else list(spec.sample_size),
+        "scaling_factor": spec.latent.scaling_factor,
+        "use_quant_conv": spec.latent.quant_conv,
+        "use_post_quant_conv": spec.latent.post_quant_conv,
+        "mid_block_add_attention": spec.middle.attention is not None,
+    }
+    try:
+        back = resolve(spec_from_diffusers(config, name=spec.name))
+    except SpecError as exc:
+        raise SpecError([Problem(p.path, f"{p.message} (outside AutoencoderKL's vocabulary)")
+                         for p in exc.problems]) from None
+    if back.spec_id != spec.spec_id:
+        differ = _differences(spec.to_spec_data(explicit=True), back.to_spec_data(explicit=True))
+        raise SpecError([Problem(path, f"{want!r} cannot be expressed by AutoencoderKL (it would be {got!r})")
+                         for path, want, got in differ[:8]])
+    return config
