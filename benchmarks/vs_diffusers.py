@@ -1,10 +1,14 @@
 """unetdsl against diffusers on the same architecture and the same weights, in one process.
 
     .venv/bin/python benchmarks/vs_diffusers.py [--spec specs/ddpm-cifar10.yaml] [--batch 8]
-        [--threads 2] [--rounds 21] [--device cpu|cuda] [--dtype float32|float16]
+        [--size N] [--tokens 77] [--threads 2] [--rounds 21] [--device cpu|cuda] [--dtype float32|float16]
+    .venv/bin/python benchmarks/vs_diffusers.py --spec specs/sd15-unet.yaml --batch 1 --size 32 --rounds 7
+    .venv/bin/python benchmarks/vs_diffusers.py --spec specs/sd-vae.yaml --batch 1 --size 16 --rounds 7  # the decoder
 
-Builds the spec in unetdsl, turns it into a diffusers UNet2DModel with the same weights
-(unetdsl.interop.diffusers.to_diffusers; outputs agree to 1e-5), then times forwards in
+Builds the spec in unetdsl, turns it into the diffusers model with the same weights
+(unetdsl.interop.diffusers.to_diffusers: UNet2DModel, UNet2DConditionModel with a `--tokens`
+context, or AutoencoderKL, whose decoder is timed on `--size` latents, as a deployment runs it;
+outputs agree to 1e-5), then times forwards in
 inference mode, interleaved round by round so machine noise hits every contender alike:
   unetdsl eager / diffusers eager
   unetdsl TorchScript (scripted file, reloaded) / diffusers torch.jit.trace (the best diffusers
@@ -36,19 +40,36 @@ from unetdsl.torchscript import load
 
 
 class _Traceable(torch.nn.Module):
-    def __init__(self, unet: torch.nn.Module):
+    """diffusers' forward as a function of tensors only, for torch.jit.trace."""
+
+    def __init__(self, unet: torch.nn.Module, call: Callable[..., torch.Tensor]):
         super().__init__()
         self.unet = unet
+        self.call = call
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.unet(x, t, return_dict=False)[0]
-        return out
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.call(self.unet, *args)
+
+
+def _diffusers_call(spec: object, has_y: bool) -> Callable[..., torch.Tensor]:
+    """How diffusers' model of this kind is called on (x[, t[, y]][, context]) -> the output tensor."""
+    if getattr(spec, "model", None) == "autoencoder":
+        return lambda m, z: m.decode(z).sample
+    if getattr(spec, "context_dim", None) is not None:
+        if has_y:
+            return lambda m, x, t, y, c: m(x, t, encoder_hidden_states=c, class_labels=y, return_dict=False)[0]
+        return lambda m, x, t, c: m(x, t, encoder_hidden_states=c, return_dict=False)[0]
+    if has_y:
+        return lambda m, x, t, y: m(x, t, class_labels=y, return_dict=False)[0]
+    return lambda m, x, t: m(x, t, return_dict=False)[0]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spec", default="specs/ddpm-cifar10.yaml")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--size", type=int, default=None, help="spatial size (an autoencoder's: the latent's)")
+    ap.add_argument("--tokens", type=int, default=77, help="context tokens of a text-conditioned U-Net")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--device", default="cpu")
@@ -60,26 +81,31 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     torch.manual_seed(0)
-    ours = build_model(args.spec, device=device, dtype=dtype).eval()  # inference: dropout off
-    theirs = to_diffusers(ours).to(device=device, dtype=dtype).eval()
-    inp = sample_inputs(ours.spec, batch=args.batch, device=device, dtype=dtype)
-    x, t = inp.x, inp.t
-    assert t is not None
+    whole = build_model(args.spec, device=device, dtype=dtype).eval()  # inference: dropout off
+    theirs = to_diffusers(whole).to(device=device, dtype=dtype).eval()
+    # an autoencoder is timed as deployments run it: its decoder alone, on latents
+    ours = whole.decoder if whole.spec.model == "autoencoder" else whole
+    spec = ours.spec
+    size = [args.size] * spec.dims if args.size else None
+    inp = sample_inputs(spec, batch=args.batch, size=size, device=device, dtype=dtype, tokens=args.tokens)
+    args_ours = inp.args()  # (x, t, y, context) with Nones: what the model takes
+    present = inp.present()  # the tensors alone: what a traced or exported module takes
+    call = _diffusers_call(whole.spec, inp.y is not None)
     with torch.inference_mode():
-        diff = (ours(x, t, inp.y) - theirs(x, t, class_labels=inp.y).sample).abs().max().item()
+        diff = (ours(*args_ours) - call(theirs, *present)).abs().max().item()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.pt"
         export(ours, path)
         scripted = load(path, map_location=device)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # trace warnings and torch.jit deprecation: diffusers' side, not ours
-        traced = torch.jit.trace(_Traceable(theirs), (x, t), check_trace=False)
+        traced = torch.jit.trace(_Traceable(theirs, call), present, check_trace=False)
 
     contenders: dict[str, Callable[[], object]] = {
-        "unetdsl eager": lambda: ours(x, t, inp.y),
-        "diffusers eager": lambda: theirs(x, t, class_labels=inp.y),
-        "unetdsl torchscript": lambda: scripted(x, t, inp.y),
-        "diffusers traced": lambda: traced(x, t),
+        "unetdsl eager": lambda: ours(*args_ours),
+        "diffusers eager": lambda: call(theirs, *present),
+        "unetdsl torchscript": lambda: scripted(*args_ours),
+        "diffusers traced": lambda: traced(*present),
     }
     times: dict[str, list[float]] = {k: [] for k in contenders}
     with torch.inference_mode():
@@ -99,7 +125,9 @@ def main() -> None:
     def paired(a: str, b: str) -> str:
         return paired_ratio(times[a], times[b])
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {args.threads} threads"
-    print(f"{ours.spec.name}: batch {args.batch}, {list(x.shape[2:])}, {args.dtype}, {where}, torch {torch.__version__}; "
+    tokens = f", {args.tokens} tokens" if inp.context is not None else ""
+    print(f"{spec.name}: batch {args.batch}, {list(inp.x.shape[2:])}{tokens}, {args.dtype}, {where}, "
+          f"torch {torch.__version__}; "
           f"max |unetdsl - diffusers| = {diff:.2e}; median of {args.rounds} interleaved rounds")
     for name, m in med.items():
         print(f"  {name:20} {m * 1000:9.2f} ms")

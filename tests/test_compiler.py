@@ -11,14 +11,14 @@ import torch
 import unetdsl
 from unetdsl import SpecError, build_model
 from unetdsl.nn.resblock import ResBlock
-from unetdsl.nn.unet import Decoder, Encoder, UNet
+from unetdsl.nn.unet import AutoencoderKL, Decoder, Encoder, UNet
 from unetdsl.sample import sample_inputs
 from unetdsl.spec.resolved import ResolvedSpec
 from unetdsl.torchscript import script
 
 from .conftest import ROOT, SPECS, TINY
 
-KINDS = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
+KINDS = {"unet": UNet, "encoder": Encoder, "decoder": Decoder, "autoencoder": AutoencoderKL}
 
 
 def smallest_size(spec: ResolvedSpec) -> list[int]:

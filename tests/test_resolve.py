@@ -185,7 +185,7 @@ def test_resolve_output_is_fully_explicit_and_keeps_the_id(path, capsys: pytest.
                     [shown["middle"]]):
         for level in section:
             if "attention" in level:
-                assert set(level["attention"]) == {"heads", "norm"}
+                assert {"type", "heads", "norm"} <= set(level["attention"])
 
 
 def test_type_and_cross_field_problems_come_in_one_round() -> None:

@@ -112,3 +112,27 @@ def test_the_model_checks_its_context() -> None:
         a = model(x, t, None, torch.randn(2, 3, 16))
         b = model(x, t, None, torch.randn(2, 77, 16))
     assert a.shape == b.shape == x.shape and not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("granularity", ["block", "level"])
+def test_checkpointing_a_text_model_gives_the_plain_gradients(granularity: str) -> None:
+    import unetdsl
+    from unetdsl.sample import sample_inputs
+
+    model = build_model(TEXT_TINY, seed=0)
+    args = sample_inputs(model.spec, batch=2, seed=3).args()
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        model(*args).square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    want = grads()
+    units = unetdsl.training_units(model, granularity)
+    if granularity == "block":  # the transformer blocks are units of their own
+        assert sum(isinstance(u, SpatialTransformer) for u in units) == 2 + 1 + 4  # encoder, middle, decoder
+    unetdsl.set_activation_checkpointing(model, granularity)
+    got = grads()
+    assert set(got) == set(want) and "encoder.0.attentions.0.transformer_blocks.0.attn2.to_k.weight" in got
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=1e-6)

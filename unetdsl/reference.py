@@ -19,8 +19,8 @@ SECTIONS: list[tuple[str, str, str]] = [
      "Settings every encoder level, decoder level and the middle inherit unless they set their own."),
     ("norm", "NormSpec", "A normalisation layer (under `defaults`, a level, or the middle)."),
     ("attention", "AttentionSpec",
-     "Self-attention on a level or the middle. `attention: true` is `{}` (one head, the defaults); "
-     "`attention: false` or null is none."),
+     "Self-attention, or latent diffusion's transformer block (`type: transformer`), on a level or the middle. "
+     "`attention: true` is `{}` (one head of self-attention, the defaults); `attention: false` or null is none."),
     ("encoder", "EncoderSpec", "The downsampling path (`model: unet` and `model: encoder`)."),
     ("encoder.levels[i]", "EncoderLevel", "One resolution of the encoder: its settings, and the level settings above."),
     ("middle", "MiddleSpec", "The blocks at the lowest resolution."),
@@ -31,12 +31,15 @@ SECTIONS: list[tuple[str, str, str]] = [
     ("time (embedding: learned)", "LearnedTime", "A learned table, one row per integer timestep."),
     ("head", "HeadSpec", "The output head."),
     ("init", "InitSpec", "How the weights start."),
+    ("latent", "LatentSpec", "An autoencoder's latent space (`model: autoencoder`; on `model: encoder` or "
+     "`decoder`, the half of an autoencoder it is)."),
 ]
 
 FORMULAS = """\
 ## Time embeddings: the formulas
 
-Every embedding ends in the same MLP, `linear(features -> dim) -> SiLU -> linear(dim -> dim)`,
+Every embedding ends in the same MLP, `linear(features -> dim) -> act -> linear(dim -> dim)` (act:
+`time.activation`, SiLU unless told),
 whose output every ResBlock projects and adds to its features (`injection: add`) or uses as a
 scale and shift after its second norm (`injection: scale_shift`, guided-diffusion's
 `use_scale_shift_norm`). A class embedding (`classes`), if any, is added to the MLP's output.

@@ -20,14 +20,15 @@ from torch import nn
 from .nn.attention import AttentionBlock
 from .nn.checkpointing import Checkpointable
 from .nn.resblock import ResBlock
+from .nn.transformer import SpatialTransformer
 from .nn.unet import Level, MiddleBlock
 
 # granularity -> the module classes that make one unit of work, outermost first
 GRANULARITIES: dict[str, tuple[type[nn.Module], ...]] = {
     # every encoder level, the middle, every decoder level: few units, big recomputations
     "level": (Level, MiddleBlock),
-    # every ResBlock (resampling ResBlocks included) and every attention block
-    "block": (ResBlock, AttentionBlock),
+    # every ResBlock (resampling ResBlocks included) and every attention or transformer block
+    "block": (ResBlock, AttentionBlock, SpatialTransformer),
 }
 
 

@@ -278,8 +278,7 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
         "decoder": {"levels": dec_levels},
         "head": {"norm": True, "kernel_size": 3, "activation": "silu"},  # UNet2DModel's conv_act is always SiLU
     }
-    if c["downsample_padding"] == 0:
-        data["encoder"]["asymmetric_padding"] = True
+    data["encoder"]["asymmetric_padding"] = c["downsample_padding"] == 0  # stated: either is someone's default
     if c["mid_block_type"] and c["add_attention"]:
         # UNetMidBlock2D gives its attention no norm under scale_shift unless attn_norm_num_groups is set
         norm = injection == "add" or c["attn_norm_num_groups"] is not None

@@ -103,7 +103,7 @@ def autoencoder_data(raw: dict[str, Any], refuse: Refuse, activations: dict[str,
         "middle": middle,
         # UpDecoderBlock2D: layers_per_block + 1 ResBlocks, nearest-neighbour upsampling then a conv
         "decoder": {"upsample": "nearest"},
-        "head": {"norm": True, "kernel_size": 3},
+        "head": {"norm": True, "kernel_size": 3, "activation": "silu"},  # Encoder/Decoder conv_act: always SiLU
     }
 
 

@@ -184,8 +184,7 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     }
     if attending:
         data["context_dim"] = c["cross_attention_dim"]
-    if c["downsample_padding"] == 0:
-        data["encoder"]["asymmetric_padding"] = True
+    data["encoder"]["asymmetric_padding"] = c["downsample_padding"] == 0  # stated: either is someone's default
     if c["num_class_embeds"] is not None:
         data["classes"] = c["num_class_embeds"]
     if c["center_input_sample"]:
