@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import Problem, SpecError
 from ..resolve import resolve
 from ..spec.resolved import ResolvedSpec
+from .config_types import wrong_types
 
 # every AutoencoderKL.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -29,6 +30,11 @@ NULL_ONLY = ("shift_factor", "latents_mean", "latents_std")
 EPS = 1e-6  # every ResnetBlock2D, attention and output norm of diffusers' Encoder/Decoder
 
 Refuse = Callable[[str, Any, str, "str | None"], None]
+TYPES = {**dict.fromkeys(("block_out_channels", "down_block_types", "up_block_types"), "list"),
+         **dict.fromkeys(("in_channels", "out_channels", "latent_channels", "norm_num_groups", "layers_per_block"),
+                         "int"),
+         **dict.fromkeys(("use_quant_conv", "use_post_quant_conv", "mid_block_add_attention", "force_upcast"), "bool"),
+         "scaling_factor": "number"}
 
 
 def _int(v: Any) -> bool:
@@ -43,23 +49,10 @@ def autoencoder_data(raw: dict[str, Any], refuse: Refuse, activations: dict[str,
         if c[key] is not None:
             refuse(key, c[key], f"{key} normalises latents in a pipeline, outside the model: not converted", "null")
     channels, downs, ups = c["block_out_channels"], c["down_block_types"], c["up_block_types"]
-    for key in ("block_out_channels", "down_block_types", "up_block_types"):
-        if not isinstance(c[key], (list, tuple)) or not 1 <= len(c[key]) <= 8:
-            refuse(key, c[key], "wrong type", "a list of 1 to 8 entries")
-            return None
+    if wrong_types(c, TYPES, refuse):
+        return None
     if not all(_int(ch) for ch in channels):
         refuse("block_out_channels", channels, "wrong type", "a list of ints")
-        return None
-    for key in ("in_channels", "out_channels", "latent_channels", "norm_num_groups", "layers_per_block"):
-        if not _int(c[key]):
-            refuse(key, c[key], "wrong type", "an int")
-            return None
-    for key in ("use_quant_conv", "use_post_quant_conv", "mid_block_add_attention", "force_upcast"):
-        if not isinstance(c[key], bool):
-            refuse(key, c[key], "wrong type", "true or false")
-            return None
-    if type(c["scaling_factor"]) not in (int, float):
-        refuse("scaling_factor", c["scaling_factor"], "wrong type", "a number")
         return None
     n = len(channels)
     if len(downs) != n or len(ups) != n:

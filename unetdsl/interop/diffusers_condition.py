@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import Problem, SpecError
 from ..resolve import resolve
 from ..spec.resolved import ResolvedSettings, ResolvedSpec, ResolvedTransformer
+from .config_types import wrong_types
 
 # every UNet2DConditionModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -55,6 +56,11 @@ UP_BLOCKS = {"CrossAttnUpBlock2D": True, "UpBlock2D": False}
 MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
 
 Refuse = Callable[[str, Any, str, "str | None"], None]
+TYPES = {**dict.fromkeys(("block_out_channels", "down_block_types", "up_block_types"), "list"),
+         **dict.fromkeys(("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups",
+                          "downsample_padding"), "int"),
+         **dict.fromkeys(("use_linear_projection", "upcast_attention", "center_input_sample", "flip_sin_to_cos"),
+                         "bool")}
 
 
 def _ok_int(v: Any) -> bool:
@@ -73,11 +79,8 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     c = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
     channels = c["block_out_channels"]
     downs, ups = c["down_block_types"], c["up_block_types"]
-    seqs = {"block_out_channels": channels, "down_block_types": downs, "up_block_types": ups}
-    for key, value in seqs.items():
-        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= 8:
-            refuse(key, value, "wrong type", "a list of 1 to 8 entries")
-            return None
+    if wrong_types(c, TYPES, refuse):
+        return None
     if not all(_ok_int(ch) for ch in channels):
         refuse("block_out_channels", channels, "wrong type", "a list of ints")
         return None
@@ -99,14 +102,6 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     depth = per_level("transformer_layers_per_block", _ok_int, "an int")
     only_cross = per_level("only_cross_attention", lambda v: isinstance(v, bool), "true or false")
     blocks = per_level("layers_per_block", _ok_int, "an int")
-    for key in ("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups", "downsample_padding"):
-        if not _ok_int(c[key]):
-            refuse(key, c[key], "wrong type", "an int")
-            return None
-    for key in ("use_linear_projection", "upcast_attention", "center_input_sample", "flip_sin_to_cos"):
-        if not isinstance(c[key], bool):
-            refuse(key, c[key], "wrong type", "true or false")
-            return None
     if c["mid_block_scale_factor"] != 1:
         refuse("mid_block_scale_factor", c["mid_block_scale_factor"], "only 1 is supported", "1")
     if c["downsample_padding"] not in (0, 1):
