@@ -23,3 +23,16 @@ def wrong_types(config: dict[str, Any], kinds: dict[str, str], refuse: Callable[
             refuse(key, config[key], "wrong type", allowed)
             wrong = True
     return wrong
+
+
+def wrong_levels(config: dict[str, Any], refuse: Callable[..., None]) -> bool:
+    """`block_out_channels` ints, one down and one up block type per entry; True if refused."""
+    channels, downs, ups = config["block_out_channels"], config["down_block_types"], config["up_block_types"]
+    if not all(type(ch) is int for ch in channels):
+        refuse("block_out_channels", channels, "wrong type", "a list of ints")
+        return True
+    if len(downs) != len(channels) or len(ups) != len(channels):
+        refuse("down_block_types", downs, "down_block_types, up_block_types and block_out_channels differ in length",
+               None)
+        return True
+    return False

@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import Problem, SpecError
 from ..resolve import resolve
 from ..spec.resolved import ResolvedSpec
-from .config_types import wrong_types
+from .config_types import wrong_levels, wrong_types
 
 # every AutoencoderKL.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -37,10 +37,6 @@ TYPES = {**dict.fromkeys(("block_out_channels", "down_block_types", "up_block_ty
          "scaling_factor": "number"}
 
 
-def _int(v: Any) -> bool:
-    return type(v) is int
-
-
 def autoencoder_data(raw: dict[str, Any], refuse: Refuse, activations: dict[str, str], name: str) -> dict[str, Any] | None:
     """Spec data for an AutoencoderKL config (None when a problem makes it unbuildable; every
     problem is reported through `refuse`)."""
@@ -49,16 +45,9 @@ def autoencoder_data(raw: dict[str, Any], refuse: Refuse, activations: dict[str,
         if c[key] is not None:
             refuse(key, c[key], f"{key} normalises latents in a pipeline, outside the model: not converted", "null")
     channels, downs, ups = c["block_out_channels"], c["down_block_types"], c["up_block_types"]
-    if wrong_types(c, TYPES, refuse):
-        return None
-    if not all(_int(ch) for ch in channels):
-        refuse("block_out_channels", channels, "wrong type", "a list of ints")
+    if wrong_types(c, TYPES, refuse) or wrong_levels(c, refuse):
         return None
     n = len(channels)
-    if len(downs) != n or len(ups) != n:
-        refuse("down_block_types", downs, "down_block_types, up_block_types and block_out_channels differ in length",
-               None)
-        return None
     for i, block in enumerate(downs):
         if block != "DownEncoderBlock2D":
             refuse(f"down_block_types.{i}", block, "unsupported down block", "DownEncoderBlock2D")

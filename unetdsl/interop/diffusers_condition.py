@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import Problem, SpecError
 from ..resolve import resolve
 from ..spec.resolved import ResolvedSettings, ResolvedSpec, ResolvedTransformer
-from .config_types import wrong_types
+from .config_types import wrong_levels, wrong_types
 
 # every UNet2DConditionModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -79,16 +79,9 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     c = {**DEFAULTS, **{k: v for k, v in raw.items() if k in DEFAULTS}}
     channels = c["block_out_channels"]
     downs, ups = c["down_block_types"], c["up_block_types"]
-    if wrong_types(c, TYPES, refuse):
-        return None
-    if not all(_ok_int(ch) for ch in channels):
-        refuse("block_out_channels", channels, "wrong type", "a list of ints")
+    if wrong_types(c, TYPES, refuse) or wrong_levels(c, refuse):
         return None
     n = len(channels)
-    if len(downs) != n or len(ups) != n:
-        refuse("down_block_types", downs, "down_block_types, up_block_types and block_out_channels differ in length",
-               None)
-        return None
 
     def per_level(key: str, check: Callable[[Any], bool], allowed: str) -> list[Any]:
         value = c[key]
