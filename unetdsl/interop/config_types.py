@@ -36,3 +36,36 @@ def wrong_levels(config: dict[str, Any], refuse: Callable[..., None]) -> bool:
                None)
         return True
     return False
+
+
+Refuse = Callable[[str, Any, str, "str | None"], None]
+
+
+def proven(config: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """`config` (with its `_class_name`), written from the resolved `spec`, converted back: it must
+    give the same spec id, or SpecError names each setting that would change and what it would
+    become (at most 8). Returns `config`."""
+    from ..errors import Problem, SpecError
+    from ..resolve import resolve
+    from .diffusers import spec_from_diffusers
+
+    cls = config["_class_name"]
+    try:
+        back = resolve(spec_from_diffusers(config, name=spec.name))
+    except SpecError as exc:
+        raise SpecError([Problem(p.path, f"{p.message} (outside {cls}'s vocabulary)")
+                         for p in exc.problems]) from None
+    if back.spec_id != spec.spec_id:
+        differ = _differences(spec.to_spec_data(explicit=True), back.to_spec_data(explicit=True))
+        raise SpecError([Problem(path, f"{want!r} cannot be expressed by {cls} (it would be {got!r})")
+                         for path, want, got in differ[:8]])
+    return config
+
+
+def _differences(a: Any, b: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any, Any]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in dict.fromkeys([*a, *b]) if k not in ("name", "description")
+                for d in _differences(a.get(k), b.get(k), (*path, k))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, (*path, i))]
+    return [] if a == b else [(path, a, b)]

@@ -10,13 +10,11 @@ key or block type, by name."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from ..errors import Problem, SpecError
-from ..resolve import resolve
 from ..spec.resolved import ResolvedSpec
-from .config_types import wrong_levels, wrong_types
+from .config_types import Refuse, proven, wrong_levels, wrong_types
 
 # every AutoencoderKL.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -29,7 +27,6 @@ DEFAULTS: dict[str, Any] = {
 NULL_ONLY = ("shift_factor", "latents_mean", "latents_std")
 EPS = 1e-6  # every ResnetBlock2D, attention and output norm of diffusers' Encoder/Decoder
 
-Refuse = Callable[[str, Any, str, "str | None"], None]
 TYPES = {**dict.fromkeys(("block_out_channels", "down_block_types", "up_block_types"), "list"),
          **dict.fromkeys(("in_channels", "out_channels", "latent_channels", "norm_num_groups", "layers_per_block"),
                          "int"),
@@ -105,8 +102,7 @@ def config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, ..
 def autoencoder_config(spec: ResolvedSpec) -> dict[str, Any]:
     """The AutoencoderKL config of `spec`, proven as UNet2DConditionModel's is: converted back, it
     must give the same spec id, or the settings that would change are refused (SpecError)."""
-    from .diffusers import ACTIVATIONS, spec_from_diffusers
-    from .diffusers_condition import _differences
+    from .diffusers import ACTIVATIONS
 
     if spec.model != "autoencoder" or spec.latent is None or spec.dims != 2:
         raise SpecError([Problem(("model",), "AutoencoderKL is a 2D autoencoder (outside its vocabulary)")])
@@ -128,13 +124,4 @@ def autoencoder_config(spec: ResolvedSpec) -> dict[str, Any]:
         "use_post_quant_conv": spec.latent.post_quant_conv,
         "mid_block_add_attention": spec.middle.attention is not None,
     }
-    try:
-        back = resolve(spec_from_diffusers(config, name=spec.name))
-    except SpecError as exc:
-        raise SpecError([Problem(p.path, f"{p.message} (outside AutoencoderKL's vocabulary)")
-                         for p in exc.problems]) from None
-    if back.spec_id != spec.spec_id:
-        differ = _differences(spec.to_spec_data(explicit=True), back.to_spec_data(explicit=True))
-        raise SpecError([Problem(path, f"{want!r} cannot be expressed by AutoencoderKL (it would be {got!r})")
-                         for path, want, got in differ[:8]])
-    return config
+    return proven(config, spec)

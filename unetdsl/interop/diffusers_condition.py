@@ -13,9 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Problem, SpecError
-from ..resolve import resolve
 from ..spec.resolved import ResolvedSettings, ResolvedSpec, ResolvedTransformer
-from .config_types import wrong_levels, wrong_types
+from .config_types import Refuse, proven, wrong_levels, wrong_types
 
 # every UNet2DConditionModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -55,7 +54,6 @@ DOWN_BLOCKS = {"CrossAttnDownBlock2D": True, "DownBlock2D": False}  # name -> ha
 UP_BLOCKS = {"CrossAttnUpBlock2D": True, "UpBlock2D": False}
 MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
 
-Refuse = Callable[[str, Any, str, "str | None"], None]
 TYPES = {**dict.fromkeys(("block_out_channels", "down_block_types", "up_block_types"), "list"),
          **dict.fromkeys(("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups",
                           "downsample_padding"), "int"),
@@ -203,9 +201,8 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
     """The UNet2DConditionModel config of `spec`, written from its levels and then proven: it is
     converted back and must give the same spec id. A spec outside the class's vocabulary is
     refused with the settings that would change (SpecError)."""
-    from .diffusers import ACTIVATIONS, INJECTIONS, spec_from_diffusers
+    from .diffusers import ACTIVATIONS, INJECTIONS
 
-    problems: list[Problem] = []
     if spec.model != "unet" or spec.dims != 2 or spec.time is None or spec.time.embedding != "sinusoidal":
         raise SpecError([Problem(("model",), "UNet2DConditionModel is a 2D U-Net with a sinusoidal time embedding "
                                  "(outside its vocabulary)")])
@@ -261,22 +258,5 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         "time_embedding_dim": spec.time.dim,
         "conv_out_kernel": spec.head.kernel_size,
     }
-    try:
-        back = resolve(spec_from_diffusers(config, name=spec.name))
-    except SpecError as exc:
-        problems = [Problem(p.path, f"{p.message} (outside UNet2DConditionModel's vocabulary)") for p in exc.problems]
-        raise SpecError(problems) from None
-    if back.spec_id != spec.spec_id:
-        differ = _differences(spec.to_spec_data(explicit=True), back.to_spec_data(explicit=True))
-        raise SpecError([Problem(path, f"{want!r} cannot be expressed by UNet2DConditionModel (it would be {got!r})")
-                         for path, want, got in differ[:8]])
-    return config
+    return proven(config, spec)
 
-
-def _differences(a: Any, b: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in dict.fromkeys([*a, *b]) if k not in ("name", "description")
-                for d in _differences(a.get(k), b.get(k), (*path, k))]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, (*path, i))]
-    return [] if a == b else [(path, a, b)]
