@@ -171,13 +171,18 @@ def test_channels_last_body_changes_no_numbers_and_returns_the_default_layout(di
     fast = build_model(text)
     plain = build_model(text, memory_format="contiguous")
     plain.load_state_dict(fast.state_dict())
-    x, t = torch.randn(2, 3, *[8] * dims), torch.tensor([3, 9])
+    # a part runs channels-last on inputs of at least CHANNELS_LAST_MIN_POSITIONS (batch x spatial)
+    # positions, in the default layout below (where oneDNN's per-call weight reorders cost more)
+    side = {2: 32, 3: 8}[dims]  # 2 x 32^2 = 2048, 2 x 8^3 = 1024
+    x, t = torch.randn(2, 3, *[side] * dims), torch.tensor([3, 9])
     seen = []
     fast.encoder[0].resnets[0].conv1.register_forward_pre_hook(lambda m, inp: seen.append(inp[0]))
     with torch.inference_mode():
         a, b = fast(x, t), plain(x, t)
+        fast(x[:1, :, : side // 2], t[:1])  # 1 x 16^2 / 1 x 4 x 8^2: too small
     fmt = torch.channels_last if dims == 2 else torch.channels_last_3d
     assert seen[0].is_contiguous(memory_format=fmt) and not seen[0].is_contiguous()
+    assert seen[1].is_contiguous()
     assert a.is_contiguous()
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="known: channels_last, contiguous"):

@@ -138,5 +138,8 @@ def test_one_step_on_two_processes_equals_one_process(mode: str, distributed_res
 def test_float32_gradients_on_two_processes_equal_one_process(mode: str, distributed_results: Path) -> None:
     got = torch.load(distributed_results / f"{mode}-{torch.float32}.pt")
     want = single_process(torch.float32)
+    # float32 rounding: a batch of 4 and two batches of 2 plus an all-reduce sum in different orders
+    # (and a part's layout follows its input's size, so the halves may even run another kernel);
+    # float64 above is exact
     for name, g in want["grads"].items():
-        torch.testing.assert_close(got["grads"][name], g, rtol=1e-5, atol=1e-8, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(got["grads"][name], g, rtol=1e-5, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")

@@ -120,15 +120,18 @@ class _Compiler:
         is_unet = s.model == "unet"
         # built in forward order (encoder, middle, decoder, head, conv_in): a seed's weights depend on it
         down, up = self._down(), self._up()
+        # every 2D/3D part may run channels-last; each decides per call by its input's size (nn/unet.py)
+        cl = self.memory_format == "channels_last" and self.dims in (2, 3)
         encoder = [Level(*self.level_blocks(lv), downsample=down[lv.downsample](lv) if lv.downsample else None,
-                         push_skips=is_unet) for lv in s.encoder]
+                         push_skips=is_unet, channels_last=cl) for lv in s.encoder]
         m = s.middle
         middle = MiddleBlock(
             [self.resblock(m, m.channels, m.channels) for _ in range(m.blocks)],
             [self.attention(m, m.channels) for _ in range(m.blocks - 1)] if m.attention is not None else [],
+            channels_last=cl,
         )
         decoder = [Level(*self.level_blocks(lv), upsample=up[lv.upsample](lv) if lv.upsample else None,
-                         consume_skips=is_unet) for lv in s.decoder]
+                         consume_skips=is_unet, channels_last=cl) for lv in s.decoder]
         h = s.head
         conv_out = conv_nd(self.dims, h.in_channels, s.out_channels, h.kernel_size, padding=h.kernel_size // 2)
         if s.zero_out:
@@ -144,7 +147,7 @@ class _Compiler:
             conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),
             time_embedding=time_embedding, encoder=encoder, middle=middle, decoder=decoder, head=head,
             center_input=s.center_input,
-            divide_by_timestep=h.divide_by_timestep, channels_last=self.memory_format == "channels_last",
+            divide_by_timestep=h.divide_by_timestep, channels_last=cl,
             context_dim=s.context_dim or 0,
         )
         if s.latent is not None and s.latent.quant_conv:  # the moments: (B, 2L, *S) -> (B, 2L, *S)

@@ -111,4 +111,6 @@ class ResBlock(Checkpointable):
 
         if self.conv_shortcut is not None:
             shortcut = self.conv_shortcut(shortcut)
-        return shortcut + h  # (B, Cout, *spatial)
+        # h first: the sum takes its first operand's layout, the block's input's (a 1x1 shortcut
+        # conv's output is channels-last even in a default-layout part, compiler.py)
+        return h + shortcut  # (B, Cout, *spatial)

@@ -147,4 +147,5 @@ class SpatialTransformer(Checkpointable):
         h = h.transpose(1, 2).reshape(x.shape)  # (B, C, *S); a view, channels-last strides
         if not self.linear:
             h = self.proj_out(h)
-        return h + x
+        # x first: the sum takes its first operand's layout (the block's input's); h's is channels-last
+        return x + h

@@ -17,6 +17,29 @@ from .attention import NoAttention
 from .checkpointing import Checkpointable, checkpoint
 from .time import TimeEmbedding
 
+# a part allowed to run channels-last does so when its input has at least this many positions
+# (batch x spatial): oneDNN's channels-last convolutions are faster, but each call reorders the
+# (default-layout) weight, which costs more than it saves where the weights are large for the work
+# (measured: SD 1.5's U-Net at batch 1, 32x32 latents; DDPM CIFAR-10 at batch 8; benchmarks/)
+CHANNELS_LAST_MIN_POSITIONS = 1024
+
+
+def in_layout(h: torch.Tensor, channels_last: bool, min_positions: int) -> torch.Tensor:
+    """`h` in the layout a part runs in: channels-last (NHWC / NDHWC) where the part may and its
+    input is large enough, else the default. A no-op when it is already in it; at the boundary
+    between parts a copy of a tensor no larger than the part's input otherwise."""
+    if not channels_last or h.dim() not in (4, 5):
+        return h.contiguous()
+    cl = torch.channels_last if h.dim() == 4 else torch.channels_last_3d
+    if not torch.jit.is_scripting():  # noqa: SIM102 (TorchScript skips this block only when nested)
+        if torch.compiler.is_exporting():
+            # torch.export would turn a size test into a guard on the input's size, and the program
+            # would refuse every other size: an exported part is channels-last at every size
+            return h.contiguous(memory_format=cl)
+    if h.numel() < min_positions * h.shape[1]:
+        return h.contiguous()
+    return h.contiguous(memory_format=cl)
+
 
 class Level(Checkpointable):
     """One resolution of either side: blocks x ([concat skip] -> ResBlock -> attention), then a
@@ -31,11 +54,15 @@ class Level(Checkpointable):
 
     push_skips: Final[bool]
     num_skips: Final[int]
+    channels_last: Final[bool]
+    min_positions: Final[int]  # (TorchScript reads no module-level ints: a constant per module)
 
     def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], *,
                  downsample: Optional[nn.Module] = None, upsample: Optional[nn.Module] = None,
-                 push_skips: bool = False, consume_skips: bool = False):
+                 push_skips: bool = False, consume_skips: bool = False, channels_last: bool = False):
         super().__init__()
+        self.channels_last = channels_last  # may run channels-last (on inputs large enough)
+        self.min_positions = CHANNELS_LAST_MIN_POSITIONS
         self.push_skips = push_skips
         self.num_skips = len(resnets) if consume_skips else 0
         self.resnets = nn.ModuleList(resnets)
@@ -59,10 +86,11 @@ class Level(Checkpointable):
                  context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if len(skips) != self.num_skips:
             raise ValueError(f"unetdsl: this level takes {self.num_skips} skip tensors, got {len(skips)}")
+        h = in_layout(h, self.channels_last, self.min_positions)
         produced: list[torch.Tensor] = []  # this level's own skip outputs, in the order they are made
         for i, (res, attn) in enumerate(zip(self.resnets, self.attentions)):
             if self.num_skips > 0:
-                h = torch.cat([h, skips[i]], dim=1)  # (B, C + C_skip, *S)
+                h = torch.cat([h, in_layout(skips[i], self.channels_last, self.min_positions)], dim=1)  # (B, C + C_skip, *S)
             h = attn(res(h, temb), context)
             if self.push_skips:
                 produced.append(h)
@@ -78,8 +106,13 @@ class Level(Checkpointable):
 class MiddleBlock(Checkpointable):
     """ResBlock, then (attention -> ResBlock) for the rest (diffusers UNetMidBlock2D)."""
 
-    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module]):
+    channels_last: Final[bool]
+    min_positions: Final[int]
+
+    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], channels_last: bool = False):
         super().__init__()
+        self.channels_last = channels_last
+        self.min_positions = CHANNELS_LAST_MIN_POSITIONS
         self.resnets = nn.ModuleList(resnets)
         # attention i follows resnet i; the last resnet is followed by NoAttention (no weights)
         self.attentions = nn.ModuleList([*attentions, *[NoAttention() for _ in range(len(resnets) - len(attentions))]])
@@ -94,6 +127,7 @@ class MiddleBlock(Checkpointable):
         return checkpoint(self._forward, h, temb, context)
 
     def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], context: Optional[torch.Tensor]) -> torch.Tensor:
+        h = in_layout(h, self.channels_last, self.min_positions)
         for res, attn in zip(self.resnets, self.attentions):
             h = attn(res(h, temb), context)
         return h
@@ -126,6 +160,7 @@ class _Net(nn.Module):
     center_input: Final[bool]
     divide_by_timestep: Final[bool]
     channels_last: Final[bool]
+    min_positions: Final[int]
     context_dim: Final[int]  # 0: the model takes no context
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
@@ -137,10 +172,11 @@ class _Net(nn.Module):
         self.context_dim = context_dim
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
         self.center_input, self.divide_by_timestep = center_input, divide_by_timestep
-        # Run the body in channels-last layout (NHWC / NDHWC): oneDNN's convolutions are faster
-        # there (0.88x the time of the default layout for DDPM CIFAR-10 on CPU, benchmarks/).
+        # Whether the stem runs channels-last (NHWC / NDHWC), as the first part after it does: each
+        # level and the middle state their own layout (the compiler chooses by resolution).
         # Inputs and outputs stay in the default layout; values are unchanged.
         self.channels_last = channels_last and dims in (2, 3)
+        self.min_positions = CHANNELS_LAST_MIN_POSITIONS
         self.conv_in = conv_in
         self.time_embedding = time_embedding
         self.head = head
@@ -174,13 +210,7 @@ class _Net(nn.Module):
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         if self.center_input:
             x = 2.0 * x - 1.0  # inputs in [0, 1] -> [-1, 1]
-        h = self.conv_in(x)
-        if self.channels_last:
-            if self.dims == 2:
-                h = h.contiguous(memory_format=torch.channels_last)
-            else:
-                h = h.contiguous(memory_format=torch.channels_last_3d)
-        return h
+        return in_layout(self.conv_in(x), self.channels_last, self.min_positions)
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
                 context: Optional[torch.Tensor] = None) -> torch.Tensor:
