@@ -113,3 +113,105 @@ def test_load_needs_a_spec_in_the_metadata(weights: tuple[dict[str, torch.Tensor
     save_file(state, str(path))
     with pytest.raises(WeightsError, match="no unetdsl spec"):
         unetdsl.load(path)
+
+
+# --- loading in place: no random init, no copy -------------------------------------------------
+
+
+def test_save_aligns_and_load_reads_in_place(tmp_path: Path) -> None:
+    """`save` pads the header and orders the tensors so that each whole-ALIGN-sized one starts
+    aligned; `load` then maps the file and every such parameter is a view of that one mapping."""
+    import json
+    import struct
+
+    from safetensors import safe_open
+
+    from unetdsl.weights import ALIGN
+
+    model = build_model(TINY, seed=3)
+    path = unetdsl.save(model, tmp_path / "m.safetensors")
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    assert (8 + n) % ALIGN == 0
+    starts = {k: v["data_offsets"][0] for k, v in header.items() if k != "__metadata__"}
+    state = model.state_dict()
+    assert all(starts[k] % ALIGN == 0 for k, v in state.items() if v.nbytes % ALIGN == 0)
+    with safe_open(str(path), framework="pt") as f:  # the reference reader agrees on every tensor
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in state.items())
+
+    again = unetdsl.load(path)
+    storages = {p.untyped_storage().data_ptr() for p in again.parameters()}
+    in_place = [p for p in again.parameters() if p.untyped_storage().nbytes() == len(raw)]
+    aligned = [v for v in state.values() if v.nbytes % ALIGN == 0]
+    # 1x1 conv weights are re-strided (small copies); everything else aligned is the file's bytes
+    one_by_one = sum(1 for m in again.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1))
+    assert len(in_place) >= len(aligned) - one_by_one > 0
+    assert len(storages) <= len(state) - len(in_place) + 1
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 9])
+    with torch.inference_mode():
+        assert torch.equal(again(x, t), model.eval()(x, t))
+    with torch.no_grad():  # the mapping is private: training the loaded model never writes the file
+        next(again.parameters()).add_(1.0)
+    assert path.read_bytes() == raw
+
+
+def test_build_model_with_weights_equals_load(tmp_path: Path) -> None:
+    model = build_model(TINY, seed=4)
+    path = unetdsl.save(model, tmp_path / "m.safetensors")
+    built = build_model(TINY, weights=path)
+    assert built.training  # build_model's contract: training mode
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), model.state_dict().values(), strict=True))
+    half = build_model(TINY, weights=path, dtype=torch.float16)
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+    with pytest.raises(ValueError, match="weights or seed, not both"):
+        build_model(TINY, weights=path, seed=1)
+    with pytest.raises(WeightsError, match="missing"):  # strict as ever: another spec's file
+        build_model(ROOT / "specs" / "ddpm-cifar10.yaml", weights=path)
+
+
+def test_files_of_other_writers_load_too(weights: tuple[dict[str, torch.Tensor], Path]) -> None:
+    """safetensors' own writer packs tensors by name, so most start unaligned: those are copied
+    into aligned memory (same values, and the same results as the saved model to the last bit)."""
+    state, path = weights
+    save_file(state, str(path))
+    built = build_model(TINY, weights=path)
+    assert all(torch.equal(built.state_dict()[k], v) for k, v in state.items())
+    assert all(p.data_ptr() % 64 == 0 for p in built.parameters())
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_non_finite_values_are_found_in_every_float_dtype(tmp_path: Path, bad: float, dtype: torch.dtype) -> None:
+    model = build_model(TINY, seed=5).to(dtype)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["encoder.0.resnets.0.conv1.weight"].view(-1)[7] = bad
+    save_file(state, str(tmp_path / "w.safetensors"))
+    with pytest.raises(WeightsError, match=r"NaN or Inf: encoder\.0\.resnets\.0\.conv1\.weight"):
+        build_model(TINY, weights=tmp_path / "w.safetensors")
+
+
+def _raw_file(tmp_path: Path, header: dict, data: bytes) -> Path:
+    import json
+    import struct
+
+    raw = json.dumps(header).encode()
+    path = tmp_path / "odd.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("offsets", "message"),
+    [
+        ([[0, 8], [4, 12]], "overlaps the tensor before it"),  # two tensors sharing bytes would alias
+        ([[0, 8], [12, 20]], "leaves 4 bytes unused before it"),
+        ([[0, 8], [8, 16]], "4 bytes after the last tensor"),
+    ],
+    ids=["overlap", "hole", "trailing"],
+)
+def test_tensors_must_tile_the_data(tmp_path: Path, offsets: list[list[int]], message: str) -> None:
+    header = {name: {"dtype": "F32", "shape": [2], "data_offsets": o} for name, o in zip("ab", offsets, strict=True)}
+    path = _raw_file(tmp_path, header, bytes(max(o[1] for o in offsets) + (4 if message.endswith("tensor") else 0)))
+    with pytest.raises(WeightsError, match=message):
+        unetdsl.weights.read_tensors(path)

@@ -7,6 +7,7 @@ that no stage imports a later one."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 
 from .compiler import compile_spec
 from .frontend import SpecSource, resolve_spec
+from .spec.resolved import ResolvedSpec
 
 
 def build_model(
@@ -25,6 +27,7 @@ def build_model(
     memory_format: str = "channels_last",
     seed: int | None = None,
     check_resources: bool = True,
+    weights: str | os.PathLike[str] | None = None,
 ) -> nn.Module:
     """A path, YAML string, dict, Spec or ResolvedSpec -> the model, with its resolved spec at
     `model.spec`. The spec is fully checked before any tensor is allocated; `device="meta"`
@@ -41,9 +44,18 @@ def build_model(
 
     `check_resources`: first count the parameters on the meta device and raise
     `unetdsl.resources.ResourceError` when the weights cannot fit in the target device's
-    available memory (instead of dying in the allocator, or in the OOM killer)."""
+    available memory (instead of dying in the allocator, or in the OOM killer).
+
+    `weights`: a safetensors file to fill the model from (strictly, as `unetdsl.load_weights`),
+    instead of drawing random weights: the model is built on the meta device and its parameters
+    become the file's tensors, read in place from the mapped file (`unetdsl.weights.materialize`),
+    in the file's floating dtype unless `dtype` says otherwise. No `seed` then."""
     resolved, _ = resolve_spec(spec, overrides)
     target = torch.device(device or "cpu")
+    if weights is not None and seed is not None:
+        raise ValueError("build_model: pass weights or seed, not both (the weights come from the file)")
+    if weights is not None:
+        return _from_weights(resolved, weights, target, dtype, memory_format, check_resources)
     if check_resources and target.type != "meta":
         from .resources import check_parameters
 
@@ -58,4 +70,21 @@ def build_model(
         model = compile_spec(resolved, memory_format=memory_format)
     if dtype is not None:
         model = model.to(dtype=dtype)
+    return model.train()
+
+
+def _from_weights(resolved: ResolvedSpec, weights: str | os.PathLike[str], target: torch.device,
+                  dtype: torch.dtype | None, memory_format: str, check_resources: bool) -> nn.Module:
+    """Built on meta (no allocation, no random draw), then filled from the file in place."""
+    from .weights import materialize
+
+    with torch.device("meta"):
+        model = compile_spec(resolved, memory_format=memory_format)
+    if check_resources and target.type not in ("meta", "cpu"):  # on the CPU the file is mapped, not copied
+        from .resources import check_parameters
+
+        check_parameters(sum(p.numel() for p in model.parameters()), dtype=dtype or torch.float32, device=target)
+    materialize(model, weights, memory_format=memory_format)
+    if target.type != "cpu" or dtype is not None:
+        model = model.to(device=target, dtype=dtype)
     return model.train()

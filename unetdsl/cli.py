@@ -83,7 +83,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .resources import ResourceError, check_build
     from .sample import sample_inputs
     from .summary import render
-    from .weights import WeightsError, load_weights
+    from .weights import WeightsError
 
     whole, warnings = resolve_spec(Path(args.spec), args.set)
     _warn(warnings)
@@ -110,14 +110,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         except ResourceError as exc:
             _err(f"error: {exc}")
             return EXIT_INVALID
-    model = build_model(whole, memory_format=args.memory_format, seed=args.seed, check_resources=False).eval()
-    if args.weights:  # the whole model's weights, whichever part is shipped
+    if args.weights:  # the whole model's weights, whichever part is shipped: read in place, no random init
         try:
-            loaded = load_weights(model, args.weights)
+            model = build_model(whole, memory_format=args.memory_format, weights=args.weights, check_resources=False)
         except WeightsError as exc:
             _err(f"error: {exc}")
             return EXIT_INVALID
+        loaded = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
         print(f"weights: {args.weights} ({str(loaded).removeprefix('torch.')})")
+    else:
+        model = build_model(whole, memory_format=args.memory_format, seed=args.seed, check_resources=False)
+    model = model.eval()
     if args.part:
         model = model.get_submodule(args.part)  # its `.spec` is the part's
     model = model.to(device=args.device, dtype=DTYPES[args.dtype])

@@ -8,7 +8,8 @@ downstream of this module and of the front end."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -175,28 +176,58 @@ def compile_spec(spec: ResolvedSpec, *, memory_format: str = "channels_last") ->
     """Modules for a resolved spec, on the current default device and dtype."""
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"memory_format {memory_format!r}; known: {', '.join(MEMORY_FORMATS)}")
+    on_meta = torch.get_default_device().type == "meta"
     try:
         compiler = _Compiler(spec, memory_format)
-        model = compiler.build_autoencoder() if spec.model == "autoencoder" else compiler.build()
+        with _init_skipped() if on_meta else contextlib.nullcontext():
+            model = compiler.build_autoencoder() if spec.model == "autoencoder" else compiler.build()
     except (KeyError, TypeError, ValueError) as exc:  # the resolver admitted something we cannot build
         raise InternalError(f"compiling a resolved spec failed: {exc}") from exc
     if memory_format == "channels_last" and spec.dims in (2, 3):
-        _pointwise_weights_channels_last(model)
+        pointwise_weights_channels_last(model)
     model.spec = spec  # type: ignore[assignment]
     return model
 
 
-def _pointwise_weights_channels_last(model: nn.Module) -> None:
+# torch.nn.init's in-place initialisers, which the modules' constructors call
+_INITS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+          "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def _init_skipped() -> Iterator[None]:
+    """No initialiser runs while building on the meta device: there are no values to draw, and
+    some initialisers are not free there (`normal_` on meta goes through torch._refs, whose first
+    use imports torch._dynamo: 1.2 s of a `unetdsl.load`). Not thread-safe (it patches
+    torch.nn.init, as transformers' `no_init_weights` does); undone on exit."""
+    saved = {name: getattr(nn.init, name) for name in _INITS}
+    try:
+        for name in _INITS:
+            setattr(nn.init, name, _skip)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def _skip(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
+def pointwise_weights_channels_last(model: nn.Module) -> None:
     """Give 1x1(x1) conv weights the strides their gradients get in a channels-last body.
 
     For a 1x1 kernel both layouts are the same bytes, but a channels-last input makes autograd
     return the weight's gradient with channels-last *strides* ((C, 1, C, C) instead of (C, 1, 1, 1)).
-    DDP's reducer compares strides with its bucket views (made from the parameter's strides) and
+    With these strides the weight itself counts as channels-last, so oneDNN runs the conv
+    channels-last in either layout of a part (nn/unet.py chooses per call) and the gradient's
+    strides never change. DDP's reducer compares strides with its bucket views (made from the parameter's strides) and
     otherwise warns "Grad strides do not match bucket view strides" and copies every such gradient.
     Values, shapes and state-dict contents are unchanged."""
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Conv3d)) and all(k == 1 for k in m.kernel_size):
-            w = m.weight.data  # (Cout, Cin, 1, 1[, 1])
-            # (.contiguous(memory_format=...) is a no-op here: size-1 dims make both layouts "contiguous")
+            w = m.weight.data  # (Cout, Cin, 1, 1[, 1]), contiguous
+            # (.contiguous(memory_format=...) is a no-op here: size-1 dims make both layouts "contiguous");
+            # a view, no copy: with size-1 spatial dims both stride sets address the same bytes
             strides = (w.shape[1], 1, *([w.shape[1]] * (w.dim() - 2)))
-            m.weight.data = torch.empty_strided(w.shape, strides, dtype=w.dtype, device=w.device).copy_(w)
+            m.weight.data = w.contiguous().as_strided(w.shape, strides)

@@ -8,6 +8,7 @@ silent cast, no NaN/Inf. Never a pickle.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -17,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from .errors import SpecError, UnetdslError, brief
@@ -50,6 +49,7 @@ READABLE: dict[str, tuple[torch.dtype, int]] = {
 }
 MAX_HEADER = 100 * 2**20  # safetensors' own limit for the JSON header
 MAX_TENSORS = 1_000_000
+ALIGN = 64  # bytes: a tensor read in place must start on this boundary (the CPU allocator's own)
 _NOT_SAFETENSORS = "; truncated or another format? unetdsl reads weights only as safetensors, never pickles"
 
 
@@ -59,6 +59,8 @@ class Entry:
 
     dtype: torch.dtype
     shape: tuple[int, ...]
+    offset: int = 0  # where its bytes start in the file
+    nbytes: int = 0
 
     @property
     def is_floating_point(self) -> bool:
@@ -111,11 +113,25 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Entry], dict[st
     data_size = size_on_disk - 8 - n
     entries: dict[str, Entry] = {}
     for name, info in header.items():
-        entries[name] = _entry(p, name, info, data_size)
+        entries[name] = _entry(p, name, info, data_size, 8 + n)
+    _refuse_overlaps(p, entries, 8 + n, size_on_disk)
     return entries, meta
 
 
-def _entry(p: Path, name: str, info: Any, data_size: int) -> Entry:
+def _refuse_overlaps(p: Path, entries: Mapping[str, Entry], start: int, end: int) -> None:
+    """The tensors' bytes must tile the data section exactly, as safetensors requires: tensors
+    read as views of the file must not share bytes (one would change with the other)."""
+    at = start
+    for name, e in sorted(entries.items(), key=lambda kv: (kv[1].offset, kv[1].nbytes)):
+        if e.offset != at:
+            what = "overlaps the tensor before it" if e.offset < at else f"leaves {e.offset - at} bytes unused before it"
+            raise WeightsError(f"{p}: tensor {brief(name, 60)} {what}; the file is corrupt")
+        at += e.nbytes
+    if at != end:
+        raise WeightsError(f"{p}: {end - at} bytes after the last tensor; the file is truncated or corrupt")
+
+
+def _entry(p: Path, name: str, info: Any, data_size: int, data_start: int) -> Entry:
     shown = brief(name, 60)
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise WeightsError(f"{p}: tensor {shown}: not a safetensors tensor entry")
@@ -136,25 +152,36 @@ def _entry(p: Path, name: str, info: Any, data_size: int) -> Entry:
         raise WeightsError(f"{p}: tensor {shown}: {shape} of {dtype} needs {numel * itemsize} bytes but its "
                            f"offsets {start}..{end} {'lie outside the file' if end > data_size else 'disagree'}; "
                            "the file is truncated or corrupt")
-    return Entry(torch_dtype, tuple(shape))
+    return Entry(torch_dtype, tuple(shape), data_start + start, end - start)
 
 
 def read_tensors(path: str | os.PathLike[str], names: Iterable[str] | None = None
                  ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The tensors (all, or `names`) and the metadata of a safetensors file whose header
-    read_header accepted; a WeightsError saying why not."""
+    read_header accepted; a WeightsError saying why not.
+
+    Nothing is read up front: the file is mapped (privately: writing to a tensor never changes
+    the file) and each tensor is a view of its bytes, paged in when first touched, so loading
+    costs no copy and holds the weights once. A tensor whose bytes do not start on an ALIGN-byte
+    boundary is copied instead: CPU kernels take other SIMD paths on unaligned data, and results
+    would differ from the saved model's in the last bits. `save` writes files in which every
+    tensor of a whole number of ALIGN bytes is aligned."""
     p = Path(path)
     entries, metadata = read_header(p)
     wanted = list(entries) if names is None else [k for k in names if k in entries]
     try:
-        with safe_open(str(p), framework="pt") as f:
-            # clone: tensors read straight from the file can be unaligned, which sends CPU kernels
-            # down other SIMD paths (results then differ from the saved model in the last bits)
-            tensors = {k: f.get_tensor(k).clone() for k in wanted}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(f"{p}: not a readable safetensors file ({exc}); truncated or another format? "
-                           "unetdsl reads weights only as safetensors, never pickles") from None
-    return tensors, metadata
+        # size: the whole file (read_header just checked it); shared=False maps it MAP_PRIVATE
+        mapped = torch.from_file(str(p), shared=False, size=os.path.getsize(p), dtype=torch.uint8)
+    except (OSError, RuntimeError) as exc:
+        raise WeightsError(f"{p}: cannot map the file: {exc}") from None
+    return {k: _view(mapped, entries[k]) for k in wanted}, metadata
+
+
+def _view(mapped: torch.Tensor, e: Entry) -> torch.Tensor:
+    raw = mapped[e.offset:e.offset + e.nbytes]  # (nbytes,) uint8
+    if (mapped.data_ptr() + e.offset) % ALIGN:
+        raw = raw.clone()  # the allocator aligns (to 64 bytes)
+    return raw.view(e.dtype).view(e.shape)
 
 
 def check_entries(model: nn.Module, entries: Mapping[str, Entry], source: str) -> None:
@@ -188,9 +215,70 @@ def check_entries(model: nn.Module, entries: Mapping[str, Entry], source: str) -
 def check_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: str) -> None:
     """Raise WeightsError unless `tensors` fills `model`'s state exactly, with finite values."""
     check_entries(model, {k: Entry(v.dtype, tuple(v.shape)) for k, v in tensors.items()}, source)
-    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    bad = _non_finite(tensors)
     if bad:
         raise WeightsError(f"{source} does not fit the model:\n  - {len(bad)} tensor(s) holding NaN or Inf: {_listing(bad)}")
+
+
+def _non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating tensors holding a NaN or Inf. Tensors that lie end to end in one
+    storage (views of a mapped file, `read_tensors`) are checked a run at a time: one reduction
+    over the file's bytes instead of one per tensor (3x faster on a 300 M-parameter file); only a
+    run that fails is searched tensor by tensor for the names."""
+    floats = {k: v for k, v in tensors.items() if v.is_floating_point() and v.numel() > 0}
+    by_storage: dict[tuple[int, torch.dtype], list[tuple[int, str]]] = {}
+    for k, v in floats.items():
+        key = (v.untyped_storage().data_ptr(), v.dtype) if v.is_contiguous() else (id(v), v.dtype)
+        by_storage.setdefault(key, []).append((v.storage_offset(), k))
+    suspects: list[str] = []
+    for members in by_storage.values():
+        members.sort()
+        run = [members[0][1]]
+        for (prev, prev_key), (offset, key) in itertools.pairwise(members):
+            if offset == prev + floats[prev_key].numel():
+                run.append(key)
+            else:
+                suspects += _failing_run(floats, run)
+                run = [key]
+        suspects += _failing_run(floats, run)
+    return sorted(k for k in suspects if not _finite(floats[k]))
+
+
+def _failing_run(floats: Mapping[str, torch.Tensor], run: list[str]) -> list[str]:
+    """`run` if its tensors, one contiguous span of one storage, hold a NaN or Inf; else []."""
+    first = floats[run[0]]
+    if len(run) == 1:
+        return [] if _finite(first) else run
+    span = first.new_empty(0).set_(first.untyped_storage(), first.storage_offset(),
+                                   (sum(floats[k].numel() for k in run),), (1,))
+    return [] if _finite(span) else run
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """No NaN or Inf in `t`: its least and greatest values are finite (NaN propagates through
+    both). One reduction, nothing allocated: 6 GB/s here, where `isfinite(t).all()` makes 0.5."""
+    if t.numel() == 0:
+        return True
+    low, high = torch.aminmax(t)
+    return bool(torch.isfinite(low) & torch.isfinite(high))
+
+
+def materialize(model: nn.Module, path: str | os.PathLike[str], *, memory_format: str = "channels_last") -> torch.dtype | None:
+    """Fill a model built on the meta device from a safetensors file, with the checks of
+    `load_weights`: its parameters become the file's tensors, views of the mapped file (no random
+    init, no copy; `read_tensors`), in the file's floating dtype, which is returned.
+    `memory_format` is the one the model was built with (1x1 weights get their strides back)."""
+    from .compiler import pointwise_weights_channels_last
+
+    entries, _ = read_header(path)
+    check_entries(model, entries, str(path))  # names and shapes first: no data read for a file that cannot fit
+    tensors, _ = read_tensors(path)
+    check_weights(model, tensors, str(path))
+    model.load_state_dict(tensors, strict=True, assign=True)  # meta tensors replaced by the file's
+    if memory_format == "channels_last":
+        pointwise_weights_channels_last(model)
+    dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
+    return next(iter(dtypes)) if dtypes else None
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> torch.dtype | None:
@@ -220,8 +308,37 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     meta = {SPEC_KEY: json.dumps(spec.to_spec_data(), sort_keys=True), ID_KEY: spec.spec_id, VERSION_KEY: __version__}
     target = check_output(path)
     with atomic_path(target) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        write_safetensors(state, tmp, meta)
     return target
+
+
+WRITTEN = {dtype: name for name, (dtype, _) in READABLE.items()}
+
+
+def write_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str]) -> None:
+    """A safetensors file any reader takes, laid out so that `read_tensors` can use every tensor
+    in place: the header is padded with spaces (the format allows it) to end on an ALIGN-byte
+    boundary, and the tensors whose size is a whole number of ALIGN bytes come first, so each of
+    them starts aligned (in the models unetdsl builds that is nearly all: channel counts are
+    multiples of 16); the few others follow and are copied when read."""
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    unknown = sorted({str(v.dtype) for v in tensors.values() if v.dtype not in WRITTEN})
+    if unknown:
+        raise WeightsError(f"cannot write tensors of dtype {', '.join(unknown)} to safetensors")
+    order = sorted(tensors, key=lambda k: (tensors[k].nbytes % ALIGN != 0, k))
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    at = 0
+    for k in order:
+        t = tensors[k]
+        header[k] = {"dtype": WRITTEN[t.dtype], "shape": list(t.shape), "data_offsets": [at, at + t.nbytes]}
+        at += t.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-(8 + len(raw)) % ALIGN)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)))
+        fh.write(raw)
+        for k in order:  # each tensor's bytes, little-endian as the format says (as torch stores them here)
+            fh.write(tensors[k].reshape(-1).view(torch.uint8).numpy().data)
 
 
 def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> nn.Module:
@@ -231,7 +348,7 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
     and validated, its header checked against the model before any tensor is read."""
     from .api import build_model
 
-    entries, metadata = read_header(path)
+    _, metadata = read_header(path)
     try:
         spec_data = parse_stored_spec(metadata.get(SPEC_KEY))
     except StoredSpecError as exc:
@@ -241,10 +358,7 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
         model = build_model(spec_data, device="meta")
     except SpecError as exc:
         raise WeightsError(f"{path}: its stored spec is not a valid spec:\n{exc.render()}") from None
-    check_entries(model, entries, str(path))
-    tensors, _ = read_tensors(path)
-    check_weights(model, tensors, str(path))
-    model.load_state_dict(tensors, strict=True, assign=True)  # meta params replaced by the file's tensors
+    materialize(model, path)
     rebuilt = model.spec.spec_id  # type: ignore[union-attr]
     if rebuilt != metadata.get(ID_KEY):
         raise WeightsError(f"{path}: stored spec id {brief(str(metadata.get(ID_KEY)), 40)} != rebuilt {rebuilt}")
