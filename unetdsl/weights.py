@@ -228,8 +228,8 @@ def _non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     floats = {k: v for k, v in tensors.items() if v.is_floating_point() and v.numel() > 0}
     by_storage: dict[tuple[int, torch.dtype], list[tuple[int, str]]] = {}
     for k, v in floats.items():
-        key = (v.untyped_storage().data_ptr(), v.dtype) if v.is_contiguous() else (id(v), v.dtype)
-        by_storage.setdefault(key, []).append((v.storage_offset(), k))
+        where = (v.untyped_storage().data_ptr(), v.dtype) if v.is_contiguous() else (id(v), v.dtype)
+        by_storage.setdefault(where, []).append((int(v.storage_offset()), k))
     suspects: list[str] = []
     for members in by_storage.values():
         members.sort()
