@@ -82,3 +82,62 @@ def test_cpp_program_reports_errors(run_model: Path, tmp_path: Path) -> None:
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and "run_model:" in proc.stderr
     assert subprocess.run([str(run_model)], capture_output=True, check=False).returncode == 2
+
+
+# --- AOTInductor: compiled once for the module (about a minute on 2 cores) ---------------------
+
+
+@pytest.fixture(scope="module")
+def aoti_package(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module]:
+    model = build_model(TINY + "classes: 4\n", seed=7)
+    path = tmp_path_factory.mktemp("aoti") / "m.aoti.pt2"
+    report = export(model, path, format="aoti")
+    # export checked the reloaded package at the sample size and at a second batch and size
+    assert [shape for shape, _ in report.checks] == [[2, 3, 16, 16], [3, 3, 4, 4]]
+    assert report.max_abs_diff < 1e-4
+    return path, model.eval()
+
+
+@pytest.mark.slow
+def test_cpp_program_runs_an_aoti_package(run_model: Path, aoti_package: tuple[Path, torch.nn.Module],
+                                          tmp_path: Path) -> None:
+    path, model = aoti_package
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 3, 24, 16)).astype(np.float32)  # another batch and size: the package is dynamic
+    t = np.array([3.0, 811.0, 40.0], dtype=np.float32)  # cast to the int64 the package takes
+    y = np.array([1, 3, 0], dtype=np.int64)
+    for name, a in {"x": x, "t": t, "y": y}.items():
+        a.tofile(tmp_path / f"{name}.bin")
+    proc = subprocess.run([str(run_model), str(path), str(tmp_path / "out.bin"), str(tmp_path / "x.bin"), "3,3,24,16",
+                           str(tmp_path / "t.bin"), str(tmp_path / "y.bin")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3,3,24,16"
+    out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(3, 3, 24, 16)
+    with torch.inference_mode():
+        eager = model(torch.from_numpy(x), torch.from_numpy(t).long(), torch.from_numpy(y))
+        packaged = torch._inductor.aoti_load_package(str(path))(torch.from_numpy(x), torch.from_numpy(t).long(),
+                                                                torch.from_numpy(y))
+    np.testing.assert_allclose(out, packaged.numpy(), rtol=0, atol=1e-6)  # the same compiled code, from C++
+    np.testing.assert_allclose(out, eager.numpy(), rtol=0, atol=1e-4)
+    # a package takes exactly the inputs it was exported with, and says which
+    proc = subprocess.run([str(run_model), str(path), str(tmp_path / "out.bin"), str(tmp_path / "x.bin"), "3,3,24,16",
+                           str(tmp_path / "t.bin")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "this package's inputs are: x: float32 (B, 3, H, W); t: int64 (B,); y: int64 (B,)" \
+        in proc.stderr
+
+
+@pytest.mark.slow
+def test_aoti_package_provenance_is_read_without_loading_it(aoti_package: tuple[Path, torch.nn.Module],
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from unetdsl.cli import main
+
+    path, model = aoti_package
+    assert main(["inspect", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "format: aoti" in shown and f"spec_id: {model.spec.spec_id}" in shown  # type: ignore[union-attr]
+    assert "compiled_for: linux x86_64 cpu, CPU ISA " in shown  # the package runs on such machines only
+    assert "forward: forward(x, t, y)" in shown
+    # compiled in too, for C++ loaders (AOTIModelPackageLoader::get_metadata)
+    compiled = torch._inductor.aoti_load_package(str(path)).get_metadata()
+    assert compiled["unetdsl/spec_id"] == model.spec.spec_id  # type: ignore[union-attr]
+    assert compiled["unetdsl/format"] == "aoti"

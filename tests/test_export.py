@@ -186,8 +186,18 @@ def test_cli_build_cuda_without_a_gpu(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("fmt", ["torchscript", "export", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", "export", "onnx", "aoti"])
 def test_cuda_half_precision_exports(dtype: torch.dtype, fmt: str, tmp_path: Path) -> None:
     model = nonzero(build_model(ROOT / "specs" / "ddpm-cifar10.yaml", device="cuda", dtype=dtype))
     report = export(model, tmp_path / f"m{FORMATS[fmt].suffix}", format=fmt)
     assert read_metadata(report.path)["unetdsl/device"] == "cuda"
+
+
+def test_cli_offers_every_format() -> None:
+    """The CLI's --format choices are written out (it imports no torch to parse arguments): they
+    must be the formats the exporter has."""
+    from unetdsl.cli import build_parser
+
+    build = next(a for a in build_parser()._subparsers._group_actions[0].choices["build"]._actions  # type: ignore[union-attr]
+                 if a.dest == "format")
+    assert list(build.choices) == list(FORMATS)

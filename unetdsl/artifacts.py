@@ -3,9 +3,10 @@
     export(model, "m.pt",  format="torchscript")   # torch.jit.script (optionally frozen)
     export(model, "m.pt2", format="export")        # torch.export, dynamic batch and spatial sizes
     export(model, "m.onnx", format="onnx")         # ONNX (dynamo exporter), checked in ONNX Runtime
+    export(model, "m.aoti.pt2", format="aoti")     # AOTInductor package: compiled C++, no Python to run it
 
 Each file is written under a temporary name next to the target, loaded back the way a
-deployment loads it (torch.jit.load / torch.export.load / onnxruntime), compared with the eager
+deployment loads it (torch.jit.load / torch.export.load / onnxruntime / aoti_load_package), compared with the eager
 model on the sample input *and* on a second batch size and spatial size, and only then renamed
 into place. A failed check or an interrupted write leaves the previous file intact. Every file
 carries the resolved spec, spec id, unetdsl version, dtype and device it was made for.
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,6 +243,32 @@ def _load_export(path: Path, device: torch.device) -> Runner:
     return lambda inp: module(*call_args(inp))
 
 
+def _write_aoti(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[str, str],
+                options: dict[str, Any]) -> None:
+    """torch.export (dynamic sizes, as the export format), then AOTInductor: the graph compiled
+    to C++ kernels for this machine's device and ISA, packaged with its weights. The provenance
+    goes in twice: compiled in (`get_metadata()`, for C++ loaders) and as the archive's extra
+    files (for `unetdsl inspect`, which never loads the compiled code)."""
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        raise ExportError("the aoti format compiles C++: install g++ (or put a c++ compiler on PATH)")
+    spec: ResolvedSpec = model.spec  # type: ignore[assignment]
+    args = call_args(_trace_inputs(spec, inputs))
+    program = torch.export.export(_traceable(model, spec), args, dynamic_shapes=_dynamic_shapes(spec, args))
+    with warnings.catch_warnings():  # inductor's own notices about its compile cache; the check below is ours
+        warnings.simplefilter("ignore", UserWarning)
+        torch._inductor.aoti_compile_and_package(program, package_path=str(path),
+                                                 inductor_configs={"aot_inductor.metadata": dict(meta)})
+    with zipfile.ZipFile(path, "a") as archive:  # the PT2 archive's extra files: <root>/extra/<name>
+        root = archive.namelist()[0].split("/", 1)[0]
+        for key, value in meta.items():
+            archive.writestr(f"{root}/extra/{key}", value)
+
+
+def _load_aoti(path: Path, device: torch.device) -> Runner:
+    compiled = torch._inductor.aoti_load_package(str(path))
+    return lambda inp: compiled(*call_args(inp))
+
+
 def _write_onnx(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[str, str],
                 options: dict[str, Any]) -> None:
     onnx = _require("onnx")
@@ -303,6 +333,7 @@ FORMATS: dict[str, Format] = {
     "torchscript": Format(".pt", _write_torchscript, _load_torchscript, "torch.jit.load"),
     "export": Format(".pt2", _write_export, _load_export, "torch.export.load"),
     "onnx": Format(".onnx", _write_onnx, _load_onnx, "onnxruntime"),
+    "aoti": Format(".aoti.pt2", _write_aoti, _load_aoti, "torch._inductor.aoti_load_package"),
 }
 
 

@@ -276,9 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Validate the spec, build the model, run the sample input through it, print a "
                        "summary, write the TorchScript file, reload it and check it against the eager model.")
     p.add_argument("spec", metavar="SPEC")
-    p.add_argument("-o", "--output", metavar="OUT", help="output file (default: the spec's name + .pt/.pt2/.onnx)")
-    p.add_argument("--format", choices=["torchscript", "export", "onnx"], default="torchscript",
-                   help="torchscript (.pt, default), export (torch.export .pt2) or onnx")
+    p.add_argument("-o", "--output", metavar="OUT",
+                   help="output file (default: the spec's name + .pt/.pt2/.onnx/.aoti.pt2)")
+    p.add_argument("--format", choices=["torchscript", "export", "onnx", "aoti"], default="torchscript",
+                   help="torchscript (.pt, default), export (torch.export .pt2), onnx, or aoti (an AOTInductor "
+                        "package, .aoti.pt2: compiled for this machine's CPU or GPU; minutes to compile)")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--weights", metavar="FILE.safetensors", help="trained weights to load (strict; never a pickle)")

@@ -1,6 +1,7 @@
 """Read the provenance unetdsl stores in its files *without running any code from them*:
-TorchScript (.pt) and torch.export (.pt2) archives are zip files (their extra files are read
-with zipfile), ONNX is protobuf (read with onnx.load, no execution), safetensors has a JSON
+TorchScript (.pt), torch.export (.pt2) and AOTInductor (.aoti.pt2) archives are zip files
+(their extra files are read with zipfile; an AOTInductor package's compiled library is not
+loaded), ONNX is protobuf (read with onnx.load, no execution), safetensors has a JSON
 header (read by hand). Nothing is unpickled, loaded into torch or executed."""
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def _from_zip(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
+            if info.filename.endswith(".wrapper_metadata.json") and "/aotinductor/" in info.filename:
+                out.update(_aoti_target(archive, info))
+                continue
             marker = "/extra/" + PREFIX
             if marker not in info.filename:
                 continue
@@ -38,6 +42,24 @@ def _from_zip(path: Path) -> dict[str, str]:
                 raise InspectError(f"{path}: entry {info.filename!r} is over {MAX_VALUE} bytes; not a file unetdsl wrote")
             out[PREFIX + info.filename.split(marker, 1)[1]] = data.decode("utf-8", errors="replace")
     return out
+
+
+def _aoti_target(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, str]:
+    """What an AOTInductor package was compiled for (its wrapper's metadata, a JSON file beside
+    the compiled library): the package runs only on a matching platform, device and ISA."""
+    with archive.open(info) as member:
+        data = member.read(MAX_VALUE + 1)
+    found = json.loads(data) if len(data) <= MAX_VALUE else None
+    if not isinstance(found, dict):
+        return {}
+    parts = [str(found.get(k, "")) for k in ("AOTI_PLATFORM", "AOTI_MACHINE", "AOTI_DEVICE_KEY")]
+    isa, capability = found.get("AOTI_CPU_ISA"), found.get("AOTI_COMPUTE_CAPABILITY")
+    target = " ".join(p for p in parts if p)
+    if isa:
+        target += f", CPU ISA {isa}"
+    if capability:
+        target += f", compute capability {capability}"
+    return {PREFIX + "compiled_for": target}
 
 
 def _from_safetensors(path: Path) -> dict[str, str]:
@@ -141,7 +163,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         elif p.suffix == ".safetensors":
             meta = _from_safetensors(p)
         else:
-            raise InspectError(f"{p}: not a file unetdsl writes (.pt, .pt2, .onnx, .safetensors)")
+            raise InspectError(f"{p}: not a file unetdsl writes (.pt, .pt2, .aoti.pt2, .onnx, .safetensors)")
     except (zipfile.BadZipFile, ValueError, RecursionError, struct.error, EOFError) as exc:
         raise InspectError(f"{p}: unreadable ({type(exc).__name__})") from None
     except OSError as exc:

@@ -1,11 +1,14 @@
-// run_model: load a TorchScript file written by `unetdsl build` and run one forward, no Python.
+// run_model: load a file written by `unetdsl build` and run one forward, no Python: a TorchScript
+// file (MODEL.pt, torch::jit::load) or an AOTInductor package (MODEL.aoti.pt2, `--format aoti`:
+// torch::inductor::AOTIModelPackageLoader, compiled kernels, no interpreter at all).
 //
-//   run_model MODEL.pt OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--context C.bin TOKENS,DIM] [--cuda]
+//   run_model MODEL.pt|MODEL.aoti.pt2 OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--context C.bin TOKENS,DIM] [--cuda]
 //
 // X.bin: float32 little-endian, row-major, of the given shape (B, C, *spatial).
 // T.bin: B float32 timesteps (the model casts them as its embedding needs). Y.bin: B int64 labels.
 // C.bin: the context a text-conditioned model attends to, float32 (B, TOKENS, DIM).
 // OUT.bin receives the output as float32; its shape is printed on stdout.
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
 #include <cstdint>
@@ -38,6 +41,59 @@ torch::Tensor read_raw(const std::string& path, std::vector<int64_t> shape, torc
   return tensor;
 }
 
+std::vector<int64_t> parse_list(const std::string& text) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) out.push_back(std::stoll(item));
+  return out;
+}
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The inputs as files: x (float32), then t (float32), y (int64) and the context (float32) where given.
+struct Inputs {
+  torch::Tensor x, t, y, context;
+};
+
+// A TorchScript module: forward(x, t=None, y=None, context=None), any t dtype (the model casts it).
+torch::Tensor run_torchscript(const std::string& path, const Inputs& in, const torch::Device& device) {
+  torch::jit::script::Module model = torch::jit::load(path, device);
+  model.eval();
+  // The model's dtype is that of its first parameter (float32, float16 or bfloat16).
+  const auto dtype = (*model.parameters().begin()).scalar_type();
+  std::vector<torch::jit::IValue> inputs;
+  inputs.emplace_back(in.x.to(device, dtype));
+  inputs.emplace_back(in.t.defined() ? torch::jit::IValue(in.t.to(device)) : torch::jit::IValue());
+  inputs.emplace_back(in.y.defined() ? torch::jit::IValue(in.y.to(device)) : torch::jit::IValue());
+  if (in.context.defined()) inputs.emplace_back(in.context.to(device, dtype));
+  return model.forward(inputs).toTensor();
+}
+
+// An AOTInductor package: exactly the tensors its forward was exported with, each in the dtype the
+// package's unetdsl metadata names (the same strings `unetdsl inspect` prints).
+torch::Tensor run_aoti(const std::string& path, const Inputs& in, const torch::Device& device) {
+  torch::inductor::AOTIModelPackageLoader loader(path);
+  auto meta = loader.get_metadata();
+  const std::string dtype_name = meta["unetdsl/dtype"], signature = meta["unetdsl/inputs"];
+  const auto dtype = dtype_name == "float16" ? torch::kFloat16 : dtype_name == "bfloat16" ? torch::kBFloat16
+                                                                                         : torch::kFloat32;
+  std::vector<torch::Tensor> inputs{in.x.to(device, dtype)};
+  const bool takes_t = signature.find("; t: ") != std::string::npos;
+  if (takes_t != in.t.defined()) throw std::runtime_error("this package's inputs are: " + signature);
+  // sinusoidal and learned embeddings take int64 timesteps, fourier ones float32 noise levels
+  if (takes_t) inputs.push_back(in.t.to(device, signature.find("t: float32") != std::string::npos ? torch::kFloat32
+                                                                                                : torch::kInt64));
+  if ((signature.find("; y: ") != std::string::npos) != in.y.defined())
+    throw std::runtime_error("this package's inputs are: " + signature);
+  if (in.y.defined()) inputs.push_back(in.y.to(device));
+  if ((signature.find("; context: ") != std::string::npos) != in.context.defined())
+    throw std::runtime_error("this package's inputs are: " + signature);
+  if (in.context.defined()) inputs.push_back(in.context.to(device, dtype));
+  return loader.run(inputs)[0];
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -59,32 +115,26 @@ int main(int argc, char** argv) {
     }
   }
   if (bad || args.size() < 4 || args.size() > 6) {
-    std::cerr << "usage: run_model MODEL.pt OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--context C.bin TOKENS,DIM]"
+    std::cerr << "usage: run_model MODEL.pt|MODEL.aoti.pt2 OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--context C.bin TOKENS,DIM]"
                  " [--cuda]\n";
     return 2;
   }
   try {
     const torch::Device device = cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-    torch::jit::script::Module model = torch::jit::load(args[0], device);
-    model.eval();
     const auto shape = parse_shape(args[3]);
-    std::vector<torch::jit::IValue> inputs;
-    // The model's dtype is that of its first parameter (float32, float16 or bfloat16).
-    const auto dtype = (*model.parameters().begin()).scalar_type();
-    inputs.emplace_back(read_raw(args[2], shape, torch::kFloat32).to(device, dtype));
-    inputs.emplace_back(args.size() > 4 ? torch::jit::IValue(read_raw(args[4], {shape[0]}, torch::kFloat32).to(device))
-                                        : torch::jit::IValue());
-    inputs.emplace_back(args.size() > 5 ? torch::jit::IValue(read_raw(args[5], {shape[0]}, torch::kInt64).to(device))
-                                        : torch::jit::IValue());
-    if (!context_path.empty()) {  // forward(x, t, y, context): (B, TOKENS, DIM) in the model's dtype
-      std::vector<int64_t> td;
-      std::stringstream ss(context_shape);
-      for (std::string item; std::getline(ss, item, ',');) td.push_back(std::stoll(item));
+    Inputs in;
+    in.x = read_raw(args[2], shape, torch::kFloat32);
+    if (args.size() > 4) in.t = read_raw(args[4], {shape[0]}, torch::kFloat32);
+    if (args.size() > 5) in.y = read_raw(args[5], {shape[0]}, torch::kInt64);
+    if (!context_path.empty()) {  // (B, TOKENS, DIM)
+      const auto td = parse_list(context_shape);
       if (td.size() != 2) throw std::runtime_error("--context needs TOKENS,DIM: " + context_shape);
-      inputs.emplace_back(read_raw(context_path, {shape[0], td[0], td[1]}, torch::kFloat32).to(device, dtype));
+      in.context = read_raw(context_path, {shape[0], td[0], td[1]}, torch::kFloat32);
     }
     torch::NoGradGuard no_grad;
-    auto out = model.forward(inputs).toTensor().to(torch::kCPU, torch::kFloat32).contiguous();
+    const torch::Tensor result = ends_with(args[0], ".pt2") ? run_aoti(args[0], in, device)
+                                                            : run_torchscript(args[0], in, device);
+    auto out = result.to(torch::kCPU, torch::kFloat32).contiguous();
     std::ofstream file(args[1], std::ios::binary);
     file.write(static_cast<const char*>(out.data_ptr()), static_cast<std::streamsize>(out.numel() * sizeof(float)));
     if (!file) throw std::runtime_error("cannot write " + args[1]);
