@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/vs_diffusers.py [--spec specs/ddpm-cifar10.yaml] [--batch 8]
         [--size N] [--tokens 77] [--threads 2] [--rounds 21] [--device cpu|cuda] [--dtype float32|float16]
+        [--aoti] [--flops]
     .venv/bin/python benchmarks/vs_diffusers.py --spec specs/sd15-unet.yaml --batch 1 --size 32 --rounds 7
     .venv/bin/python benchmarks/vs_diffusers.py --spec specs/sd-vae.yaml --batch 1 --size 16 --rounds 7  # the decoder
 
@@ -13,6 +14,12 @@ inference mode, interleaved round by round so machine noise hits every contender
   unetdsl eager / diffusers eager
   unetdsl TorchScript (scripted file, reloaded) / diffusers torch.jit.trace (the best diffusers
   can do: its UNets do not script)
+  unetdsl TorchScript frozen (`build --freeze`) / diffusers traced and frozen (torch.jit.freeze)
+  unetdsl AOTInductor package (`--aoti`: `build --format aoti`, minutes to compile) / diffusers
+  traced and frozen
+`--flops` adds the FLOP/s unetdsl eager achieves (FLOPs from unetdsl.estimate) against the best
+FLOP/s of a single 3x3 convolution of this model run alone on the same machine (each of its 3x3
+convolutions timed standalone at the shape it meets in this forward, in its layout).
 Each round runs every contender once, in an order that alternates round by round (ABBA), and
 each ratio is the median over rounds of the *paired* per-round ratio, so drifts in machine speed
 cancel; the interquartile range of those ratios says how much to trust the figure (< 1: unetdsl
@@ -34,6 +41,8 @@ import torch
 from timing import paired as paired_ratio  # benchmarks/timing.py (run as a script: its folder is on sys.path)
 
 from unetdsl import build_model, export
+from unetdsl.artifacts import FORMATS
+from unetdsl.estimate import estimate
 from unetdsl.interop.diffusers import to_diffusers
 from unetdsl.sample import sample_inputs
 from unetdsl.torchscript import load
@@ -74,6 +83,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    ap.add_argument("--aoti", action="store_true", help="also an AOTInductor package (compiles for minutes)")
+    ap.add_argument("--flops", action="store_true", help="also the achieved FLOP/s against the best single 3x3 conv")
     args = ap.parse_args()
     logging.getLogger("diffusers").setLevel(logging.ERROR)
     torch.set_num_threads(args.threads)
@@ -94,19 +105,28 @@ def main() -> None:
     with torch.inference_mode():
         diff = (ours(*args_ours) - call(theirs, *present)).abs().max().item()
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "m.pt"
-        export(ours, path)
-        scripted = load(path, map_location=device)
+        export(ours, Path(tmp) / "m.pt")
+        scripted = load(Path(tmp) / "m.pt", map_location=device)
+        export(ours, Path(tmp) / "f.pt", freeze=True)
+        frozen = load(Path(tmp) / "f.pt", map_location=device)
+        if args.aoti:
+            export(ours, Path(tmp) / "m.aoti.pt2", format="aoti")
+            aoti = FORMATS["aoti"].load(Path(tmp) / "m.aoti.pt2", device)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # trace warnings and torch.jit deprecation: diffusers' side, not ours
         traced = torch.jit.trace(_Traceable(theirs, call), present, check_trace=False)
+        traced_frozen = torch.jit.freeze(torch.jit.trace(_Traceable(theirs, call), present, check_trace=False).eval())
 
     contenders: dict[str, Callable[[], object]] = {
         "unetdsl eager": lambda: ours(*args_ours),
         "diffusers eager": lambda: call(theirs, *present),
         "unetdsl torchscript": lambda: scripted(*args_ours),
         "diffusers traced": lambda: traced(*present),
+        "unetdsl ts frozen": lambda: frozen(*args_ours),
+        "diffusers traced frozen": lambda: traced_frozen(*present),
     }
+    if args.aoti:
+        contenders["unetdsl aoti"] = lambda: aoti(inp)
     times: dict[str, list[float]] = {k: [] for k in contenders}
     with torch.inference_mode():
         for fn in contenders.values():
@@ -130,9 +150,48 @@ def main() -> None:
           f"torch {torch.__version__}; "
           f"max |unetdsl - diffusers| = {diff:.2e}; median of {args.rounds} interleaved rounds")
     for name, m in med.items():
-        print(f"  {name:20} {m * 1000:9.2f} ms")
+        print(f"  {name:24} {m * 1000:9.2f} ms")
     print(f"  ratio unetdsl eager / diffusers eager:        {paired('unetdsl eager', 'diffusers eager')}")
     print(f"  ratio unetdsl torchscript / diffusers traced: {paired('unetdsl torchscript', 'diffusers traced')}")
+    print(f"  ratio unetdsl ts frozen / diffusers traced frozen: {paired('unetdsl ts frozen', 'diffusers traced frozen')}")
+    if args.aoti:
+        print(f"  ratio unetdsl aoti / diffusers traced frozen: {paired('unetdsl aoti', 'diffusers traced frozen')}")
+        print(f"  ratio unetdsl aoti / diffusers traced:        {paired('unetdsl aoti', 'diffusers traced')}")
+    if args.flops:
+        flops = estimate(spec, batch=args.batch, size=list(inp.x.shape[2:])).flops
+        best, shape = _best_conv(ours, args_ours, sync)
+        achieved = flops / med["unetdsl eager"]
+        print(f"  unetdsl eager achieves {achieved / 1e9:.1f} GFLOP/s ({flops / 1e9:.2f} GFLOP a forward) = "
+              f"{achieved / best:.2f}x the best single 3x3 conv of this model alone ({best / 1e9:.1f} GFLOP/s, {shape})")
+
+
+def _best_conv(model: torch.nn.Module, args: tuple[object, ...], sync: Callable[[], None]) -> tuple[float, str]:
+    """The highest FLOP/s among the model's 3x3 convolutions, each run alone (median of 5) on the
+    input it receives in this forward, in that input's layout."""
+    seen: list[tuple[torch.nn.Conv2d, torch.Tensor]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, inp: seen.append((m, inp[0].clone(memory_format=torch.preserve_format))))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    with torch.inference_mode():
+        model(*args)
+    for h in hooks:
+        h.remove()
+    best, where = 0.0, ""
+    with torch.inference_mode():
+        for conv, x in seen:
+            out = conv(x)
+            flops = 2 * out.numel() * conv.in_channels // conv.groups * 9
+            times = []
+            for _ in range(5):
+                sync()
+                start = time.perf_counter()
+                conv(x)
+                sync()
+                times.append(time.perf_counter() - start)
+            rate = flops / statistics.median(times)
+            if rate > best:
+                layout = "channels-last" if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1 else "default"
+                best, where = rate, f"{conv.in_channels}->{conv.out_channels} on {list(x.shape)}, {layout}"
+    return best, where
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ from .version import __version__
 if TYPE_CHECKING:  # pragma: no cover
     from .api import build_model
     from .artifacts import export
+    from .nn.layers import set_prepacking
     from .training import set_activation_checkpointing, training_units
     from .weights import load, save
 
 # torch is heavy: only these pull it in, and only when first asked for.
 _LAZY = {"build_model": "api", "export": "artifacts", "save": "weights", "load": "weights",
-         "set_activation_checkpointing": "training", "training_units": "training"}
+         "set_activation_checkpointing": "training", "training_units": "training",
+         "set_prepacking": "nn.layers"}
 
 
 def __getattr__(name: str) -> Any:
@@ -49,5 +51,6 @@ __all__ = [
     "resolve_spec",
     "save",
     "set_activation_checkpointing",
+    "set_prepacking",
     "training_units",
 ]

@@ -30,6 +30,7 @@ from torch import nn
 from . import torchscript
 from .errors import UnetdslError
 from .fsutil import atomic_path, check_output, remove_stale_temporaries
+from .nn.layers import prepacking_off
 from .provenance import (
     DEVICE_KEY,
     DTYPE_KEY,
@@ -380,7 +381,7 @@ def _write_checked(model: nn.Module, spec: ResolvedSpec, fmt: Format, format: st
                    device: torch.device, dtype: torch.dtype, *, freeze: bool, opset: int) -> ExportReport:
     remove_stale_temporaries(target)
     checks = check_inputs(spec, device, dtype)
-    with torch.inference_mode():
+    with torch.inference_mode(), prepacking_off(model):  # the plain convolutions: no packed copies to hold
         expected = [model(*c.args()) for c in checks]
     atol, rtol = TOLERANCE[dtype]
     report = ExportReport(target, format)

@@ -80,6 +80,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .artifacts import DTYPES, ExportError, default_path, export
     from .estimate import estimate
     from .fsutil import OutputError, check_output
+    from .nn.layers import prepacking_off
     from .resources import ResourceError, check_build
     from .sample import sample_inputs
     from .summary import render
@@ -125,7 +126,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         model = model.get_submodule(args.part)  # its `.spec` is the part's
     model = model.to(device=args.device, dtype=DTYPES[args.dtype])
     inputs = sample_inputs(resolved, batch=2, device=args.device, dtype=DTYPES[args.dtype])
-    with torch.inference_mode():
+    with torch.inference_mode(), prepacking_off(model):  # one forward: packed weights would only cost memory
         out = model(*inputs.args())
     print(render(resolved, est, device=args.device))
     print(f"sample: input {list(inputs.x.shape)} -> output {list(out.shape)}")

@@ -1,0 +1,114 @@
+"""nn/layers.Conv2d: CPU inference convolves with weights packed once for oneDNN; everything
+else (training, scripting, exporting, estimating) sees the plain convolution."""
+
+from __future__ import annotations
+
+import copy
+import io
+
+import pytest
+import torch
+
+import unetdsl
+from unetdsl import build_model
+from unetdsl.nn.layers import Conv2d, prepacking_off, set_prepacking
+
+from .conftest import TINY
+
+pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN (mkldnn)")
+
+
+def _packed(model: torch.nn.Module) -> int:
+    return sum("_packed" in m.__dict__ for m in model.modules() if isinstance(m, Conv2d))
+
+
+@pytest.fixture
+def model() -> torch.nn.Module:
+    return build_model(TINY, seed=1).eval()
+
+
+def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)), torch.tensor([3, 700])
+
+
+def test_inference_packs_once_and_gives_the_plain_numbers(model: torch.nn.Module) -> None:
+    x, t = _inputs()
+    convs = sum(isinstance(m, Conv2d) for m in model.modules())
+    with torch.inference_mode(), prepacking_off(model):
+        plain = model(x, t)
+    assert _packed(model) == 0
+    with torch.inference_mode():
+        packed = model(x, t)
+        packs = {id(m.__dict__["_packed"][1]) for m in model.modules() if isinstance(m, Conv2d)}
+        again = model(x, t)  # the same packed copies, not new ones
+        assert packs == {id(m.__dict__["_packed"][1]) for m in model.modules() if isinstance(m, Conv2d)}
+    assert _packed(model) == convs > 0
+    torch.testing.assert_close(packed, plain, rtol=1e-4, atol=1e-5)
+    assert torch.equal(again, packed)
+    with torch.no_grad():  # no_grad counts as inference too
+        torch.testing.assert_close(model(x, t), packed, rtol=0, atol=0)
+
+
+def test_training_and_tracing_see_the_plain_convolution(model: torch.nn.Module) -> None:
+    x, t = _inputs()
+    model.train()
+    out = model(x, t)  # grad enabled: autograd must see aten's convolution
+    out.square().mean().backward()
+    assert _packed(model) == 0
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    program = torch.export.export(model, (x, t))
+    assert _packed(model) == 0
+    assert not any("mkldnn" in str(n.target) for n in program.graph.nodes)
+
+
+def test_a_changed_weight_is_packed_again(model: torch.nn.Module) -> None:
+    x, t = _inputs()
+    other = build_model(TINY, seed=2).eval()
+    with torch.inference_mode():
+        model(x, t)
+        want = other(x, t)
+    model.load_state_dict(other.state_dict())  # in place: the weights' version counters move
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, t), want, rtol=0, atol=0)
+    with torch.no_grad():
+        model.conv_in.weight.mul_(0.0)  # an in-place edit (an EMA update, say)
+        model.conv_in.bias.zero_()
+        out = model(x, t)
+    with torch.no_grad(), prepacking_off(model):
+        torch.testing.assert_close(out, model(x, t), rtol=1e-4, atol=1e-5)
+    double = copy.deepcopy(model).to(torch.float64)  # another dtype: not packed, plain float64
+    with torch.no_grad():
+        assert double(x.double(), t).dtype == torch.float64
+    assert _packed(double) == 0
+
+
+def test_the_packed_copy_is_never_saved_copied_or_kept_for_training(model: torch.nn.Module) -> None:
+    x, t = _inputs()
+    with torch.inference_mode():
+        want = model(x, t)
+    assert _packed(model) > 0
+    twin = copy.deepcopy(model)
+    assert _packed(twin) == 0
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    assert _packed(torch.load(buffer, weights_only=False)) == 0
+    assert set(model.state_dict()) == set(twin.state_dict())
+    with torch.inference_mode():
+        torch.testing.assert_close(twin(x, t), want, rtol=0, atol=0)
+    model.train()
+    assert _packed(model) == 0
+
+
+def test_prepacking_can_be_turned_off(model: torch.nn.Module) -> None:
+    x, t = _inputs()
+    unetdsl.set_prepacking(model, False)
+    with torch.inference_mode():
+        model(x, t)
+    assert _packed(model) == 0
+    set_prepacking(model, True)
+    with prepacking_off(model), torch.inference_mode():
+        model(x, t)
+    assert _packed(model) == 0
+    assert all(m.prepack for m in model.modules() if isinstance(m, Conv2d))  # restored on exit
