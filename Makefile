@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_SPEC := specs/ddpm-cifar10.yaml
 
-.PHONY: install demo test test-fast test-inductor test-heavy coverage fuzz check schema docs clean
+.PHONY: install demo test test-fast test-inductor test-heavy coverage fuzz bench check schema docs clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ coverage: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python benchmarks/fuzz_campaign.py
 	$(BIN)/python benchmarks/kill_test.py
+
+# every speed and memory benchmark (~25 minutes on 2 cores); `benchmarks/run.py --readme` rewrites README's table
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
 
 check: $(STAMP)
 	$(BIN)/ruff check unetdsl tests benchmarks

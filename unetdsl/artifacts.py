@@ -247,7 +247,8 @@ def _load_export(path: Path, device: torch.device) -> Runner:
 def _write_aoti(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[str, str],
                 options: dict[str, Any]) -> None:
     """torch.export (dynamic sizes, as the export format), then AOTInductor: the graph compiled
-    to C++ kernels for this machine's device and ISA, packaged with its weights. The provenance
+    to C++ kernels for this machine's device and ISA, packaged with its weights (frozen:
+    constants to the compiler, so CPU convolutions get prepacked weights, as eager's Conv2d). The provenance
     goes in twice: compiled in (`get_metadata()`, for C++ loaders) and as the archive's extra
     files (for `unetdsl inspect`, which never loads the compiled code)."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
@@ -257,8 +258,9 @@ def _write_aoti(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
     program = torch.export.export(_traceable(model, spec), args, dynamic_shapes=_dynamic_shapes(spec, args))
     with warnings.catch_warnings():  # inductor's own notices about its compile cache; the check below is ours
         warnings.simplefilter("ignore", UserWarning)
+        # freezing: the weights become constants, folded and (CPU) packed for oneDNN at compile time
         torch._inductor.aoti_compile_and_package(program, package_path=str(path),
-                                                 inductor_configs={"aot_inductor.metadata": dict(meta)})
+                                                 inductor_configs={"aot_inductor.metadata": dict(meta), "freezing": True})
     with zipfile.ZipFile(path, "a") as archive:  # the PT2 archive's extra files: <root>/extra/<name>
         root = archive.namelist()[0].split("/", 1)[0]
         for key, value in meta.items():

@@ -95,8 +95,10 @@ class ResBlock(Checkpointable):
             t = broadcast_to_spatial(self.time_emb_proj(self.nonlinearity(temb)), self.dims)  # (B, C[*2], 1...)
             if self.scale_shift:
                 scale, shift = t.chunk(2, dim=1)
-            else:
+            elif torch.is_grad_enabled():
                 h = h + t
+            else:  # inference: into h's own memory (made in this block), no new (B, C, *S) allocation
+                h = h.add_(t)
 
         if self.pre:
             h = self.norm2(h)
@@ -113,4 +115,6 @@ class ResBlock(Checkpointable):
             shortcut = self.conv_shortcut(shortcut)
         # h first: the sum takes its first operand's layout, the block's input's (a 1x1 shortcut
         # conv's output is channels-last even in a default-layout part, compiler.py)
-        return h + shortcut  # (B, Cout, *spatial)
+        if torch.is_grad_enabled():
+            return h + shortcut  # (B, Cout, *spatial)
+        return h.add_(shortcut)  # inference: h is this block's own tensor
