@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     ap.add_argument("--aoti", action="store_true", help="also an AOTInductor package (compiles for minutes)")
+    ap.add_argument("--frozen", action=argparse.BooleanOptionalAction, default=True,
+                    help="also frozen TorchScript against a frozen trace (two more copies of the weights)")
     ap.add_argument("--flops", action="store_true", help="also the achieved FLOP/s against the best single 3x3 conv")
     args = ap.parse_args()
     logging.getLogger("diffusers").setLevel(logging.ERROR)
@@ -107,24 +109,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         export(ours, Path(tmp) / "m.pt")
         scripted = load(Path(tmp) / "m.pt", map_location=device)
-        export(ours, Path(tmp) / "f.pt", freeze=True)
-        frozen = load(Path(tmp) / "f.pt", map_location=device)
+        if args.frozen:
+            export(ours, Path(tmp) / "f.pt", freeze=True)
+            frozen = load(Path(tmp) / "f.pt", map_location=device)
         if args.aoti:
             export(ours, Path(tmp) / "m.aoti.pt2", format="aoti")
             aoti = FORMATS["aoti"].load(Path(tmp) / "m.aoti.pt2", device)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # trace warnings and torch.jit deprecation: diffusers' side, not ours
         traced = torch.jit.trace(_Traceable(theirs, call), present, check_trace=False)
-        traced_frozen = torch.jit.freeze(torch.jit.trace(_Traceable(theirs, call), present, check_trace=False).eval())
+        if args.frozen:
+            traced_frozen = torch.jit.freeze(torch.jit.trace(_Traceable(theirs, call), present, check_trace=False).eval())
 
     contenders: dict[str, Callable[[], object]] = {
         "unetdsl eager": lambda: ours(*args_ours),
         "diffusers eager": lambda: call(theirs, *present),
         "unetdsl torchscript": lambda: scripted(*args_ours),
         "diffusers traced": lambda: traced(*present),
-        "unetdsl ts frozen": lambda: frozen(*args_ours),
-        "diffusers traced frozen": lambda: traced_frozen(*present),
     }
+    if args.frozen:
+        contenders["unetdsl ts frozen"] = lambda: frozen(*args_ours)
+        contenders["diffusers traced frozen"] = lambda: traced_frozen(*present)
     if args.aoti:
         contenders["unetdsl aoti"] = lambda: aoti(inp)
     times: dict[str, list[float]] = {k: [] for k in contenders}
@@ -153,9 +158,11 @@ def main() -> None:
         print(f"  {name:24} {m * 1000:9.2f} ms")
     print(f"  ratio unetdsl eager / diffusers eager:        {paired('unetdsl eager', 'diffusers eager')}")
     print(f"  ratio unetdsl torchscript / diffusers traced: {paired('unetdsl torchscript', 'diffusers traced')}")
-    print(f"  ratio unetdsl ts frozen / diffusers traced frozen: {paired('unetdsl ts frozen', 'diffusers traced frozen')}")
-    if args.aoti:
+    if args.frozen:
+        print(f"  ratio unetdsl ts frozen / diffusers traced frozen: {paired('unetdsl ts frozen', 'diffusers traced frozen')}")
+    if args.aoti and args.frozen:
         print(f"  ratio unetdsl aoti / diffusers traced frozen: {paired('unetdsl aoti', 'diffusers traced frozen')}")
+    if args.aoti:
         print(f"  ratio unetdsl aoti / diffusers traced:        {paired('unetdsl aoti', 'diffusers traced')}")
     if args.flops:
         flops = estimate(spec, batch=args.batch, size=list(inp.x.shape[2:])).flops
