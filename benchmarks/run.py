@@ -5,6 +5,7 @@ prints every ratio with its spread, and with `--readme` rewrites the README's ta
     make bench                                        # all of them (about 25 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --only ddpm,sd15 [--readme]
     .venv/bin/python benchmarks/run.py --list
+    .venv/bin/python benchmarks/run.py --readme-from run1.log run2.log   # the table from earlier runs' output
 
 Each row names the command that made it, so any figure can be re-measured alone. Ratios < 1 mean
 unetdsl is faster (or smaller); "IQR" is the interquartile range of the paired per-round ratios
@@ -63,12 +64,13 @@ BENCHES: tuple[Bench, ...] = (
     Bench("sd15", ("vs_diffusers.py", "--spec", "specs/sd15-unet.yaml", "--batch", "1", "--size", "32", "--rounds", "9",
                    "--no-frozen"), (
         Row(f"unetdsl eager / diffusers eager, {_SD}", r"ratio unetdsl eager / diffusers eager:\s+(.+)"),
-        Row("unetdsl TorchScript / diffusers traced, same", r"ratio unetdsl torchscript / diffusers traced:\s+(.+)"),
+        Row("unetdsl TorchScript / diffusers traced, same SD U-Net", r"ratio unetdsl torchscript / diffusers traced:\s+(.+)"),
     )),
     Bench("vae", ("vs_diffusers.py", "--spec", "specs/sd-vae.yaml", "--batch", "1", "--size", "16", "--rounds", "9"), (
         Row("unetdsl eager / diffusers eager, SD VAE decoder (AutoencoderKL.decode), batch 1, 16x16 latents",
             r"ratio unetdsl eager / diffusers eager:\s+(.+)"),
-        Row("unetdsl TorchScript / diffusers traced, same", r"ratio unetdsl torchscript / diffusers traced:\s+(.+)"),
+        Row("unetdsl TorchScript / diffusers traced, same VAE decoder",
+            r"ratio unetdsl torchscript / diffusers traced:\s+(.+)"),
     )),
     Bench("export", ("export_throughput.py", "--rounds", "15", "--formats", "torchscript,export,onnx"), (
         Row("exported artifact / eager (unpacked weights in the artifacts), DDPM CIFAR-10, batch 8: TorchScript",
@@ -87,8 +89,8 @@ BENCHES: tuple[Bench, ...] = (
             r"unetdsl eager / diffusers eager \(train step\):\s+(.+)"),
     )),
     Bench("checkpointing", ("checkpointing.py", "--rounds", "7"), (
-        Row("activation checkpointing per block / plain, DDPM CIFAR-10, batch 32: activations kept; peak step "
-            "memory; step time", r"block\s+\d+ MiB\s+(.+)"),
+        Row("activation checkpointing per block / plain, DDPM CIFAR-10, batch 32: activations kept (ratio); peak "
+            "step memory (MiB; ratio); step time (ms; ratio)", r"block\s+\d+ MiB\s+(.+)"),
         Row("checkpointing per level / plain, same", r"level\s+\d+ MiB\s+(.+)"),
     )),
     Bench("validate", ("validate_vs_torch_import.py", "--runs", "9"), (
@@ -98,6 +100,9 @@ BENCHES: tuple[Bench, ...] = (
         Row("`unetdsl summary` of a 642 M-parameter spec (fresh process): wall time", r"wall time .*: (median .+)"),
     )),
 )
+
+_WHATS = [row.what for bench in BENCHES for row in bench.rows]
+assert len(_WHATS) == len(set(_WHATS)), "each row's label must be unique: --readme-from finds results by it"
 
 
 def run(bench: Bench) -> tuple[list[str], str]:
@@ -124,6 +129,7 @@ def table(measured: dict[str, list[str]]) -> str:
             continue
         for i, (row, result) in enumerate(zip(bench.rows, measured[bench.name], strict=True)):
             command = f"`{bench.command}`" if i == 0 else "same run"
+            result = re.sub(r"\s{2,}", "; ", result)  # a script's aligned columns, as a list
             lines.append(f"| {row.what} | {command} | {result} |")
     return "\n".join(lines)
 
@@ -140,16 +146,40 @@ def rewrite_readme(new_table: str, header: str) -> None:
     tmp.replace(readme)
 
 
+def _header() -> str:
+    import torch
+
+    return (f"Made by `make bench` on {time.strftime('%Y-%m-%d')}: torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads available, CPU only unless a row names a GPU.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated benchmark names (see --list)")
     ap.add_argument("--readme", action="store_true", help="rewrite README.md's table with this run's results "
                                                           "(needs every benchmark: no --only)")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--readme-from", nargs="+", metavar="LOG",
+                    help="rewrite README.md's table from what earlier runs printed (say, a full run whose one failed "
+                         "benchmark was then run alone with --only); every row must be found")
     args = ap.parse_args()
     if args.list:
         for bench in BENCHES:
             print(f"{bench.name:14} {bench.command}")
+        return
+    if args.readme_from:
+        printed = "\n".join(Path(p).read_text() for p in args.readme_from)
+        measured = {}
+        for bench in BENCHES:
+            results = []
+            for row in bench.rows:
+                found = re.findall(r"^  " + re.escape(row.what) + r": (.+)$", printed, flags=re.M)
+                if not found:
+                    raise SystemExit(f"no result for {row.what!r} in {', '.join(args.readme_from)}")
+                results.append(found[-1].strip())  # the latest run's
+            measured[bench.name] = results
+        rewrite_readme(table(measured), _header())
+        print("README.md: table rewritten", file=sys.stderr)
         return
     names = args.only.split(",") if args.only else [b.name for b in BENCHES]
     unknown = sorted(set(names) - {b.name for b in BENCHES})
@@ -164,12 +194,8 @@ def main() -> None:
             print(output.strip().splitlines()[0])
             for row, result in zip(bench.rows, measured[bench.name], strict=True):
                 print(f"  {row.what}: {result}")
-    import torch
-
-    header = (f"Made by `make bench` on {time.strftime('%Y-%m-%d')}: torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads available, CPU only unless a row names a GPU.")
     if args.readme:
-        rewrite_readme(table(measured), header)
+        rewrite_readme(table(measured), _header())
         print("README.md: table rewritten", file=sys.stderr)
     else:
         print()

@@ -36,8 +36,12 @@ class _Diffusers(torch.nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        out: torch.Tensor = self.unet(x, t, class_labels=y, return_dict=False)[0]
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                context: torch.Tensor | None = None) -> torch.Tensor:
+        if context is not None:  # UNet2DConditionModel
+            out: torch.Tensor = self.unet(x, t, encoder_hidden_states=context, class_labels=y, return_dict=False)[0]
+            return out
+        out = self.unet(x, t, class_labels=y, return_dict=False)[0]
         return out
 
 
