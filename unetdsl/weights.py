@@ -263,6 +263,16 @@ def _finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(low) & torch.isfinite(high))
 
 
+def _checked_tensors(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The file's tensors once they are known to fill `model` exactly: names and shapes from the
+    header first (no data read for a file that cannot fit), then the values (NaN/Inf)."""
+    entries, _ = read_header(path)
+    check_entries(model, entries, str(path))
+    tensors, _ = read_tensors(path)
+    check_weights(model, tensors, str(path))
+    return tensors
+
+
 def materialize(model: nn.Module, path: str | os.PathLike[str], *, memory_format: str = "channels_last") -> torch.dtype | None:
     """Fill a model built on the meta device from a safetensors file, with the checks of
     `load_weights`: its parameters become the file's tensors, views of the mapped file (no random
@@ -270,10 +280,7 @@ def materialize(model: nn.Module, path: str | os.PathLike[str], *, memory_format
     `memory_format` is the one the model was built with (1x1 weights get their strides back)."""
     from .compiler import pointwise_weights_channels_last
 
-    entries, _ = read_header(path)
-    check_entries(model, entries, str(path))  # names and shapes first: no data read for a file that cannot fit
-    tensors, _ = read_tensors(path)
-    check_weights(model, tensors, str(path))
+    tensors = _checked_tensors(model, path)
     model.load_state_dict(tensors, strict=True, assign=True)  # meta tensors replaced by the file's
     if memory_format == "channels_last":
         pointwise_weights_channels_last(model)
@@ -284,10 +291,7 @@ def materialize(model: nn.Module, path: str | os.PathLike[str], *, memory_format
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> torch.dtype | None:
     """Fill `model` from a safetensors file, exactly. The model takes the file's floating dtype
     (an explicit, lossless step: the file says what it is); returns that dtype."""
-    entries, _ = read_header(path)
-    check_entries(model, entries, str(path))  # names and shapes first: no data read for a file that cannot fit
-    tensors, _ = read_tensors(path)
-    check_weights(model, tensors, str(path))
+    tensors = _checked_tensors(model, path)
     dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     dtype = next(iter(dtypes)) if dtypes else None
     if dtype is not None:
@@ -304,11 +308,10 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     spec = getattr(model, "spec", None)
     if spec is None:
         raise WeightsError("unetdsl.save needs a model made by unetdsl.build_model (it stores model.spec)")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {SPEC_KEY: json.dumps(spec.to_spec_data(), sort_keys=True), ID_KEY: spec.spec_id, VERSION_KEY: __version__}
     target = check_output(path)
     with atomic_path(target) as tmp:
-        write_safetensors(state, tmp, meta)
+        write_safetensors(model.state_dict(), tmp, meta)
     return target
 
 

@@ -172,8 +172,8 @@ class _Net(nn.Module):
         self.context_dim = context_dim
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
         self.center_input, self.divide_by_timestep = center_input, divide_by_timestep
-        # Whether the stem runs channels-last (NHWC / NDHWC), as the first part after it does: each
-        # level and the middle state their own layout (the compiler chooses by resolution).
+        # Whether the stem may run channels-last (NHWC / NDHWC); like each level and the middle, it
+        # decides per call by its input's size (in_layout).
         # Inputs and outputs stay in the default layout; values are unchanged.
         self.channels_last = channels_last and dims in (2, 3)
         self.min_positions = CHANNELS_LAST_MIN_POSITIONS
