@@ -190,9 +190,25 @@ def test_cli_build_cuda_without_a_gpu(capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("fmt", ["torchscript", "export", "onnx", "aoti"])
 def test_cuda_half_precision_exports(dtype: torch.dtype, fmt: str, tmp_path: Path) -> None:
+    if fmt == "onnx" and "CUDAExecutionProvider" not in pytest.importorskip("onnxruntime").get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider (onnxruntime-gpu)")
     model = nonzero(build_model(ROOT / "specs" / "ddpm-cifar10.yaml", device="cuda", dtype=dtype))
     report = export(model, tmp_path / f"m{FORMATS[fmt].suffix}", format=fmt)
     assert read_metadata(report.path)["unetdsl/device"] == "cuda"
+
+
+def test_onnx_of_a_cuda_model_needs_the_cuda_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA model's ONNX file is checked on the CUDA provider or not made: the CPU provider would
+    check another program (and has no bfloat16 convolution). The refusal says what to install."""
+    ort = pytest.importorskip("onnxruntime")
+    from unetdsl.artifacts import onnx_providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(ExportError, match="lacks .*CPUExecutionProvider.*pip install onnxruntime-gpu"):
+        onnx_providers(torch.device("cuda"))
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_providers(torch.device("cuda")) == ["CUDAExecutionProvider"]
+    assert onnx_providers(torch.device("cpu")) == ["CPUExecutionProvider"]
 
 
 def test_cli_offers_every_format() -> None:

@@ -62,6 +62,20 @@ def test_training_and_tracing_see_the_plain_convolution(model: torch.nn.Module) 
     assert not any("mkldnn" in str(n.target) for n in program.graph.nodes)
 
 
+def test_compiling_an_inference_model_traces_one_whole_graph(model: torch.nn.Module) -> None:
+    """torch.compile in inference mode sees the plain convolution without a graph break: the
+    packing test must not ask dynamo anything it cannot trace (it once broke the graph at every
+    convolution, so a compiled model recompiled per conv shape and ran piecewise)."""
+    x, t = _inputs()
+    torch._dynamo.reset()
+    with torch.inference_mode(), prepacking_off(model):
+        want = model(x, t)
+    with torch.inference_mode():
+        got = torch.compile(model, backend="eager", fullgraph=True)(x, t)  # fullgraph: a break raises
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert _packed(model) == 0
+
+
 def test_a_changed_weight_is_packed_again(model: torch.nn.Module) -> None:
     x, t = _inputs()
     other = build_model(TINY, seed=2).eval()

@@ -293,10 +293,23 @@ def _write_onnx(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
     onnx.save(proto, str(path))
 
 
+def onnx_providers(device: torch.device) -> list[str]:
+    """The ONNX Runtime providers that run (and so check) a model made for `device`. A CUDA model
+    needs the CUDA provider (the onnxruntime-gpu package): the CPU provider would check another
+    program than the one deployed, and has no bfloat16 convolution at all."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    available = _require("onnxruntime").get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise ExportError("a CUDA model's ONNX file is checked on ONNX Runtime's CUDA provider, which this "
+                          f"onnxruntime lacks (it has {', '.join(available)}): pip install onnxruntime-gpu "
+                          "in place of onnxruntime, or export from --device cpu")
+    return ["CUDAExecutionProvider"]
+
+
 def _load_onnx(path: Path, device: torch.device) -> Runner:
     ort = _require("onnxruntime")
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), providers=providers)
+    session = ort.InferenceSession(str(path), providers=onnx_providers(device))
     names = [i.name for i in session.get_inputs()]
 
     def run(inp: SampleInputs) -> torch.Tensor:
@@ -368,6 +381,8 @@ def export(
     if format == "onnx" and dtype == torch.bfloat16 and device.type == "cpu":
         raise ExportError("ONNX Runtime's CPU provider has no bfloat16 convolution, so a bfloat16 ONNX file "
                           "cannot be checked here: use --dtype float16 or float32, or --device cuda")
+    if format == "onnx":
+        onnx_providers(device)  # refuses before minutes of exporting when the check could not run
     target = check_output(Path(path) if path is not None else default_path(spec, format))
     # an artifact is an inference graph: export in eval mode, then give the model back as it came
     # (a training loop that exports a snapshot keeps training with dropout on)

@@ -48,12 +48,14 @@ class Conv2d(nn.Conv2d):
     @torch.jit.unused
     def _packable(self, x: torch.Tensor) -> bool:
         # plain tensors only, outside any dispatch mode: fake tensors (unetdsl.estimate), meta
-        # weights, FLOP counters and tracers must see the ordinary convolution
-        return (self.prepack and _MKLDNN_PACKING and not torch.is_grad_enabled() and type(x) is torch.Tensor
-                and x.device.type == "cpu" and not self.weight.is_meta
+        # weights, FLOP counters and tracers must see the ordinary convolution. is_compiling()
+        # comes first: dynamo folds it to True and never reaches the dispatch-mode query, which it
+        # cannot trace (it would break the graph at every convolution)
+        return (not torch.compiler.is_compiling() and self.prepack and _MKLDNN_PACKING and not torch.is_grad_enabled()
+                and type(x) is torch.Tensor and x.device.type == "cpu" and not self.weight.is_meta
                 and x.dtype in (torch.float32, torch.bfloat16) and self.weight.dtype == x.dtype and x.dim() == 4
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
-                and _get_current_dispatch_mode() is None and not torch.compiler.is_compiling())
+                and _get_current_dispatch_mode() is None)
 
     @torch.jit.unused
     def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
