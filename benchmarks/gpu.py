@@ -36,13 +36,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from timing import paired  # noqa: E402
-from vs_diffusers import _diffusers_call, _Traceable  # noqa: E402
+from timing import paired
+from vs_diffusers import _diffusers_call, _Traceable
 
-from unetdsl import build_model, export  # noqa: E402
-from unetdsl.artifacts import FORMATS  # noqa: E402
-from unetdsl.interop.diffusers import to_diffusers  # noqa: E402
-from unetdsl.sample import sample_inputs  # noqa: E402
+from unetdsl import build_model, export
+from unetdsl.artifacts import FORMATS
+from unetdsl.interop.diffusers import to_diffusers
+from unetdsl.sample import sample_inputs
 
 START = time.perf_counter()
 
@@ -142,7 +142,8 @@ def section(spec_path: str, device: torch.device, dtype: torch.dtype, batches: l
     add("unetdsl export", export_runner("export"))
     add("unetdsl aoti", export_runner("aoti"), costly=True)
 
-    def compiled(model: torch.nn.Module, fn: Callable[[torch.nn.Module, object], object]) -> Callable[[], Callable[[object], object]]:
+    def compiled(model: torch.nn.Module,
+                 fn: Callable[[torch.nn.Module, object], object]) -> Callable[[], Callable[[object], object]]:
         def setup() -> Callable[[object], object]:
             c = torch.compile(model)
             with torch.inference_mode():
@@ -202,7 +203,7 @@ def section(spec_path: str, device: torch.device, dtype: torch.dtype, batches: l
         for peer_key in [k for k in row if k.startswith("/")]:
             for k, v in row[peer_key].items():  # type: ignore[attr-defined]
                 log(f"    ratio {k} {peer_key}: {v}")
-    del runners
+    runners.clear()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return out
@@ -228,7 +229,8 @@ def main() -> None:
         print(line, flush=True)
         lines.append(line)
 
-    header = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu (dry run)", "torch": torch.__version__, "cuda": torch.version.cuda,
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (dry run)"
+    header = {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda,
               "cudnn": torch.backends.cudnn.version(), "spec": args.spec, "rounds": args.rounds, "sections": []}
     log(f"{header['device']}, torch {header['torch']}, CUDA {header['cuda']}, cuDNN {header['cudnn']}; {args.spec}")
     batches = [int(b) for b in args.batches.split(",")]
@@ -236,8 +238,8 @@ def main() -> None:
         for name in args.dtypes.split(","):
             log(f"{name} ({_elapsed():.0f} s into the run):")
             try:
-                header["sections"].append(section(args.spec, device, getattr(torch, name), batches, args.rounds,  # type: ignore[attr-defined]
-                                                  args.budget, Path(tmp), log))
+                done = section(args.spec, device, getattr(torch, name), batches, args.rounds, args.budget, Path(tmp), log)
+                header["sections"].append(done)  # type: ignore[attr-defined]
             except Exception:
                 traceback.print_exc()
                 header["sections"].append({"dtype": name, "failed": traceback.format_exc()[-2000:]})  # type: ignore[attr-defined]

@@ -204,7 +204,7 @@ def test_onnx_of_a_cuda_model_needs_the_cuda_provider(monkeypatch: pytest.Monkey
     from unetdsl.artifacts import onnx_providers
 
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with pytest.raises(ExportError, match="lacks .*CPUExecutionProvider.*pip install onnxruntime-gpu"):
+    with pytest.raises(ExportError, match=r"lacks .*CPUExecutionProvider.*pip install onnxruntime-gpu"):
         onnx_providers(torch.device("cuda"))
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert onnx_providers(torch.device("cuda")) == ["CUDAExecutionProvider"]
