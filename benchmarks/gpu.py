@@ -2,7 +2,7 @@
 eager and diffusers compiled, same architecture and same weights, in one process.
 
     python benchmarks/gpu.py [--spec specs/ddpm-cifar10.yaml] [--dtypes float16,bfloat16]
-        [--batches 8,64] [--rounds 30] [--budget 420] [--out gpu.json]
+        [--batches 8,64] [--rounds 30] [--budget 600] [--compile-limit 150] [--out gpu.json]
 
 For each dtype it builds the spec on the GPU, makes the diffusers model with the same weights
 (unetdsl.interop.diffusers.to_diffusers), writes and reloads each format through unetdsl.export
@@ -16,7 +16,9 @@ ONNX Runtime's CUDA provider is timed where onnxruntime has it (onnxruntime-gpu)
 Ratios are medians of paired per-round ratios with their IQR (< 1: unetdsl faster). Every contender
 is set up inside its own try: one that fails is reported with its error and the rest still run;
 results are written to --out after every section, so a run cut short keeps what it measured.
-`--budget` seconds: compile-heavy contenders are skipped once the run has used that much.
+Phases, each timed and written before the next: every format and eager variant for each dtype, then
+per dtype torch.compile and AOTInductor. `--budget` seconds bounds the run (a compile that would
+outlast it gives up), `--compile-limit` each compile.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import statistics
 import sys
 import tempfile
@@ -65,148 +68,171 @@ def _all_channels_last(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def section(spec_path: str, device: torch.device, dtype: torch.dtype, batches: list[int], rounds: int,
-            budget: float, tmp: Path, log: Callable[[str], None]) -> dict[str, object]:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    out: dict[str, object] = {"dtype": str(dtype).removeprefix("torch."), "errors": {}, "results": {}}
-    errors: dict[str, str] = out["errors"]  # type: ignore[assignment]
+class Section:
+    """One dtype: the two models (same weights), the contenders set up so far, their timings."""
 
-    torch.manual_seed(0)
-    ours = build_model(spec_path, device=device, dtype=dtype).eval()
-    theirs = to_diffusers(ours).to(device=device, dtype=dtype).eval()
-    spec = ours.spec
-    call = _diffusers_call(spec, spec.classes is not None)
-    probe = sample_inputs(spec, batch=batches[0], device=device, dtype=dtype)
-    with torch.inference_mode():
-        out["max_abs_diff_vs_diffusers"] = (ours(*probe.args()) - call(theirs, *probe.present())).abs().max().item()
+    REFERENCES = ("unetdsl eager", "diffusers eager", "diffusers traced", "diffusers compiled")
 
-    # per-input-set runners: name -> (setup() -> (inputs -> output))
-    runners: dict[str, Callable[[object], object]] = {}
+    def __init__(self, spec_path: str, device: torch.device, dtype: torch.dtype, batches: list[int], rounds: int,
+                 tmp: Path, log: Callable[[str], None]):
+        self.spec_path, self.device, self.dtype, self.batches, self.rounds = spec_path, device, dtype, batches, rounds
+        self.tmp, self.log = tmp, log
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self.name = str(dtype).removeprefix("torch.")
+        self.errors: dict[str, str] = {}
+        self.results: dict[str, dict[str, object]] = {}  # "phase, batch N" -> ms and ratios
+        self.runners: dict[str, Callable[[object], object]] = {}
+        torch.manual_seed(0)
+        self.ours = build_model(spec_path, device=device, dtype=dtype).eval()
+        self.theirs = to_diffusers(self.ours).to(device=device, dtype=dtype).eval()
+        self.spec = self.ours.spec
+        self.call = _diffusers_call(self.spec, self.spec.classes is not None)
+        self.probe = sample_inputs(self.spec, batch=batches[0], device=device, dtype=dtype)
+        with torch.inference_mode():
+            self.diff = (self.ours(*self.probe.args()) - self.call(self.theirs, *self.probe.present())).abs().max().item()
 
-    def add(name: str, setup: Callable[[], Callable[[object], object]], costly: bool = False) -> None:
-        if costly and _elapsed() > budget:
-            errors[name] = f"skipped: the run had used {_elapsed():.0f} s of its {budget:.0f} s budget"
-            log(f"  {name}: {errors[name]}")
+    def summary(self) -> dict[str, object]:
+        return {"dtype": self.name, "max_abs_diff_vs_diffusers": self.diff, "errors": self.errors, "results": self.results}
+
+    def add(self, name: str, setup: Callable[[], Callable[[object], object]], limit: float | None = None) -> None:
+        """Set a contender up; with `limit`, give up after that many seconds (SIGALRM: compiles)."""
+        if limit is not None and limit < 20:
+            self.errors[name] = f"skipped: {limit:.0f} s of the run's budget left"
+            self.log(f"  {name}: {self.errors[name]}")
             return
         t0 = time.perf_counter()
+        if limit is not None:
+            signal.signal(signal.SIGALRM, _alarm)
+            signal.alarm(int(limit))
         try:
-            runners[name] = setup()
-            log(f"  {name}: ready in {time.perf_counter() - t0:.1f} s")
-        except Exception as exc:  # a contender that fails is reported, the rest still run
-            errors[name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            log(f"  {name}: FAILED {errors[name]}")
-            traceback.print_exc()
+            self.runners[name] = setup()
+            self.log(f"  {name}: ready in {time.perf_counter() - t0:.1f} s")
+        except BaseException as exc:  # a contender that fails is reported, the rest still run
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            self.errors[name] = f"{type(exc).__name__} after {time.perf_counter() - t0:.0f} s: {first[:300]}"
+            self.log(f"  {name}: FAILED {self.errors[name]}")
+            if not isinstance(exc, _Timeout):
+                traceback.print_exc()
+        finally:
+            if limit is not None:
+                signal.alarm(0)
 
-    def export_runner(fmt: str, freeze: bool = False) -> Callable[[], Callable[[object], object]]:
+    def exported(self, fmt: str, freeze: bool = False) -> Callable[[], Callable[[object], object]]:
         def setup() -> Callable[[object], object]:
-            path = tmp / f"{out['dtype']}-{fmt}{'-frozen' if freeze else ''}{FORMATS[fmt].suffix}"
-            report = export(ours, path, format=fmt, freeze=freeze)
-            log(f"    {fmt}{' frozen' if freeze else ''}: checked against eager, max |diff| {report.max_abs_diff:.3g}")
-            run = FORMATS[fmt].load(path, device)
+            path = self.tmp / f"{self.name}-{fmt}{'-frozen' if freeze else ''}{FORMATS[fmt].suffix}"
+            report = export(self.ours, path, format=fmt, freeze=freeze)
+            self.log(f"    {fmt}{' frozen' if freeze else ''}: checked against eager, max |diff| {report.max_abs_diff:.3g}")
+            run = FORMATS[fmt].load(path, self.device)
             return lambda inp: run(inp)
         return setup
 
-    add("unetdsl eager", lambda: lambda inp: ours(*inp.args()))
-    add("diffusers eager", lambda: lambda inp: call(theirs, *inp.present()))
+    def compiled(self, which: str) -> Callable[[], Callable[[object], object]]:
+        def setup() -> Callable[[object], object]:
+            if which == "unetdsl":
+                c = torch.compile(self.ours)
+                fn: Callable[[object], object] = lambda inp: c(*inp.args())  # type: ignore[attr-defined]  # noqa: E731
+            else:
+                c = torch.compile(self.theirs)
+                fn = lambda inp: self.call(c, *inp.present())  # type: ignore[attr-defined]  # noqa: E731
+            with torch.inference_mode():
+                for b in self.batches:  # compiled for every batch timed
+                    fn(sample_inputs(self.spec, batch=b, device=self.device, dtype=self.dtype))
+            return fn
+        return setup
+
+    def time(self, phase: str, names: list[str]) -> None:
+        """Time `names` and the references, interleaved (ABBA), at every batch size."""
+        names = [n for n in dict.fromkeys([*self.REFERENCES, *names]) if n in self.runners]
+        for batch in self.batches:
+            inp = sample_inputs(self.spec, batch=batch, device=self.device, dtype=self.dtype)
+            times: dict[str, list[float]] = {}
+            with torch.inference_mode():
+                for name in names:
+                    try:
+                        for _ in range(5):
+                            self.runners[name](inp)
+                        self.sync()
+                        times[name] = []
+                    except Exception as exc:
+                        self.errors[f"{name} @ batch {batch}"] = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+                        self.log(f"  {name} @ batch {batch}: FAILED {self.errors[f'{name} @ batch {batch}']}")
+                order = list(times)
+                for r in range(self.rounds):
+                    for name in order if r % 2 == 0 else order[::-1]:
+                        self.sync()
+                        t0 = time.perf_counter()
+                        self.runners[name](inp)
+                        self.sync()
+                        times[name].append(time.perf_counter() - t0)
+            row: dict[str, object] = {"ms": {k: statistics.median(v) * 1000 for k, v in times.items()}}
+            for peer in ("diffusers eager", "diffusers compiled", "diffusers traced"):
+                if peer in times:
+                    row[f"/ {peer}"] = {k: paired(v, times[peer]) for k, v in times.items() if k.startswith("unetdsl")}
+            self.results[f"{phase}, batch {batch}"] = row
+            self.log(f"  {self.name} {phase}, batch {batch}, {list(inp.x.shape)}:")
+            for k, v in row["ms"].items():  # type: ignore[attr-defined]
+                self.log(f"    {k:32} {v:8.3f} ms")
+            for key in [k for k in row if k.startswith("/")]:
+                for k, v in row[key].items():  # type: ignore[attr-defined]
+                    self.log(f"    ratio {k} {key}: {v}")
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise _Timeout("gave up: over its time limit")
+
+
+def cheap(s: Section) -> list[str]:
+    """The contenders that take seconds to set up."""
+    s.add("unetdsl eager", lambda: lambda inp: s.ours(*inp.args()))  # type: ignore[attr-defined]
+    s.add("diffusers eager", lambda: lambda inp: s.call(s.theirs, *inp.present()))  # type: ignore[attr-defined]
 
     def all_cl() -> Callable[[object], object]:
-        torch.manual_seed(0)
-        m = _all_channels_last(build_model(spec_path, device=device, dtype=dtype).eval())
-        m.load_state_dict(ours.state_dict())
-        return lambda inp: m(*inp.args())
-    add("unetdsl eager all-cl", all_cl)
+        m = _all_channels_last(build_model(s.spec_path, device=s.device, dtype=s.dtype).eval())
+        m.load_state_dict(s.ours.state_dict())
+        return lambda inp: m(*inp.args())  # type: ignore[attr-defined]
+    s.add("unetdsl eager all-cl", all_cl)
 
     def contiguous() -> Callable[[object], object]:
-        m = build_model(spec_path, device=device, dtype=dtype, memory_format="contiguous").eval()
-        m.load_state_dict(ours.state_dict())
-        return lambda inp: m(*inp.args())
-    add("unetdsl eager contiguous", contiguous)
+        m = build_model(s.spec_path, device=s.device, dtype=s.dtype, memory_format="contiguous").eval()
+        m.load_state_dict(s.ours.state_dict())
+        return lambda inp: m(*inp.args())  # type: ignore[attr-defined]
+    s.add("unetdsl eager contiguous", contiguous)
 
     def diffusers_cl() -> Callable[[object], object]:
-        m = to_diffusers(ours).to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
+        m = to_diffusers(s.ours).to(device=s.device, dtype=s.dtype, memory_format=torch.channels_last).eval()
+
         def run(inp: object) -> object:
             x, *rest = inp.present()  # type: ignore[attr-defined]
-            return call(m, x.contiguous(memory_format=torch.channels_last), *rest)
+            return s.call(m, x.contiguous(memory_format=torch.channels_last), *rest)
         return run
-    add("diffusers eager channels-last", diffusers_cl)
-
-    add("unetdsl torchscript", export_runner("torchscript"))
-    add("unetdsl torchscript frozen", export_runner("torchscript", freeze=True))
+    s.add("diffusers eager channels-last", diffusers_cl)
 
     def traced() -> Callable[[object], object]:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            tr = torch.jit.trace(_Traceable(theirs, call), probe.present(), check_trace=False)
+            tr = torch.jit.trace(_Traceable(s.theirs, s.call), s.probe.present(), check_trace=False)
         return lambda inp: tr(*inp.present())  # type: ignore[attr-defined]
-    add("diffusers traced", traced)
-    add("unetdsl export", export_runner("export"))
-    add("unetdsl aoti", export_runner("aoti"), costly=True)
-
-    def compiled(model: torch.nn.Module,
-                 fn: Callable[[torch.nn.Module, object], object]) -> Callable[[], Callable[[object], object]]:
-        def setup() -> Callable[[object], object]:
-            c = torch.compile(model)
-            with torch.inference_mode():
-                for b in batches:  # compile for every batch timed (dynamic after the second shape)
-                    fn(c, sample_inputs(spec, batch=b, device=device, dtype=dtype))
-            return lambda inp: fn(c, inp)
-        return setup
-    add("diffusers compiled", compiled(theirs, lambda m, inp: call(m, *inp.present())), costly=True)  # type: ignore[attr-defined]
-    add("unetdsl compiled", compiled(ours, lambda m, inp: m(*inp.args())), costly=True)  # type: ignore[attr-defined]
-
+    s.add("diffusers traced", traced)
+    s.add("unetdsl torchscript", s.exported("torchscript"))
+    s.add("unetdsl torchscript frozen", s.exported("torchscript", freeze=True))
+    s.add("unetdsl export", s.exported("export"))
     try:
         import onnxruntime as ort
         providers = ort.get_available_providers()
     except ImportError:
         providers = []
     if "CUDAExecutionProvider" in providers:
-        add("unetdsl onnx (ort cuda)", export_runner("onnx"), costly=True)
+        s.add("unetdsl onnx (ort cuda)", s.exported("onnx"))
     else:
-        errors["unetdsl onnx (ort cuda)"] = f"not run: onnxruntime has no CUDA provider here (providers: {providers})"
-        log(f"  {errors['unetdsl onnx (ort cuda)']}")
-
-    results: dict[str, object] = out["results"]  # type: ignore[assignment]
-    for batch in batches:
-        inp = sample_inputs(spec, batch=batch, device=device, dtype=dtype)
-        times: dict[str, list[float]] = {}
-        with torch.inference_mode():
-            for name, fn in list(runners.items()):
-                try:
-                    for _ in range(5):
-                        fn(inp)
-                    sync()
-                    times[name] = []
-                except Exception as exc:
-                    errors[f"{name} @ batch {batch}"] = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
-                    log(f"  {name} @ batch {batch}: FAILED {errors[f'{name} @ batch {batch}']}")
-            order = list(times)
-            for r in range(rounds):
-                for name in order if r % 2 == 0 else order[::-1]:
-                    sync()
-                    t0 = time.perf_counter()
-                    runners[name](inp)
-                    sync()
-                    times[name].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) * 1000 for k, v in times.items()}
-        row: dict[str, object] = {"ms": med}
-        for peer in ("diffusers eager", "diffusers compiled"):
-            if peer in times:
-                row[f"/ {peer}"] = {k: paired(v, times[peer]) for k, v in times.items() if k.startswith("unetdsl")}
-        if "diffusers traced" in times:
-            row["/ diffusers traced"] = {k: paired(times[k], times["diffusers traced"])
-                                         for k in ("unetdsl torchscript", "unetdsl torchscript frozen", "unetdsl aoti")
-                                         if k in times}
-        results[f"batch {batch}"] = row
-        log(f"  batch {batch}, {list(inp.x.shape)}:")
-        for k, v in med.items():
-            log(f"    {k:32} {v:8.3f} ms")
-        for peer_key in [k for k in row if k.startswith("/")]:
-            for k, v in row[peer_key].items():  # type: ignore[attr-defined]
-                log(f"    ratio {k} {peer_key}: {v}")
-    runners.clear()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return out
+        s.errors["unetdsl onnx (ort cuda)"] = f"not run: onnxruntime has no CUDA provider here ({', '.join(providers)})"
+        s.log(f"  {s.errors['unetdsl onnx (ort cuda)']}")
+    return list(s.runners)
 
 
 def main() -> None:
@@ -215,7 +241,8 @@ def main() -> None:
     ap.add_argument("--dtypes", default="float16,bfloat16")
     ap.add_argument("--batches", default="8,64")
     ap.add_argument("--rounds", type=int, default=30)
-    ap.add_argument("--budget", type=float, default=420.0, help="seconds after which compiles are skipped")
+    ap.add_argument("--budget", type=float, default=600.0, help="seconds the whole run may take: compiles stop there")
+    ap.add_argument("--compile-limit", type=float, default=150.0, help="seconds one compile may take")
     ap.add_argument("--out", default="gpu.json")
     ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script itself (its figures mean nothing)")
     args = ap.parse_args()
@@ -234,19 +261,41 @@ def main() -> None:
               "cudnn": torch.backends.cudnn.version(), "spec": args.spec, "rounds": args.rounds, "sections": []}
     log(f"{header['device']}, torch {header['torch']}, CUDA {header['cuda']}, cuDNN {header['cudnn']}; {args.spec}")
     batches = [int(b) for b in args.batches.split(",")]
+    sections: list[Section] = []
+
+    def dump() -> None:
+        header["sections"] = [s.summary() for s in sections]
+        Path(args.out).write_text(json.dumps(header, indent=1))
+        Path(args.out).with_suffix(".log").write_text("\n".join(lines) + "\n")
+
+    def left() -> float:
+        return args.budget - _elapsed()
+
+    # the phases cheapest first, each timed and written before the next: a run cut short keeps
+    # what it measured (an AOTInductor compile with dynamic shapes can take minutes on CUDA)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.dtypes.split(","):
-            log(f"{name} ({_elapsed():.0f} s into the run):")
+            log(f"{name}, formats ({_elapsed():.0f} s into the run):")
             try:
-                done = section(args.spec, device, getattr(torch, name), batches, args.rounds, args.budget, Path(tmp), log)
-                header["sections"].append(done)  # type: ignore[attr-defined]
+                s = Section(args.spec, device, getattr(torch, name), batches, args.rounds, Path(tmp), log)
             except Exception:
                 traceback.print_exc()
-                header["sections"].append({"dtype": name, "failed": traceback.format_exc()[-2000:]})  # type: ignore[attr-defined]
-            Path(args.out).write_text(json.dumps(header, indent=1))
-            Path(args.out).with_suffix(".log").write_text("\n".join(lines) + "\n")
+                continue
+            sections.append(s)
+            s.time("formats", cheap(s))
+            dump()
+        for s in sections:  # one dtype's compiles, then the next's
+            log(f"{s.name}, torch.compile ({_elapsed():.0f} s into the run):")
+            for which in ("diffusers", "unetdsl"):
+                s.add(f"{which} compiled", s.compiled(which), limit=min(args.compile_limit, left()))
+            s.time("compiled", ["unetdsl compiled"])
+            dump()
+            log(f"{s.name}, AOTInductor ({_elapsed():.0f} s into the run):")
+            s.add("unetdsl aoti", s.exported("aoti"), limit=min(args.compile_limit, left()))
+            s.time("aoti", ["unetdsl aoti", "unetdsl torchscript frozen"])
+            dump()
     log(f"done in {_elapsed():.0f} s")
-    Path(args.out).with_suffix(".log").write_text("\n".join(lines) + "\n")
+    dump()
 
 
 if __name__ == "__main__":
