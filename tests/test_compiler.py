@@ -194,8 +194,25 @@ def test_channels_last_body_changes_no_numbers_and_returns_the_default_layout(di
     assert seen[1].is_contiguous()
     assert a.is_contiguous()
     torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
-    with pytest.raises(ValueError, match="known: channels_last, contiguous"):
+    with pytest.raises(ValueError, match="known: auto, channels_last, contiguous"):
         build_model(text, memory_format="nhwc")
+
+
+def test_auto_layout_is_channels_last_on_the_cpu_and_contiguous_on_a_gpu() -> None:
+    """"auto" (the default) picks per target device: oneDNN gains from channels-last; on an H100
+    channels-last eager measured slower (benchmarks/results/2026-11-27-gpu-h100.log)."""
+    from unetdsl.compiler import memory_format_for
+
+    assert memory_format_for("auto", torch.device("cpu")) == "channels_last"
+    assert memory_format_for("auto", torch.device("meta")) == "channels_last"
+    assert memory_format_for("auto", torch.device("cuda", 1)) == "contiguous"
+    assert memory_format_for("contiguous", torch.device("cpu")) == "contiguous"  # an explicit choice stands
+    assert memory_format_for("channels_last", torch.device("cuda")) == "channels_last"
+    # the default build on the CPU is the channels-last one: its 1x1 weights carry channels-last strides
+    shortcut = build_model(TINY, device="meta").encoder[1].resnets[0].conv_shortcut.weight
+    assert shortcut.stride() == (4, 1, 4, 4)
+    plain = build_model(TINY, device="meta", memory_format="contiguous")
+    assert plain.encoder[1].resnets[0].conv_shortcut.weight.stride() == (4, 1, 1, 1)
 
 
 def test_conv_bias_false_gives_the_bias_free_resblock() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .compiler import compile_spec
+from .compiler import compile_spec, memory_format_for
 from .frontend import SpecSource, resolve_spec
 from .spec.resolved import ResolvedSpec
 
@@ -24,7 +24,7 @@ def build_model(
     overrides: Sequence[str] = (),
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    memory_format: str = "channels_last",
+    memory_format: str = "auto",
     seed: int | None = None,
     check_resources: bool = True,
     weights: str | os.PathLike[str] | None = None,
@@ -32,8 +32,10 @@ def build_model(
     """A path, YAML string, dict, Spec or ResolvedSpec -> the model, with its resolved spec at
     `model.spec`. The spec is fully checked before any tensor is allocated; `device="meta"`
     builds without allocating (parameter counts of huge specs). `memory_format` is the layout
-    the 2D/3D body runs in ("channels_last", faster with oneDNN convolutions, or "contiguous");
-    it never changes the numbers' meaning, nor the layout of inputs and outputs.
+    the 2D/3D body may run in: "channels_last" (oneDNN's faster convolutions, chosen per part by
+    input size), "contiguous", or "auto" (default: channels-last for the CPU, contiguous for a
+    GPU, where it measured faster); it never changes the numbers' meaning, nor the layout of
+    inputs and outputs.
 
     The model is returned in **training mode**, as every `nn.Module` constructor and diffusers'
     `from_config` return it (dropout active): call `.eval()` before sampling. (`unetdsl.load`,
@@ -52,6 +54,7 @@ def build_model(
     in the file's floating dtype unless `dtype` says otherwise. No `seed` then."""
     resolved, _ = resolve_spec(spec, overrides)
     target = torch.device(device or "cpu")
+    memory_format = memory_format_for(memory_format, target)
     if weights is not None and seed is not None:
         raise ValueError("build_model: pass weights or seed, not both (the weights come from the file)")
     if weights is not None:

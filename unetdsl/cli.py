@@ -286,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--weights", metavar="FILE.safetensors", help="trained weights to load (strict; never a pickle)")
     p.add_argument("--freeze", action="store_true", help="torch.jit.freeze the TorchScript module")
-    p.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last",
-                   help="layout the 2D/3D body runs in (default channels_last: faster oneDNN convolutions)")
+    p.add_argument("--memory-format", choices=["auto", "channels_last", "contiguous"], default="auto",
+                   help="layout the 2D/3D body runs in (default auto: channels_last on the CPU, for oneDNN's "
+                        "faster convolutions; contiguous on a GPU)")
     p.add_argument("--seed", type=_seed, default=0, help="seed for the random initial weights (default 0)")
     p.add_argument("--no-resource-check", action="store_true",
                    help="build even when the estimated memory, disk or time exceeds what this machine has")
