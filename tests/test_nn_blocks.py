@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from unetdsl.nn.attention import AttentionBlock
-from unetdsl.nn.layers import ACTIVATIONS, NORMS, activation, conv_nd, norm
+from unetdsl.nn.layers import ACTIVATIONS, NORMS, activation, conv_nd, norm, prepacking_off
 from unetdsl.nn.resblock import ResBlock
 from unetdsl.nn.sampling import ConvDownsample, InterpolateUpsample, PoolDownsample, TransposedUpsample
 from unetdsl.nn.time import FourierProjection, SinusoidalProjection
@@ -45,6 +45,25 @@ def test_resblock_pre_matches_hand_computation() -> None:
     h = F.conv2d(h, b.conv2.weight, b.conv2.bias, padding=1)
     expected = F.conv2d(x, b.conv_shortcut.weight, b.conv_shortcut.bias) + h
     torch.testing.assert_close(b(x, t), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", "mish"])
+@pytest.mark.parametrize(("pre", "scale_shift", "cin"), [(True, False, 4), (False, False, 8), (True, True, 8), (False, True, 4)])
+def test_inference_activations_in_place_touch_only_the_blocks_own_tensors(act: str, pre: bool, scale_shift: bool,
+                                                                          cin: int) -> None:
+    """In inference a ResBlock applies its activations in place (layers.in_place), on tensors it
+    made itself: the numbers are the out-of-place ones, and neither its input x (a skip the U-Net
+    keeps) nor the time embedding (shared by every block) is written."""
+    b = block(cin=cin, pre=pre, scale_shift=scale_shift, act=act)
+    x, t = torch.randn(2, cin, 5, 5), torch.randn(2, 6)
+    x0, t0 = x.clone(), t.clone()
+    want = b(x, t)  # grad enabled: out of place
+    with torch.inference_mode(), prepacking_off(b):  # the same convolution kernels: exact equality
+        got = b(x, t)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert torch.equal(x, x0) and torch.equal(t, t0)
+    assert b.nonlinearity_ is not b.nonlinearity if act != "gelu" else b.nonlinearity_ is b.nonlinearity
+    assert script(b)(x, t).equal(want)  # TorchScript takes the same branch
 
 
 def test_resblock_scale_shift_matches_hand_computation() -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .checkpointing import Checkpointable, checkpoint
-from .layers import broadcast_to_spatial, conv_nd, zero_module
+from .layers import broadcast_to_spatial, conv_nd, in_place, zero_module
 
 
 class ResBlock(Checkpointable):
@@ -62,6 +62,7 @@ class ResBlock(Checkpointable):
         if zero_out:
             zero_module(self.conv2)
         self.nonlinearity = act
+        self.nonlinearity_ = in_place(act)  # inference, on this block's own tensors (layers.in_place)
         self.conv_shortcut = conv_nd(dims, in_channels, out_channels, 1) if in_channels != out_channels else None
         self.resample = resample  # parameter-free x2 / /2 (ResBlock-up/down), or None
 
@@ -78,7 +79,7 @@ class ResBlock(Checkpointable):
         # x: (B, Cin, *spatial); temb: (B, T) or None
         shortcut = x
         if self.pre:
-            h = self.nonlinearity(self.norm1(x))
+            h = self._act(self.norm1(x))
             if self.resample is not None:
                 h = self.resample(h)
                 shortcut = self.resample(shortcut)
@@ -87,7 +88,7 @@ class ResBlock(Checkpointable):
             if self.resample is not None:
                 x = self.resample(x)
                 shortcut = x
-            h = self.nonlinearity(self.norm1(self.conv1(x)))
+            h = self._act(self.norm1(self.conv1(x)))
 
         scale: Optional[torch.Tensor] = None
         shift: Optional[torch.Tensor] = None
@@ -104,12 +105,12 @@ class ResBlock(Checkpointable):
             h = self.norm2(h)
             if scale is not None and shift is not None:
                 h = h * (1.0 + scale) + shift
-            h = self.conv2(self.dropout(self.nonlinearity(h)))
+            h = self.conv2(self.dropout(self._act(h)))
         else:
             h = self.norm2(self.conv2(self.dropout(h)))
             if scale is not None and shift is not None:
                 h = h * (1.0 + scale) + shift
-            h = self.nonlinearity(h)
+            h = self._act(h)
 
         if self.conv_shortcut is not None:
             shortcut = self.conv_shortcut(shortcut)
@@ -118,3 +119,9 @@ class ResBlock(Checkpointable):
         if torch.is_grad_enabled():
             return h + shortcut  # (B, Cout, *spatial)
         return h.add_(shortcut)  # inference: h is this block's own tensor
+
+    def _act(self, h: torch.Tensor) -> torch.Tensor:
+        """The activation of a tensor this block made (a norm's output): in place in inference."""
+        if torch.is_grad_enabled():
+            return self.nonlinearity(h)
+        return self.nonlinearity_(h)

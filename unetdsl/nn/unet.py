@@ -15,6 +15,7 @@ from torch import nn
 
 from .attention import NoAttention
 from .checkpointing import Checkpointable, checkpoint
+from .layers import in_place
 from .time import TimeEmbedding
 
 # a part allowed to run channels-last does so when its input has at least this many positions
@@ -140,11 +141,13 @@ class Head(nn.Module):
         super().__init__()
         self.norm = norm
         self.act = act
+        self.act_ = in_place(act)  # inference, on the norm's output (layers.in_place)
         self.conv = conv
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
-            h = self.act(self.norm(h))
+            h = self.norm(h)
+            h = self.act(h) if torch.is_grad_enabled() else self.act_(h)
         return self.conv(h)
 
 
