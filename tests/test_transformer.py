@@ -87,6 +87,21 @@ def test_block_equals_diffusers_transformer2d(linear: bool, only_cross: bool) ->
         assert (ours(cl, context) - want).abs().max().item() <= 1e-5
 
 
+def test_inference_adds_in_place_into_its_own_tensors_only() -> None:
+    """With grad disabled the residual sums and GEGLU's product write into the sub-blocks' fresh
+    outputs: the numbers are the out-of-place ones exactly, and the input and context are untouched."""
+    torch.manual_seed(0)
+    block = SpatialTransformer(dims=2, channels=16, heads=2, depth=2, context_dim=6,
+                               norm=torch.nn.GroupNorm(4, 16, eps=1e-6), linear=True).eval()
+    x, context = torch.randn(2, 16, 4, 6), torch.randn(2, 5, 6)
+    x0, c0 = x.clone(), context.clone()
+    want = block(x, context)  # grad enabled: out of place
+    with torch.inference_mode():
+        got = block(x, context)
+    assert torch.equal(got, want)
+    assert torch.equal(x, x0) and torch.equal(context, c0)
+
+
 def test_upcast_attention_runs_half_precision_scores_in_float32() -> None:
     block = SpatialTransformer(dims=1, channels=8, heads=2, depth=1, context_dim=None,
                                norm=torch.nn.GroupNorm(2, 8, eps=1e-6), upcast=True)

@@ -59,7 +59,10 @@ class GEGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, gate = self.proj(x).chunk(2, dim=-1)
-        return a * F.gelu(gate)
+        if torch.is_grad_enabled():
+            return a * F.gelu(gate)
+        # inference: into gelu's fresh output (B, N, inner), the layer's largest tensor, not a new one
+        return F.gelu(gate).mul_(a)
 
 
 class FeedForward(nn.Module):
@@ -95,10 +98,17 @@ class TransformerLayer(nn.Module):
         self.ff = FeedForward(dim)
 
     def forward(self, h: torch.Tensor, context: Optional[torch.Tensor]) -> torch.Tensor:
-        h = self.attn1(self.norm1(h), context if self.only_cross else None) + h  # (B, N, C)
+        h = self._residual(self.attn1(self.norm1(h), context if self.only_cross else None), h)  # (B, N, C)
         if self.attn2 is not None and self.norm2 is not None:
-            h = self.attn2(self.norm2(h), context) + h
-        return self.ff(self.norm3(h)) + h
+            h = self._residual(self.attn2(self.norm2(h), context), h)
+        return self._residual(self.ff(self.norm3(h)), h)
+
+    def _residual(self, out: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """out + h; in inference into `out`, the sub-block's own fresh output (a new tensor of this
+        size page-faults in on the CPU: layers.in_place), never into h, which the caller owns."""
+        if torch.is_grad_enabled():
+            return out + h
+        return out.add_(h)
 
 
 class SpatialTransformer(Checkpointable):
