@@ -104,12 +104,12 @@ class ResBlock(Checkpointable):
         if self.pre:
             h = self.norm2(h)
             if scale is not None and shift is not None:
-                h = h * (1.0 + scale) + shift
+                h = self._scale_shift(h, scale, shift)
             h = self.conv2(self.dropout(self._act(h)))
         else:
             h = self.norm2(self.conv2(self.dropout(h)))
             if scale is not None and shift is not None:
-                h = h * (1.0 + scale) + shift
+                h = self._scale_shift(h, scale, shift)
             h = self._act(h)
 
         if self.conv_shortcut is not None:
@@ -119,6 +119,13 @@ class ResBlock(Checkpointable):
         if torch.is_grad_enabled():
             return h + shortcut  # (B, Cout, *spatial)
         return h.add_(shortcut)  # inference: h is this block's own tensor
+
+    def _scale_shift(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """h * (1 + scale) + shift, h a norm's output this block made: in place in inference (the
+        same two roundings, no two new (B, C, *S) tensors)."""
+        if torch.is_grad_enabled():
+            return h * (1.0 + scale) + shift
+        return h.mul_(1.0 + scale).add_(shift)
 
     def _act(self, h: torch.Tensor) -> torch.Tensor:
         """The activation of a tensor this block made (a norm's output): in place in inference."""
