@@ -358,12 +358,11 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
         hint = "; build the spec and pass the file as weights" if SPEC_KEY not in metadata else ""
         raise WeightsError(f"{path}: {exc}{hint}") from None
     try:
-        model = build_model(spec_data, device="meta")
+        # built on meta and filled from the file in place, in the layout of the target device
+        model = build_model(spec_data, device=device, weights=path)
     except SpecError as exc:
         raise WeightsError(f"{path}: its stored spec is not a valid spec:\n{exc.render()}") from None
-    materialize(model, path)
     rebuilt = model.spec.spec_id  # type: ignore[union-attr]
     if rebuilt != metadata.get(ID_KEY):
         raise WeightsError(f"{path}: stored spec id {brief(str(metadata.get(ID_KEY)), 40)} != rebuilt {rebuilt}")
-    model.eval()
-    return model.to(device) if device is not None else model
+    return model.eval()
