@@ -53,6 +53,8 @@ BENCHES: tuple[Bench, ...] = (
             r"ratio unetdsl torchscript / diffusers traced:\s+(.+)"),
         Row("unetdsl TorchScript frozen / diffusers traced and frozen, same",
             r"ratio unetdsl ts frozen / diffusers traced frozen:\s+(.+)"),
+        Row("unetdsl TorchScript frozen / diffusers traced (not frozen), same",
+            r"ratio unetdsl ts frozen / diffusers traced:\s+(.+)"),
         Row("unetdsl AOTInductor package / diffusers traced and frozen, same",
             r"ratio unetdsl aoti / diffusers traced frozen:\s+(.+)"),
         Row("unetdsl AOTInductor package / diffusers traced (not frozen), same",

@@ -14,7 +14,8 @@ inference mode, interleaved round by round so machine noise hits every contender
   unetdsl eager / diffusers eager
   unetdsl TorchScript (scripted file, reloaded) / diffusers torch.jit.trace (the best diffusers
   can do: its UNets do not script)
-  unetdsl TorchScript frozen (`build --freeze`) / diffusers traced and frozen (torch.jit.freeze)
+  unetdsl TorchScript frozen (`build --freeze`: on the CPU with packed convolution weights) /
+  diffusers traced and frozen (torch.jit.freeze), and / diffusers traced
   unetdsl AOTInductor package (`--aoti`: `build --format aoti`, minutes to compile) / diffusers
   traced and frozen
 `--flops` adds the FLOP/s unetdsl eager achieves (FLOPs from unetdsl.estimate) against the best
@@ -160,6 +161,7 @@ def main() -> None:
     print(f"  ratio unetdsl torchscript / diffusers traced: {paired('unetdsl torchscript', 'diffusers traced')}")
     if args.frozen:
         print(f"  ratio unetdsl ts frozen / diffusers traced frozen: {paired('unetdsl ts frozen', 'diffusers traced frozen')}")
+        print(f"  ratio unetdsl ts frozen / diffusers traced:   {paired('unetdsl ts frozen', 'diffusers traced')}")
     if args.aoti and args.frozen:
         print(f"  ratio unetdsl aoti / diffusers traced frozen: {paired('unetdsl aoti', 'diffusers traced frozen')}")
     if args.aoti:

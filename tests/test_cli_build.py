@@ -34,6 +34,19 @@ def test_build_writes_a_checked_torchscript_file(tmp_path: Path, capsys: pytest.
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.pt"]  # no temporary file left
 
 
+@pytest.mark.parametrize(("flags", "stored"), [
+    (["--freeze"], "frozen; 25 convolution weights packed for oneDNN when loaded (a CPU-only file)"),
+    (["--freeze", "--no-prepack"], "frozen (weights are constants of the graph)"),
+])
+def test_build_freeze_packs_convolutions_unless_told_not_to(flags: list[str], stored: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tiny.pt"
+    assert main(["build", str(ROOT / "specs" / "tiny.yaml"), "-o", str(out), *flags]) == 0
+    assert "reloaded and checked" in capsys.readouterr().out
+    assert main(["inspect", str(out)]) == 0
+    assert f"torchscript: {stored}" in capsys.readouterr().out
+
+
 def test_build_default_output_name_is_the_spec_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)

@@ -30,11 +30,13 @@ def run_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build / "run_model"
 
 
-@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "class-conditional"])
-def test_cpp_program_matches_python(run_model: Path, tmp_path: Path, conditional: bool) -> None:
+@pytest.mark.parametrize(("conditional", "freeze"), [(False, False), (True, False), (True, True)],
+                         ids=["unconditional", "class-conditional", "frozen"])
+def test_cpp_program_matches_python(run_model: Path, tmp_path: Path, conditional: bool, freeze: bool) -> None:
     spec = TINY + ("classes: 4\n" if conditional else "")
     model = build_model(spec)
-    export(model, tmp_path / "m.pt")
+    # frozen on the CPU: libtorch's load runs the file's __setstate__, which packs the weights for oneDNN
+    export(model, tmp_path / "m.pt", freeze=freeze)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 3, 24, 16)).astype(np.float32)  # not the sample size: the file is dynamic
     t = np.array([3.0, 811.0], dtype=np.float32)

@@ -40,10 +40,12 @@ from .provenance import (
     INPUTS_KEY,
     SPEC_KEY,
     TORCH_VERSION_KEY,
+    TORCHSCRIPT_KEY,
     VERSION_KEY,
 )
 from .sample import SAMPLE_TOKENS, SampleInputs, sample_inputs
 from .spec.resolved import ResolvedSpec
+from .torchscript_packing import pack_convolutions, packable
 from .version import __version__
 
 
@@ -142,9 +144,16 @@ Runner = Callable[[SampleInputs], torch.Tensor]
 def _write_torchscript(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[str, str],
                        options: dict[str, Any]) -> None:
     scripted = torchscript.script(model)
+    how = "scripted (weights are parameters: the file moves to any device)"
     if options.get("freeze"):
         scripted = torchscript.freeze(scripted)
-    torchscript.save(scripted, path, meta)
+        how = "frozen (weights are constants of the graph)"
+        param = next(model.parameters())
+        if options.get("prepack", True) and packable(param.device, param.dtype):
+            packed = pack_convolutions(scripted)  # torchscript_packing: packed again by every load
+            if packed:
+                how = f"frozen; {packed} convolution weights packed for oneDNN when loaded (a CPU-only file)"
+    torchscript.save(scripted, path, {**meta, TORCHSCRIPT_KEY: how})
 
 
 def _load_torchscript(path: Path, device: torch.device) -> Runner:
@@ -363,11 +372,17 @@ def export(
     *,
     format: str = "torchscript",
     freeze: bool = False,
+    prepack: bool = True,
     opset: int = 18,
 ) -> ExportReport:
     """Write `model` (built by unetdsl, on the device and in the dtype to export for) as `format`,
     reload it, and compare it with the eager model. Raises ExportCheckError (nothing written) if
-    any check input disagrees beyond the dtype's tolerance."""
+    any check input disagrees beyond the dtype's tolerance.
+
+    `freeze` (TorchScript): torch.jit.freeze the module. A frozen float32 or bfloat16 module on the
+    CPU also gets its convolution weights packed for oneDNN, packed again by every load, as eager
+    packs them (`unetdsl.torchscript_packing`): the file then loads on the CPU only; `prepack=False`
+    keeps the plain frozen graph."""
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
     spec: ResolvedSpec | None = getattr(model, "spec", None)
@@ -389,13 +404,14 @@ def export(
     was_training = model.training
     model.eval()
     try:
-        return _write_checked(model, spec, fmt, format, target, device, dtype, freeze=freeze, opset=opset)
+        return _write_checked(model, spec, fmt, format, target, device, dtype,
+                              options={"freeze": freeze, "prepack": prepack, "opset": opset})
     finally:
         model.train(was_training)
 
 
 def _write_checked(model: nn.Module, spec: ResolvedSpec, fmt: Format, format: str, target: Path,
-                   device: torch.device, dtype: torch.dtype, *, freeze: bool, opset: int) -> ExportReport:
+                   device: torch.device, dtype: torch.dtype, *, options: dict[str, Any]) -> ExportReport:
     remove_stale_temporaries(target)
     checks = check_inputs(spec, device, dtype)
     with torch.inference_mode(), prepacking_off(model):  # the plain convolutions: no packed copies to hold
@@ -404,7 +420,7 @@ def _write_checked(model: nn.Module, spec: ResolvedSpec, fmt: Format, format: st
     report = ExportReport(target, format)
     with atomic_path(target) as tmp:
         try:
-            fmt.write(model, checks[0], tmp, metadata(spec, dtype, device, format), {"freeze": freeze, "opset": opset})
+            fmt.write(model, checks[0], tmp, metadata(spec, dtype, device, format), options)
         except ExportError:
             raise
         except Exception as exc:  # the exporter refused a model unetdsl built: a bug here or upstream

@@ -137,7 +137,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         _err("warning: the randomly initialised model outputs zeros (init.zero_out), so the export check compares "
              "zeros; pass --weights to check the artifact on real numbers")
     try:
-        report = export(model, target, format=args.format, freeze=args.freeze)
+        report = export(model, target, format=args.format, freeze=args.freeze, prepack=not args.no_prepack)
     except ExportError as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
@@ -285,7 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--weights", metavar="FILE.safetensors", help="trained weights to load (strict; never a pickle)")
-    p.add_argument("--freeze", action="store_true", help="torch.jit.freeze the TorchScript module")
+    p.add_argument("--freeze", action="store_true",
+                   help="torch.jit.freeze the TorchScript module (on the CPU its convolution weights are also "
+                        "packed for oneDNN when the file loads: a CPU-only file, as fast as eager)")
+    p.add_argument("--no-prepack", action="store_true",
+                   help="with --freeze on the CPU: keep the plain frozen graph (a file that loads on any device)")
     p.add_argument("--memory-format", choices=["auto", "channels_last", "contiguous"], default="auto",
                    help="layout the 2D/3D body runs in (default auto: channels_last on the CPU, for oneDNN's "
                         "faster convolutions; contiguous on a GPU)")

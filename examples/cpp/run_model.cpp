@@ -57,12 +57,25 @@ struct Inputs {
   torch::Tensor x, t, y, context;
 };
 
+// The dtype unetdsl's metadata names (`unetdsl/dtype`: float32, float16 or bfloat16).
+torch::ScalarType dtype_named(const std::string& name) {
+  if (name == "float16") return torch::kFloat16;
+  if (name == "bfloat16") return torch::kBFloat16;
+  if (name == "float32") return torch::kFloat32;
+  throw std::runtime_error("unknown unetdsl/dtype '" + name + "' (float32, float16 or bfloat16)");
+}
+
 // A TorchScript module: forward(x, t=None, y=None, context=None), any t dtype (the model casts it).
 torch::Tensor run_torchscript(const std::string& path, const Inputs& in, const torch::Device& device) {
-  torch::jit::script::Module model = torch::jit::load(path, device);
+  // The file's own dtype, from the extra file unetdsl writes: a frozen module has no parameters to
+  // ask (its weights are constants of the graph, or packed for oneDNN when it loads on the CPU).
+  torch::jit::ExtraFilesMap extra{{"unetdsl/dtype", ""}};
+  torch::jit::script::Module model = torch::jit::load(path, device, extra);
   model.eval();
-  // The model's dtype is that of its first parameter (float32, float16 or bfloat16).
-  const auto dtype = (*model.parameters().begin()).scalar_type();
+  const auto params = model.parameters();
+  const auto dtype = !extra["unetdsl/dtype"].empty() ? dtype_named(extra["unetdsl/dtype"])
+                     : params.size() > 0            ? (*params.begin()).scalar_type()
+                                                    : torch::kFloat32;
   std::vector<torch::jit::IValue> inputs;
   inputs.emplace_back(in.x.to(device, dtype));
   inputs.emplace_back(in.t.defined() ? torch::jit::IValue(in.t.to(device)) : torch::jit::IValue());
@@ -76,9 +89,8 @@ torch::Tensor run_torchscript(const std::string& path, const Inputs& in, const t
 torch::Tensor run_aoti(const std::string& path, const Inputs& in, const torch::Device& device) {
   torch::inductor::AOTIModelPackageLoader loader(path);
   auto meta = loader.get_metadata();
-  const std::string dtype_name = meta["unetdsl/dtype"], signature = meta["unetdsl/inputs"];
-  const auto dtype = dtype_name == "float16" ? torch::kFloat16 : dtype_name == "bfloat16" ? torch::kBFloat16
-                                                                                         : torch::kFloat32;
+  const std::string signature = meta["unetdsl/inputs"];
+  const auto dtype = dtype_named(meta["unetdsl/dtype"]);
   std::vector<torch::Tensor> inputs{in.x.to(device, dtype)};
   const bool takes_t = signature.find("; t: ") != std::string::npos;
   if (takes_t != in.t.defined()) throw std::runtime_error("this package's inputs are: " + signature);

@@ -51,7 +51,7 @@ class Conv2d(nn.Conv2d):
         # weights, FLOP counters and tracers must see the ordinary convolution. is_compiling()
         # comes first: dynamo folds it to True and never reaches the dispatch-mode query, which it
         # cannot trace (it would break the graph at every convolution)
-        return (not torch.compiler.is_compiling() and self.prepack and _MKLDNN_PACKING and not torch.is_grad_enabled()
+        return (not torch.compiler.is_compiling() and self.prepack and MKLDNN_PACKING and not torch.is_grad_enabled()
                 and type(x) is torch.Tensor and x.device.type == "cpu" and not self.weight.is_meta
                 and x.dtype in (torch.float32, torch.bfloat16) and self.weight.dtype == x.dtype and x.dim() == 4
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
@@ -83,7 +83,7 @@ class Conv2d(nn.Conv2d):
 
 
 # oneDNN's packed-weight convolution, as inductor's CPU freezing uses it
-_MKLDNN_PACKING = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+MKLDNN_PACKING = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 
 
 def set_prepacking(model: nn.Module, enabled: bool) -> nn.Module:
