@@ -73,6 +73,8 @@ BENCHES: tuple[Bench, ...] = (
             r"ratio unetdsl eager / diffusers eager:\s+(.+)"),
         Row("unetdsl TorchScript / diffusers traced, same VAE decoder",
             r"ratio unetdsl torchscript / diffusers traced:\s+(.+)"),
+        Row("unetdsl TorchScript frozen / diffusers traced and frozen, same VAE decoder",
+            r"ratio unetdsl ts frozen / diffusers traced frozen:\s+(.+)"),
     )),
     Bench("export", ("export_throughput.py", "--rounds", "15", "--formats", "torchscript,export,onnx"), (
         Row("exported artifact / eager (unpacked weights in the artifacts), DDPM CIFAR-10, batch 8: TorchScript",
