@@ -76,6 +76,13 @@ BENCHES: tuple[Bench, ...] = (
         Row("unetdsl TorchScript frozen / diffusers traced and frozen, same VAE decoder",
             r"ratio unetdsl ts frozen / diffusers traced frozen:\s+(.+)"),
     )),
+    # (no diffusers in this process: the U-Net eager, packed and plain frozen fit in 23 GB together)
+    Bench("frozen-packing", ("frozen_packing.py", "--rounds", "7"), (
+        Row("unetdsl TorchScript frozen, convolution weights packed when loaded / frozen plain (`--no-prepack`), "
+            "SD 1.5 U-Net, batch 1, 32x32 latents, 77 tokens", r"ratio frozen packed / frozen plain:\s+(.+)"),
+        Row("the same packed frozen module / unetdsl eager", r"ratio frozen packed / eager:\s+(.+)"),
+        Row("`torch.jit.load` of each (the packed file packs as it loads)", r"torch.jit.load: (.+)"),
+    )),
     Bench("export", ("export_throughput.py", "--rounds", "15", "--formats", "torchscript,export,onnx"), (
         Row("exported artifact / eager (unpacked weights in the artifacts), DDPM CIFAR-10, batch 8: TorchScript",
             r"torchscript .* ratio to eager (\S+)"),

@@ -35,7 +35,7 @@ def test_build_writes_a_checked_torchscript_file(tmp_path: Path, capsys: pytest.
 
 
 @pytest.mark.parametrize(("flags", "stored"), [
-    (["--freeze"], "frozen; 25 convolution weights packed for oneDNN when loaded (a CPU-only file)"),
+    (["--freeze"], "frozen; 20 convolution weights packed for oneDNN when loaded (a CPU-only file)"),
     (["--freeze", "--no-prepack"], "frozen (weights are constants of the graph)"),
 ])
 def test_build_freeze_packs_convolutions_unless_told_not_to(flags: list[str], stored: str, tmp_path: Path,

@@ -39,13 +39,15 @@ def _inputs(spec_channels: int = 3, size: tuple[int, int] = (24, 16)) -> tuple[t
 @pytest.mark.parametrize("spec", [TINY, TEXT_TINY], ids=["tiny", "text-tiny"])
 def test_frozen_cpu_file_convolves_with_packed_weights(spec: str, tmp_path: Path) -> None:
     model = build_model(spec).eval()
-    convs = sum(isinstance(m, Conv2d) for m in model.modules())
+    convs = [m for m in model.modules() if isinstance(m, Conv2d)]
+    packed, ones = sum(m.kernel_size != (1, 1) for m in convs), sum(m.kernel_size == (1, 1) for m in convs)
+    assert packed > 0 and ones > 0  # both kinds in the spec: 1x1 convolutions are never packed
     export(model, tmp_path / "m.pt", freeze=True)
     loaded = load(tmp_path / "m.pt")
     kinds = _kinds(loaded)
-    assert kinds.count("mkldnn::_convolution_pointwise") == convs and "aten::conv2d" not in kinds
+    assert kinds.count("mkldnn::_convolution_pointwise") == packed and kinds.count("aten::conv2d") == ones
     assert read_metadata(tmp_path / "m.pt")[TORCHSCRIPT_KEY] == (
-        f"frozen; {convs} convolution weights packed for oneDNN when loaded (a CPU-only file)")
+        f"frozen; {packed} convolution weights packed for oneDNN when loaded (a CPU-only file)")
     # a size the export never saw: the same op on the same packed weights as eager's packed path,
     # so the numbers are eager's bit for bit; and the plain convolution's to float32 rounding
     x, t = _inputs(model.spec.in_channels)

@@ -6,8 +6,10 @@ a frozen TorchScript module does not: over 5 DDPM forwards at batch 8 its convol
 2.1 s against eager's 1.8 s with packed weights.
 
 How: after `torch.jit.freeze`, every `aten::conv2d` whose weight, bias and hyper-parameters are
-constants becomes `mkldnn::_convolution_pointwise(x.contiguous(channels_last), packed[i], bias,
-...)`, the op eager's packed path calls, reading its weight from a list attribute of the module.
+constants and whose kernel is larger than 1x1 (a 1x1 weight's packing holds for one input shape
+only: `nn.layers.packs_for_any_shape`) becomes `mkldnn::_convolution_pointwise(
+x.contiguous(channels_last), packed[i], bias, ...)`, the op eager's packed path calls, reading its
+weight from a list attribute of the module.
 A packed weight is an opaque oneDNN tensor, which `torch.jit.save` cannot write, so the module
 gets a `__getstate__` that saves the plain weights (unpacked from the packed ones, exactly: the
 file holds each weight once) and a `__setstate__` that packs them again when `torch.jit.load`
@@ -26,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .nn.layers import MKLDNN_PACKING
+from .nn.layers import MKLDNN_PACKING, packs_for_any_shape
 
 PACKED = "_unetdsl_packed_conv_weights"  # List[Tensor]: the packed weights, in the order the graph indexes them
 PARAMS = "_unetdsl_packed_conv_params"  # List[List[int]]: padding (2), stride (2), dilation (2), groups, per weight
@@ -82,6 +84,7 @@ def _packable_conv(node: torch._C.Node) -> bool:
         return False  # a weight that is not frozen into the graph (not unetdsl's freezing): left alone
     weight, bias, padding = _ivalue(inputs[1]), _ivalue(inputs[2]), _ivalue(inputs[4])
     return (isinstance(weight, torch.Tensor) and weight.dim() == 4 and weight.device.type == "cpu"
+            and packs_for_any_shape(tuple(weight.shape[2:]))  # a file serves every shape; a 1x1's packing does not
             and weight.dtype in PACKABLE_DTYPES and not isinstance(padding, str)  # "same"/"valid": aten pads
             and (bias is None or (isinstance(bias, torch.Tensor) and bias.dtype == weight.dtype)))
 

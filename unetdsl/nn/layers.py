@@ -28,7 +28,8 @@ class Conv2d(nn.Conv2d):
     - only where nothing can differentiate through it or trace it: grad disabled
       (`torch.inference_mode()` / `torch.no_grad()`), not TorchScript (skipped when scripting),
       not torch.export / torch.compile (they see the plain convolution);
-    - CPU, float32 or bfloat16, zero padding, when oneDNN is available;
+    - CPU, float32 or bfloat16, zero padding, kernels larger than 1x1 (`packs_for_any_shape`),
+      when oneDNN is available;
     - the packed copy is remade when the weight changes (its version counter or storage: an
       optimizer step, `load_state_dict`, `.to()`), dropped by `.train()`, never in `state_dict`,
       never pickled or deep-copied.
@@ -52,6 +53,7 @@ class Conv2d(nn.Conv2d):
         # comes first: dynamo folds it to True and never reaches the dispatch-mode query, which it
         # cannot trace (it would break the graph at every convolution)
         return (not torch.compiler.is_compiling() and self.prepack and MKLDNN_PACKING and not torch.is_grad_enabled()
+                and packs_for_any_shape(self.kernel_size)
                 and type(x) is torch.Tensor and x.device.type == "cpu" and not self.weight.is_meta
                 and x.dtype in (torch.float32, torch.bfloat16) and self.weight.dtype == x.dtype and x.dim() == 4
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
@@ -84,6 +86,20 @@ class Conv2d(nn.Conv2d):
 
 # oneDNN's packed-weight convolution, as inductor's CPU freezing uses it
 MKLDNN_PACKING = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+def packs_for_any_shape(kernel_size: tuple[int, ...]) -> bool:
+    """Whether a weight packed once for oneDNN serves inputs of every shape: kernels larger than 1x1.
+
+    The blocked layout oneDNN's kernel reads is chosen for the problem's shape. For 3x3 kernels it
+    was the same across every batch and size measured (11 channel pairs from 3->128 to 2560->1280,
+    batches 1-8, sizes 4-64: no reorder at run time). For 1x1 kernels it is not (brgconv_1x1
+    blocks its output channels by 48 or 64 or 32 with the problem): run at another shape, a 1x1
+    weight packed once was reordered on every call by oneDNN's slow reference reorder, 1.5-13x
+    slower in 225 of 891 shape pairs (640->640 on 16x16: 20 ms against 1.5 ms). Unpacked, a 1x1
+    convolution reorders its (small) weight each call with a fast jit reorder: within 5-15 % of
+    packed at its own shape. So 1x1 convolutions are never packed."""
+    return any(k != 1 for k in kernel_size)
 
 
 def set_prepacking(model: nn.Module, enabled: bool) -> nn.Module:

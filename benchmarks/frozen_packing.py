@@ -1,0 +1,83 @@
+"""Frozen TorchScript with packed convolution weights against the plain frozen module, same process.
+
+    .venv/bin/python benchmarks/frozen_packing.py [--spec specs/sd15-unet.yaml] [--batch 1] [--size 32]
+        [--tokens 77] [--threads 2] [--rounds 7]
+
+Both files are written by unetdsl.export(freeze=True) (so both passed their check), one with
+`prepack=False`: the plain frozen module is what torch.jit.freeze gives, reordering every
+convolution weight on every call. Timed interleaved round by round (ABBA) with the eager model,
+which packs its own weights; each ratio is the median of paired per-round ratios (IQR). Without
+diffusers in the process, so the SD 1.5 U-Net's three copies of 3.4 GB fit in 23 GB (the
+`vs_diffusers.py` SD run cannot hold frozen modules beside diffusers' two).
+Also reported: what `torch.jit.load` costs for each file (the packed one packs as it loads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from timing import paired  # benchmarks/timing.py (run as a script: its folder is on sys.path)
+
+from unetdsl import build_model, export
+from unetdsl.sample import sample_inputs
+from unetdsl.torchscript import load
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec", default="specs/sd15-unet.yaml")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--tokens", type=int, default=77)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_model(args.spec).eval()
+    spec = model.spec
+    inp = sample_inputs(spec, batch=args.batch, size=[args.size] * spec.dims, tokens=args.tokens)
+    call = inp.args()
+    loads: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        modules: dict[str, torch.jit.ScriptModule] = {}
+        for name, prepack in (("packed", True), ("plain", False)):
+            path = Path(tmp) / f"{name}.pt"
+            export(model, path, freeze=True, prepack=prepack)
+            start = time.perf_counter()
+            modules[name] = load(path)
+            loads[name] = time.perf_counter() - start
+            path.unlink()  # the loaded module holds what it needs; free the disk
+    contenders: dict[str, Callable[[], object]] = {
+        "eager": lambda: model(*call),
+        "frozen packed": lambda: modules["packed"](*call),
+        "frozen plain": lambda: modules["plain"](*call),
+    }
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    with torch.inference_mode():
+        for fn in contenders.values():
+            for _ in range(2):
+                fn()
+        order = list(contenders)
+        for r in range(args.rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                start = time.perf_counter()
+                contenders[name]()
+                times[name].append(time.perf_counter() - start)
+    print(f"{spec.name}: batch {args.batch}, {list(inp.x.shape[2:])}, float32, CPU, {args.threads} threads, "
+          f"torch {torch.__version__}; median of {args.rounds} interleaved rounds")
+    for name, ts in times.items():
+        print(f"  {name:14} {statistics.median(ts) * 1000:9.1f} ms")
+    print(f"  ratio frozen packed / frozen plain: {paired(times['frozen packed'], times['frozen plain'])}")
+    print(f"  ratio frozen packed / eager:        {paired(times['frozen packed'], times['eager'])}")
+    print(f"  torch.jit.load: packed {loads['packed']:.2f} s, plain {loads['plain']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
