@@ -34,18 +34,15 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor]:
 def test_inference_packs_once_and_gives_the_plain_numbers(model: torch.nn.Module) -> None:
     x, t = _inputs()
     convs = [m for m in model.modules() if isinstance(m, Conv2d)]
-    wide = [m for m in convs if m.kernel_size != (1, 1)]
-    assert 0 < len(wide) < len(convs)  # the spec has 1x1 convolutions too
     with torch.inference_mode(), prepacking_off(model):
         plain = model(x, t)
     assert _packed(model) == 0
     with torch.inference_mode():
         packed = model(x, t)
-        packs = {id(m.__dict__["_packed"][1]) for m in wide}
+        packs = {id(m.__dict__["_packed"][1]) for m in convs}
         again = model(x, t)  # the same packed copies, not new ones
-        assert packs == {id(m.__dict__["_packed"][1]) for m in wide}
-    # every convolution but the 1x1 ones, whose packed layout would hold for this input's shape only
-    assert _packed(model) == len(wide)
+        assert packs == {id(m.__dict__["_packed"][1]) for m in convs}
+    assert _packed(model) == len(convs) > 0
     torch.testing.assert_close(packed, plain, rtol=1e-4, atol=1e-5)
     assert torch.equal(again, packed)
     with torch.no_grad():  # no_grad counts as inference too
@@ -77,6 +74,29 @@ def test_compiling_an_inference_model_traces_one_whole_graph(model: torch.nn.Mod
         got = torch.compile(model, backend="eager", fullgraph=True)(x, t)  # fullgraph: a break raises
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert _packed(model) == 0
+
+
+def test_a_1x1_weight_is_packed_again_for_another_input_shape(model: torch.nn.Module) -> None:
+    """A 1x1 weight's oneDNN layout depends on the input's shape (layers.packs_for_any_shape): run
+    at another shape with the old packing, oneDNN would reorder it on every call. A 3x3 weight's
+    packing serves every shape and is kept."""
+    convs = [m for m in model.modules() if isinstance(m, Conv2d)]
+    ones = [m for m in convs if m.kernel_size == (1, 1)]
+    wide = [m for m in convs if m.kernel_size != (1, 1)]
+    assert ones and wide
+    x, t = _inputs()
+    small = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        model(x, t)
+        before = {id(m): id(m.__dict__["_packed"][1]) for m in convs}
+        model(x, t)  # the same shape: nothing repacked
+        assert before == {id(m): id(m.__dict__["_packed"][1]) for m in convs}
+        out = model(small, torch.tensor([1, 2, 3]))
+        after = {id(m): id(m.__dict__["_packed"][1]) for m in convs}
+        with prepacking_off(model):
+            torch.testing.assert_close(out, model(small, torch.tensor([1, 2, 3])), rtol=1e-4, atol=1e-5)
+    assert all(after[id(m)] != before[id(m)] for m in ones)
+    assert all(after[id(m)] == before[id(m)] for m in wide)
 
 
 def test_a_changed_weight_is_packed_again(model: torch.nn.Module) -> None:

@@ -28,11 +28,11 @@ class Conv2d(nn.Conv2d):
     - only where nothing can differentiate through it or trace it: grad disabled
       (`torch.inference_mode()` / `torch.no_grad()`), not TorchScript (skipped when scripting),
       not torch.export / torch.compile (they see the plain convolution);
-    - CPU, float32 or bfloat16, zero padding, kernels larger than 1x1 (`packs_for_any_shape`),
-      when oneDNN is available;
+    - CPU, float32 or bfloat16, zero padding, when oneDNN is available;
     - the packed copy is remade when the weight changes (its version counter or storage: an
-      optimizer step, `load_state_dict`, `.to()`), dropped by `.train()`, never in `state_dict`,
-      never pickled or deep-copied.
+      optimizer step, `load_state_dict`, `.to()`), and for a 1x1 kernel when the input's shape
+      changes (`packs_for_any_shape`); dropped by `.train()`, never in `state_dict`, never
+      pickled or deep-copied.
     It costs a second copy of the conv weights while the model serves; `set_prepacking(model,
     False)` turns it off. The numbers are the unpacked call's up to float32 rounding (oneDNN may
     pick another kernel for the packed weight: differences of ~1e-6 on DDPM's outputs)."""
@@ -53,7 +53,6 @@ class Conv2d(nn.Conv2d):
         # comes first: dynamo folds it to True and never reaches the dispatch-mode query, which it
         # cannot trace (it would break the graph at every convolution)
         return (not torch.compiler.is_compiling() and self.prepack and MKLDNN_PACKING and not torch.is_grad_enabled()
-                and packs_for_any_shape(self.kernel_size)
                 and type(x) is torch.Tensor and x.device.type == "cpu" and not self.weight.is_meta
                 and x.dtype in (torch.float32, torch.bfloat16) and self.weight.dtype == x.dtype and x.dim() == 4
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
@@ -62,7 +61,10 @@ class Conv2d(nn.Conv2d):
     @torch.jit.unused
     def _packed_forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        key = (w._version, w.data_ptr(), w.dtype)
+        # a 1x1 weight's packed layout holds for one input shape (packs_for_any_shape): packed
+        # again when the shape changes, one fast reorder, as the unpacked call pays on every call
+        shape = None if packs_for_any_shape(self.kernel_size) else tuple(x.shape)
+        key = (w._version, w.data_ptr(), w.dtype, shape)
         cached = self.__dict__.get("_packed")
         if cached is None or cached[0] != key:
             packed = torch._C._nn.mkldnn_reorder_conv2d_weight(  # type: ignore[call-arg]
@@ -98,7 +100,9 @@ def packs_for_any_shape(kernel_size: tuple[int, ...]) -> bool:
     weight packed once was reordered on every call by oneDNN's slow reference reorder, 1.5-13x
     slower in 225 of 891 shape pairs (640->640 on 16x16: 20 ms against 1.5 ms). Unpacked, a 1x1
     convolution reorders its (small) weight each call with a fast jit reorder: within 5-15 % of
-    packed at its own shape. So 1x1 convolutions are never packed."""
+    packed at its own shape. So eager packs a 1x1 weight for the input shape it runs at and again
+    when that shape changes; a frozen TorchScript file, which serves every shape and writes nothing
+    while it serves, leaves its 1x1 convolutions unpacked (`torchscript_packing`)."""
     return any(k != 1 for k in kernel_size)
 
 
