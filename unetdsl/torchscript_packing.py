@@ -28,11 +28,10 @@ from typing import Any
 
 import torch
 
-from .nn.layers import MKLDNN_PACKING, packs_for_any_shape
+from .nn.layers import MKLDNN_PACKING, PACKED_DTYPES, packs_for_any_shape
 
 PACKED = "_unetdsl_packed_conv_weights"  # List[Tensor]: the packed weights, in the order the graph indexes them
 PARAMS = "_unetdsl_packed_conv_params"  # List[List[int]]: padding (2), stride (2), dilation (2), groups, per weight
-PACKABLE_DTYPES = (torch.float32, torch.bfloat16)
 
 # TorchScript methods the module gets: what torch.jit.save writes and what torch.jit.load calls
 # (in C++ too) to rebuild the packed weights. `mkldnn_reorder_conv2d_weight` without an input size
@@ -60,8 +59,9 @@ def __setstate__(self, state: Tuple[List[Tensor], List[List[int]]]) -> None:
 
 def packable(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether a frozen TorchScript module for this device and dtype can get packed convolutions:
-    CPU, float32 or bfloat16 (eager packs the same), with oneDNN's packed-weight convolution."""
-    return MKLDNN_PACKING and device.type == "cpu" and dtype in PACKABLE_DTYPES
+    CPU, float32 or bfloat16 where oneDNN runs it (`PACKED_DTYPES`: eager packs the same), with
+    oneDNN's packed-weight convolution."""
+    return MKLDNN_PACKING and device.type == "cpu" and dtype in PACKED_DTYPES
 
 
 def _walk(nodes: Iterator[torch._C.Node]) -> Iterator[torch._C.Node]:
@@ -85,7 +85,7 @@ def _packable_conv(node: torch._C.Node) -> bool:
     weight, bias, padding = _ivalue(inputs[1]), _ivalue(inputs[2]), _ivalue(inputs[4])
     return (isinstance(weight, torch.Tensor) and weight.dim() == 4 and weight.device.type == "cpu"
             and packs_for_any_shape(tuple(weight.shape[2:]))  # a file serves every shape; a 1x1's packing does not
-            and weight.dtype in PACKABLE_DTYPES and not isinstance(padding, str)  # "same"/"valid": aten pads
+            and weight.dtype in PACKED_DTYPES and not isinstance(padding, str)  # "same"/"valid": aten pads
             and (bias is None or (isinstance(bias, torch.Tensor) and bias.dtype == weight.dtype)))
 
 

@@ -28,7 +28,8 @@ class Conv2d(nn.Conv2d):
     - only where nothing can differentiate through it or trace it: grad disabled
       (`torch.inference_mode()` / `torch.no_grad()`), not TorchScript (skipped when scripting),
       not torch.export / torch.compile (they see the plain convolution);
-    - CPU, float32 or bfloat16, zero padding, when oneDNN is available;
+    - CPU, float32 or bfloat16 (where oneDNN runs it: `PACKED_DTYPES`), zero padding, when oneDNN
+      is available;
     - the packed copy is remade when the weight changes (its version counter or storage: an
       optimizer step, `load_state_dict`, `.to()`), and for a 1x1 kernel when the input's shape
       changes (`packs_for_any_shape`); dropped by `.train()`, never in `state_dict`, never
@@ -54,7 +55,7 @@ class Conv2d(nn.Conv2d):
         # cannot trace (it would break the graph at every convolution)
         return (not torch.compiler.is_compiling() and self.prepack and MKLDNN_PACKING and not torch.is_grad_enabled()
                 and type(x) is torch.Tensor and x.device.type == "cpu" and not self.weight.is_meta
-                and x.dtype in (torch.float32, torch.bfloat16) and self.weight.dtype == x.dtype and x.dim() == 4
+                and x.dtype in PACKED_DTYPES and self.weight.dtype == x.dtype and x.dim() == 4
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
                 and _get_current_dispatch_mode() is None)
 
@@ -88,6 +89,9 @@ class Conv2d(nn.Conv2d):
 
 # oneDNN's packed-weight convolution, as inductor's CPU freezing uses it
 MKLDNN_PACKING = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+# bfloat16 only on CPUs whose oneDNN runs it (AVX-512 and up), the check inductor's mkldnn fusions make
+PACKED_DTYPES: tuple[torch.dtype, ...] = (torch.float32,) + (
+    (torch.bfloat16,) if MKLDNN_PACKING and torch.ops.mkldnn._is_mkldnn_bf16_supported() else ())
 
 
 def packs_for_any_shape(kernel_size: tuple[int, ...]) -> bool:
