@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from timing import paired  # benchmarks/timing.py (run as a script: its folder is on sys.path)
+from timing import interleaved, paired  # benchmarks/timing.py (run as a script: its folder is on sys.path)
 
 from unetdsl import build_model, export
 from unetdsl.sample import sample_inputs
@@ -59,17 +59,8 @@ def main() -> None:
         "frozen packed": lambda: modules["packed"](*call),
         "frozen plain": lambda: modules["plain"](*call),
     }
-    times: dict[str, list[float]] = {k: [] for k in contenders}
     with torch.inference_mode():
-        for fn in contenders.values():
-            for _ in range(2):
-                fn()
-        order = list(contenders)
-        for r in range(args.rounds):
-            for name in order if r % 2 == 0 else order[::-1]:
-                start = time.perf_counter()
-                contenders[name]()
-                times[name].append(time.perf_counter() - start)
+        times = interleaved(contenders, args.rounds, warmup=2)
     print(f"{spec.name}: batch {args.batch}, {list(inp.x.shape[2:])}, float32, CPU, {args.threads} threads, "
           f"torch {torch.__version__}; median of {args.rounds} interleaved rounds")
     for name, ts in times.items():

@@ -39,7 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from timing import paired as paired_ratio  # benchmarks/timing.py (run as a script: its folder is on sys.path)
+from timing import interleaved  # benchmarks/timing.py (run as a script: its folder is on sys.path)
+from timing import paired as paired_ratio
 
 from unetdsl import build_model, export
 from unetdsl.artifacts import FORMATS
@@ -133,19 +134,8 @@ def main() -> None:
         contenders["diffusers traced frozen"] = lambda: traced_frozen(*present)
     if args.aoti:
         contenders["unetdsl aoti"] = lambda: aoti(inp)
-    times: dict[str, list[float]] = {k: [] for k in contenders}
     with torch.inference_mode():
-        for fn in contenders.values():
-            for _ in range(3):
-                fn()
-        order = list(contenders)
-        for r in range(args.rounds):
-            for name in order if r % 2 == 0 else order[::-1]:
-                sync()
-                start = time.perf_counter()
-                contenders[name]()
-                sync()
-                times[name].append(time.perf_counter() - start)
+        times = interleaved(contenders, args.rounds, sync=sync)
     med = {k: statistics.median(v) for k, v in times.items()}
 
     def paired(a: str, b: str) -> str:
