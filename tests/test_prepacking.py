@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import io
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +119,24 @@ def test_a_changed_weight_is_packed_again(model: torch.nn.Module) -> None:
     with torch.no_grad():
         assert double(x.double(), t).dtype == torch.float64
     assert _packed(double) == 0
+
+
+def test_a_model_made_inside_inference_mode_runs_and_sees_its_new_weights(tmp_path: Path) -> None:
+    # its weights are inference tensors, which have no version counter: they convolve unpacked,
+    # so an in-place load inside inference mode is seen (this forward raised before)
+    x, t = _inputs()
+    other = build_model(TINY, seed=2).eval()
+    with torch.inference_mode():
+        want = other(x, t)
+        unetdsl.save(other, tmp_path / "w.safetensors")
+        loaded = unetdsl.load(tmp_path / "w.safetensors").eval()
+        torch.testing.assert_close(loaded(x, t), want, rtol=1e-4, atol=1e-5)
+        made = build_model(TINY, seed=1).eval()
+        first = made(x, t)
+        made.load_state_dict(other.state_dict())
+        torch.testing.assert_close(made(x, t), want, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(first, want)
+    assert _packed(made) == 0 and _packed(loaded) == 0
 
 
 def test_the_packed_copy_is_never_saved_copied_or_kept_for_training(model: torch.nn.Module) -> None:

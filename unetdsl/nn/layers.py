@@ -30,6 +30,8 @@ class Conv2d(nn.Conv2d):
       not torch.export / torch.compile (they see the plain convolution);
     - CPU, float32 or bfloat16 (where oneDNN runs it: `PACKED_DTYPES`), zero padding, when oneDNN
       is available;
+    - weights with a version counter: not those made inside `torch.inference_mode()` (build or
+      load the model outside it, then run it inside);
     - the packed copy is remade when the weight changes (its version counter or storage: an
       optimizer step, `load_state_dict`, `.to()`), and for a 1x1 kernel when the input's shape
       changes (`packs_for_any_shape`); dropped by `.train()`, never in `state_dict`, never
@@ -49,12 +51,15 @@ class Conv2d(nn.Conv2d):
 
     @torch.jit.unused
     def _packable(self, x: torch.Tensor) -> bool:
+        # a weight made inside torch.inference_mode() has no version counter, so a later in-place
+        # change (load_state_dict in inference mode) could not be seen: it convolves unpacked.
         # plain tensors only, outside any dispatch mode: fake tensors (unetdsl.estimate), meta
         # weights, FLOP counters and tracers must see the ordinary convolution. is_compiling()
         # comes first: dynamo folds it to True and never reaches the dispatch-mode query, which it
         # cannot trace (it would break the graph at every convolution)
         return (not torch.compiler.is_compiling() and self.prepack and MKLDNN_PACKING and not torch.is_grad_enabled()
                 and type(x) is torch.Tensor and x.device.type == "cpu" and not self.weight.is_meta
+                and not self.weight.is_inference()
                 and x.dtype in PACKED_DTYPES and self.weight.dtype == x.dtype and x.dim() == 4
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
                 and _get_current_dispatch_mode() is None)
