@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from unetdsl import build_model, export
+from unetdsl.nn.layers import Conv2d, packs_for_any_shape
 from unetdsl.torchscript import load
 
 from .conftest import ROOT, TEXT_TINY, TINY
@@ -139,6 +140,10 @@ def test_aoti_package_provenance_is_read_without_loading_it(aoti_package: tuple[
     assert "format: aoti" in shown and f"spec_id: {model.spec.spec_id}" in shown  # type: ignore[union-attr]
     assert "compiled_for: linux x86_64 cpu, CPU ISA " in shown  # the package runs on such machines only
     assert "forward: forward(x, t, y)" in shown
+    # the package takes any size, and still its weights larger than 1x1 were packed when compiled
+    # (inductor packs only for static sizes: unetdsl.aoti_packing), as eager packs them
+    larger = sum(isinstance(m, Conv2d) and packs_for_any_shape(m.kernel_size) for m in model.modules())
+    assert larger > 0 and f"aoti: frozen; {larger} convolution weights packed for oneDNN at compile time" in shown
     # compiled in too, for C++ loaders (AOTIModelPackageLoader::get_metadata)
     compiled = torch._inductor.aoti_load_package(str(path)).get_metadata()
     assert compiled["unetdsl/spec_id"] == model.spec.spec_id  # type: ignore[union-attr]

@@ -27,11 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import torchscript
+from . import aoti_packing, torchscript
 from .errors import UnetdslError
 from .fsutil import atomic_path, check_output, remove_stale_temporaries
 from .nn.layers import prepacking_off
 from .provenance import (
+    AOTI_KEY,
     DEVICE_KEY,
     DTYPE_KEY,
     FORMAT_KEY,
@@ -257,7 +258,9 @@ def _write_aoti(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
                 options: dict[str, Any]) -> None:
     """torch.export (dynamic sizes, as the export format), then AOTInductor: the graph compiled
     to C++ kernels for this machine's device and ISA, packaged with its weights (frozen:
-    constants to the compiler, so CPU convolutions get prepacked weights, as eager's Conv2d). The provenance
+    constants to the compiler; on the CPU, convolution weights larger than 1x1 packed for oneDNN
+    at compile time, as eager's Conv2d packs them: `aoti_packing`, since inductor itself packs
+    only for static sizes). The provenance
     goes in twice: compiled in (`get_metadata()`, for C++ loaders) and as the archive's extra
     files (for `unetdsl inspect`, which never loads the compiled code)."""
     if shutil.which("g++") is None and shutil.which("c++") is None:
@@ -265,14 +268,17 @@ def _write_aoti(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
     args = call_args(_trace_inputs(spec, inputs))
     program = torch.export.export(_traceable(model, spec), args, dynamic_shapes=_dynamic_shapes(spec, args))
-    with warnings.catch_warnings():  # inductor's own notices about its compile cache; the check below is ours
-        warnings.simplefilter("ignore", UserWarning)
+    # no_grad: inductor freezes only with grad disabled (compile_fx), and silently does not otherwise
+    with torch.no_grad(), warnings.catch_warnings(), aoti_packing.packing() as packed:
+        warnings.simplefilter("ignore", UserWarning)  # inductor's notices on its cache; the check after writing is ours
         # freezing: the weights become constants, folded and (CPU) packed for oneDNN at compile time
         torch._inductor.aoti_compile_and_package(program, package_path=str(path),
                                                  inductor_configs={"aot_inductor.metadata": dict(meta), "freezing": True})
+    how = (f"frozen; {packed[0]} convolution weights packed for oneDNN at compile time" if packed[0]
+           else "frozen (weights are constants of the compiled code)")
     with zipfile.ZipFile(path, "a") as archive:  # the PT2 archive's extra files: <root>/extra/<name>
         root = archive.namelist()[0].split("/", 1)[0]
-        for key, value in meta.items():
+        for key, value in {**meta, AOTI_KEY: how}.items():  # AOTI_KEY: known after compiling, so not compiled in
             archive.writestr(f"{root}/extra/{key}", value)
 
 

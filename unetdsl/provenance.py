@@ -23,6 +23,7 @@ DTYPE_KEY = PREFIX + "dtype"
 DEVICE_KEY = PREFIX + "device"
 FORWARD_KEY = PREFIX + "forward"  # the call signature, e.g. forward(x, t)
 INPUTS_KEY = PREFIX + "inputs"  # each input's shape and dtype
+AOTI_KEY = PREFIX + "aoti"  # AOTInductor packages (extra files only): frozen, and how many weights packed
 TORCHSCRIPT_KEY = PREFIX + "torchscript"  # TorchScript files: scripted, frozen, or frozen with packed weights
 MAX_SPEC_BYTES = 1 * 2**20  # what the YAML loader reads at most, too
 MAX_DEPTH = 32
