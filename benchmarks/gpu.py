@@ -137,8 +137,9 @@ class Section:
 
             inp = sample_inputs(self.spec, batch=self.batches[0], device=self.device, dtype=self.dtype)
             program = torch.export.export(_traceable(self.ours, self.spec), call_args(inp))
-            path = torch._inductor.aoti_compile_and_package(program, package_path=str(self.tmp / f"{self.name}-static.pt2"),
-                                                            inductor_configs={"freezing": True})
+            with torch.no_grad():  # inductor freezes only with grad disabled
+                path = torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(self.tmp / f"{self.name}-static.pt2"), inductor_configs={"freezing": True})
             run = torch._inductor.aoti_load_package(path)
             with torch.inference_mode():
                 got, want = run(*call_args(inp)), self.ours(*inp.args())

@@ -83,6 +83,13 @@ BENCHES: tuple[Bench, ...] = (
         Row("the same packed frozen module / unetdsl eager", r"ratio frozen packed / eager:\s+(.+)"),
         Row("`torch.jit.load` of each (the packed file packs as it loads)", r"torch.jit.load: (.+)"),
     )),
+    # (two AOTInductor compiles of DDPM: about 3 minutes of the run's 4)
+    Bench("aoti-packing", ("frozen_packing.py", "--format", "aoti", "--spec", "specs/ddpm-cifar10.yaml", "--batch", "1",
+                           "--size", "32", "--rounds", "15"), (
+        Row("unetdsl AOTInductor package, convolution weights packed when compiled / the same unpacked (`--no-prepack`), "
+            "DDPM CIFAR-10, batch 1, 32x32", r"ratio aoti packed / aoti plain:\s+(.+)"),
+        Row("the same packed package / unetdsl eager", r"ratio aoti packed / eager:\s+(.+)"),
+    )),
     Bench("export", ("export_throughput.py", "--rounds", "15", "--formats", "torchscript,export,onnx"), (
         Row("exported artifact / eager (unpacked weights in the artifacts), DDPM CIFAR-10, batch 8: TorchScript",
             r"torchscript .* ratio to eager (\S+)"),

@@ -47,6 +47,19 @@ def test_build_freeze_packs_convolutions_unless_told_not_to(flags: list[str], st
     assert f"torchscript: {stored}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--format", "onnx", "--freeze"], "--freeze applies to --format torchscript only, not onnx"),
+    (["--format", "aoti", "--freeze"], "not aoti (an aoti package is always frozen)"),
+    (["--no-prepack"], "--no-prepack applies to --freeze (TorchScript) and --format aoti only"),
+    (["--format", "export", "--no-prepack"], "--no-prepack applies to"),
+])
+def test_build_refuses_options_that_would_do_nothing(flags: list[str], said: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "m.out"
+    assert main(["build", str(ROOT / "specs" / "tiny.yaml"), "-o", str(out), *flags]) == 2
+    assert said in capsys.readouterr().err and not out.exists()
+
+
 def test_build_default_output_name_is_the_spec_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)

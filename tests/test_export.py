@@ -147,6 +147,18 @@ def test_unknown_format_and_foreign_models(tmp_path: Path) -> None:
         export(torch.nn.Linear(2, 2), tmp_path / "m.pt")
 
 
+def test_options_that_would_do_nothing_are_refused(tmp_path: Path) -> None:
+    model = build_model(TINY)
+    with pytest.raises(ExportError, match="freeze applies to the torchscript format only, not onnx"):
+        export(model, tmp_path / "m.onnx", format="onnx", freeze=True)
+    with pytest.raises(ExportError, match="always frozen"):
+        export(model, tmp_path / "m.aoti.pt2", format="aoti", freeze=True)
+    for fmt, freeze in (("torchscript", False), ("export", False)):
+        with pytest.raises(ExportError, match="prepack=False applies to frozen TorchScript"):
+            export(model, tmp_path / "m.pt", format=fmt, freeze=freeze, prepack=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_inspect_reads_without_running_code(tmp_path: Path) -> None:
     target = tmp_path / "m.pt"
     export(build_model(TINY), target)

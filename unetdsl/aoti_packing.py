@@ -91,13 +91,13 @@ def _register() -> None:
 
 
 @contextlib.contextmanager
-def packing() -> Iterator[list[int]]:
-    """Inside: inductor's freezing packs the dynamic-shape CPU convolutions described above.
-    Yields a one-item list that counts the weights packed."""
+def packing(enabled: bool = True) -> Iterator[list[int]]:
+    """Inside: inductor's freezing packs the dynamic-shape CPU convolutions described above (when
+    `enabled`; else inductor as it is). Yields a one-item list that counts the weights packed."""
     counter = [0]
-    if MKLDNN_PACKING:
+    if MKLDNN_PACKING and enabled:
         _register()
-    token = _ACTIVE.set(counter)
+    token = _ACTIVE.set(counter if enabled else None)
     try:
         yield counter
     finally:

@@ -269,7 +269,7 @@ def _write_aoti(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
     args = call_args(_trace_inputs(spec, inputs))
     program = torch.export.export(_traceable(model, spec), args, dynamic_shapes=_dynamic_shapes(spec, args))
     # no_grad: inductor freezes only with grad disabled (compile_fx), and silently does not otherwise
-    with torch.no_grad(), warnings.catch_warnings(), aoti_packing.packing() as packed:
+    with torch.no_grad(), warnings.catch_warnings(), aoti_packing.packing(options.get("prepack", True)) as packed:
         warnings.simplefilter("ignore", UserWarning)  # inductor's notices on its cache; the check after writing is ours
         # freezing: the weights become constants, folded and (CPU) packed for oneDNN at compile time
         torch._inductor.aoti_compile_and_package(program, package_path=str(path),
@@ -388,9 +388,17 @@ def export(
     `freeze` (TorchScript): torch.jit.freeze the module. A frozen float32 or bfloat16 module on the
     CPU also gets its convolution weights packed for oneDNN, packed again by every load, as eager
     packs them (`unetdsl.torchscript_packing`): the file then loads on the CPU only; `prepack=False`
-    keeps the plain frozen graph."""
+    keeps the plain frozen graph. An `aoti` package is always frozen; on the CPU its convolution
+    weights are packed when it is compiled (`unetdsl.aoti_packing`), unless `prepack=False`.
+    Either option given where it does nothing is refused."""
     if format not in FORMATS:
         raise ExportError(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+    if freeze and format != "torchscript":
+        raise ExportError(f"freeze applies to the torchscript format only, not {format}"
+                          + (" (an aoti package is always frozen)" if format == "aoti" else ""))
+    if not prepack and not ((format == "torchscript" and freeze) or format == "aoti"):
+        raise ExportError("prepack=False applies to frozen TorchScript (freeze=True) and to aoti packages only: "
+                          "nothing else packs weights")
     spec: ResolvedSpec | None = getattr(model, "spec", None)
     if spec is None:
         raise ExportError("export needs a model made by unetdsl.build_model (it reads model.spec)")

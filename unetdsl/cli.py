@@ -74,6 +74,14 @@ def cmd_resolve(args: argparse.Namespace) -> int:
 
 @command("build")
 def cmd_build(args: argparse.Namespace) -> int:
+    # options that would do nothing with this format are refused, not ignored (before any work)
+    if args.freeze and args.format != "torchscript":
+        _err(f"error: --freeze applies to --format torchscript only, not {args.format}"
+             + (" (an aoti package is always frozen)" if args.format == "aoti" else ""))
+        return EXIT_USAGE
+    if args.no_prepack and not (args.freeze or args.format == "aoti"):
+        _err("error: --no-prepack applies to --freeze (TorchScript) and --format aoti only: nothing else packs weights")
+        return EXIT_USAGE
     import torch
 
     from .api import build_model
@@ -289,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.jit.freeze the TorchScript module (on the CPU its convolution weights are also "
                         "packed for oneDNN when the file loads: a CPU-only file, as fast as eager)")
     p.add_argument("--no-prepack", action="store_true",
-                   help="with --freeze on the CPU: keep the plain frozen graph (a file that loads on any device)")
+                   help="with --freeze on the CPU: keep the plain frozen graph (a file that loads on any device); "
+                        "with --format aoti: compile without packed convolution weights")
     p.add_argument("--memory-format", choices=["auto", "channels_last", "contiguous"], default="auto",
                    help="layout the 2D/3D body runs in (default auto: channels_last on the CPU, for oneDNN's "
                         "faster convolutions; contiguous on a GPU)")
