@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/unetdsl build $(DEMO_SPEC) -o out/ddpm-cifar10.pt
 
 # everything but the inductor compiles (`make test-inductor`, ~2 minutes more on 2 cores) and the
-# largest spec's slowest exports and compile (`make test-heavy`, ~4 minutes more)
+# two largest specs' slowest exports and compile (`make test-heavy`, ~5 minutes more)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not inductor and not heavy"
 
