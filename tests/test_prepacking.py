@@ -139,6 +139,22 @@ def test_a_model_made_inside_inference_mode_runs_and_sees_its_new_weights(tmp_pa
     assert _packed(made) == 0 and _packed(loaded) == 0
 
 
+def test_autocast_inference_runs_the_autocast_convolution(model: torch.nn.Module) -> None:
+    # oneDNN's packed op has no autocast rule: packed, the convolutions ran float32 under
+    # torch.autocast("cpu", bfloat16), where nn.Conv2d runs bfloat16
+    x, t = _inputs()
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1).eval()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = model.conv_in(x)
+        want = torch.nn.functional.conv2d(x, model.conv_in.weight, model.conv_in.bias, padding=1)
+        assert conv(x).dtype == ours.dtype == torch.bfloat16
+        assert torch.equal(ours, want)
+        model(x, t)
+    assert _packed(model) == 0
+    with torch.inference_mode():
+        assert model.conv_in(x).dtype == torch.float32 and _packed(model) == 1  # outside autocast: packed
+
+
 def test_the_packed_copy_is_never_saved_copied_or_kept_for_training(model: torch.nn.Module) -> None:
     x, t = _inputs()
     with torch.inference_mode():

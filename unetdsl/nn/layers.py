@@ -31,7 +31,8 @@ class Conv2d(nn.Conv2d):
     - CPU, float32 or bfloat16 (where oneDNN runs it: `PACKED_DTYPES`), zero padding, when oneDNN
       is available;
     - weights with a version counter: not those made inside `torch.inference_mode()` (build or
-      load the model outside it, then run it inside);
+      load the model outside it, then run it inside); not under `torch.autocast("cpu")`, whose
+      reduced-precision convolution aten runs;
     - the packed copy is remade when the weight changes (its version counter or storage: an
       optimizer step, `load_state_dict`, `.to()`), and for a 1x1 kernel when the input's shape
       changes (`packs_for_any_shape`); dropped by `.train()`, never in `state_dict`, never
@@ -51,6 +52,8 @@ class Conv2d(nn.Conv2d):
 
     @torch.jit.unused
     def _packable(self, x: torch.Tensor) -> bool:
+        # under torch.autocast("cpu") aten's convolution runs in the autocast dtype; oneDNN's packed
+        # op has no autocast rule and would run float32 (slower, and another output dtype).
         # a weight made inside torch.inference_mode() has no version counter, so a later in-place
         # change (load_state_dict in inference mode) could not be seen: it convolves unpacked.
         # plain tensors only, outside any dispatch mode: fake tensors (unetdsl.estimate), meta
@@ -59,7 +62,7 @@ class Conv2d(nn.Conv2d):
         # cannot trace (it would break the graph at every convolution)
         return (not torch.compiler.is_compiling() and self.prepack and MKLDNN_PACKING and not torch.is_grad_enabled()
                 and type(x) is torch.Tensor and x.device.type == "cpu" and not self.weight.is_meta
-                and not self.weight.is_inference()
+                and not self.weight.is_inference() and not torch.is_autocast_enabled("cpu")
                 and x.dtype in PACKED_DTYPES and self.weight.dtype == x.dtype and x.dim() == 4
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
                 and _get_current_dispatch_mode() is None)
