@@ -2,7 +2,7 @@
 prints every ratio with its spread, and with `--readme` rewrites the README's table (between the
 `<!-- bench:begin -->` and `<!-- bench:end -->` markers) from what this run printed.
 
-    make bench                                        # all of them (about 25 minutes on 2 cores)
+    make bench                                        # all of them (about 40 minutes on 2 cores)
     .venv/bin/python benchmarks/run.py --only ddpm,sd15 [--readme]
     .venv/bin/python benchmarks/run.py --list
     .venv/bin/python benchmarks/run.py --readme-from run1.log run2.log   # the table from earlier runs' output
@@ -89,6 +89,12 @@ BENCHES: tuple[Bench, ...] = (
         Row("unetdsl AOTInductor package, convolution weights packed when compiled / the same unpacked (`--no-prepack`), "
             "DDPM CIFAR-10, batch 1, 32x32", r"ratio aoti packed / aoti plain:\s+(.+)"),
         Row("the same packed package / unetdsl eager", r"ratio aoti packed / eager:\s+(.+)"),
+    )),
+    # (two AOTInductor compiles of the SD 1.5 U-Net: about 8 minutes)
+    Bench("aoti-pack-sd15", ("frozen_packing.py", "--format", "aoti", "--rounds", "7"), (
+        Row("unetdsl AOTInductor package, convolution weights packed when compiled / the same unpacked, "
+            "SD 1.5 U-Net, batch 1, 32x32 latents, 77 tokens", r"ratio aoti packed / aoti plain:\s+(.+)"),
+        Row("the same packed SD package / unetdsl eager", r"ratio aoti packed / eager:\s+(.+)"),
     )),
     Bench("export", ("export_throughput.py", "--rounds", "15", "--formats", "torchscript,export,onnx"), (
         Row("exported artifact / eager (unpacked weights in the artifacts), DDPM CIFAR-10, batch 8: TorchScript",
