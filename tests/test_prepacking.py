@@ -155,6 +155,27 @@ def test_autocast_inference_runs_the_autocast_convolution(model: torch.nn.Module
         assert model.conv_in(x).dtype == torch.float32 and _packed(model) == 1  # outside autocast: packed
 
 
+def test_transforms_and_forward_mode_ad_see_the_plain_convolution() -> None:
+    # oneDNN's packed op has no batching rule and no forward derivative: under no_grad, vmap
+    # raised "NYI: querying is_contiguous inside of vmap" and jvp had no derivative
+    torch.manual_seed(0)
+    conv = Conv2d(4, 5, 3, padding=1).eval()
+    x, v = torch.randn(3, 2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+
+    def plain(inp: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(inp, conv.weight, conv.bias, padding=1)
+
+    with torch.no_grad():
+        torch.testing.assert_close(torch.func.vmap(conv)(x), torch.stack([plain(xi) for xi in x]))
+        out, tangent = torch.func.jvp(conv, (x[0],), (v,))
+        torch.testing.assert_close(tangent, plain(v) - conv.bias[:, None, None])  # linear in x
+        torch.testing.assert_close(out, plain(x[0]))
+    assert "_packed" not in conv.__dict__
+    with torch.no_grad():
+        conv(x[0])
+    assert "_packed" in conv.__dict__  # outside them: packed
+
+
 def test_the_packed_copy_is_never_saved_copied_or_kept_for_training(model: torch.nn.Module) -> None:
     x, t = _inputs()
     with torch.inference_mode():

@@ -32,7 +32,8 @@ class Conv2d(nn.Conv2d):
       is available;
     - weights with a version counter: not those made inside `torch.inference_mode()` (build or
       load the model outside it, then run it inside); not under `torch.autocast("cpu")`, whose
-      reduced-precision convolution aten runs;
+      reduced-precision convolution aten runs, nor inside `torch.func` transforms (vmap, jvp) or
+      forward-mode AD;
     - the packed copy is remade when the weight changes (its version counter or storage: an
       optimizer step, `load_state_dict`, `.to()`), and for a 1x1 kernel when the input's shape
       changes (`packs_for_any_shape`); dropped by `.train()`, never in `state_dict`, never
@@ -53,7 +54,9 @@ class Conv2d(nn.Conv2d):
     @torch.jit.unused
     def _packable(self, x: torch.Tensor) -> bool:
         # under torch.autocast("cpu") aten's convolution runs in the autocast dtype; oneDNN's packed
-        # op has no autocast rule and would run float32 (slower, and another output dtype).
+        # op has no autocast rule and would run float32 (slower, and another output dtype). It has
+        # no batching rule nor forward derivative either: not inside torch.func transforms (vmap,
+        # jvp, ...) nor forward-mode AD, which grad mode does not show.
         # a weight made inside torch.inference_mode() has no version counter, so a later in-place
         # change (load_state_dict in inference mode) could not be seen: it convolves unpacked.
         # plain tensors only, outside any dispatch mode: fake tensors (unetdsl.estimate), meta
@@ -63,6 +66,8 @@ class Conv2d(nn.Conv2d):
         return (not torch.compiler.is_compiling() and self.prepack and MKLDNN_PACKING and not torch.is_grad_enabled()
                 and type(x) is torch.Tensor and x.device.type == "cpu" and not self.weight.is_meta
                 and not self.weight.is_inference() and not torch.is_autocast_enabled("cpu")
+                and torch._C._functorch.peek_interpreter_stack() is None
+                and torch.autograd.forward_ad._current_level < 0
                 and x.dtype in PACKED_DTYPES and self.weight.dtype == x.dtype and x.dim() == 4
                 and self.padding_mode == "zeros" and not isinstance(self.padding, str)
                 and _get_current_dispatch_mode() is None)
