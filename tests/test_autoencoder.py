@@ -47,7 +47,7 @@ def test_each_half_is_a_model_of_its_own_with_a_spec_that_reads_back() -> None:
     for half in ("encoder", "decoder"):
         part = whole.part(half)
         assert model.get_submodule(half).spec == part
-        again, _ = resolve_spec(part.to_spec_data())
+        again, _ = resolve_spec(part.view())
         assert again.spec_id == part.spec_id and again.model == half
     # the decoder alone holds the post-quant conv and nothing of the encoder
     dec = model.decoder

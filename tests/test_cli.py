@@ -66,7 +66,7 @@ def test_help_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
 def test_resolve_prints_yaml_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     spec = str(ROOT / "specs" / "tiny.yaml")
     code, out, _ = run(capsys, "resolve", spec)
-    assert code == 0 and "spec id sha256:" in out and "decoder:" in out
+    assert code == 0 and "spec id v2:sha256:" in out and "decoder:" in out
     code, out, _ = run(capsys, "resolve", "--json", spec, "--set", "encoder.levels.1.channels=16")
     data = json.loads(out)
     assert data["encoder"]["levels"][1]["channels"] == 16

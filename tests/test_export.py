@@ -165,7 +165,7 @@ def test_inspect_reads_without_running_code(tmp_path: Path) -> None:
     target = tmp_path / "m.pt"
     export(build_model(TINY), target)
     code = (f"import sys; from unetdsl.inspect import read_metadata; m = read_metadata({str(target)!r}); "
-            "assert m['unetdsl/spec_id'].startswith('sha256:'); assert 'torch' not in sys.modules, 'torch imported'")
+            "assert m['unetdsl/spec_id'].startswith('v2:sha256:'); assert 'torch' not in sys.modules, 'torch imported'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     junk = tmp_path / "junk.pt"
@@ -186,7 +186,7 @@ def test_cli_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     capsys.readouterr()
     assert main(["inspect", str(target)]) == 0
     out = capsys.readouterr().out
-    assert "spec_id: sha256:ef0f706f68b10ba9" in out and "format: torchscript" in out and "name: tiny" in out
+    assert "spec_id: v2:sha256:ef914ac6f364a1da" in out and "format: torchscript" in out and "name: tiny" in out
     assert main(["inspect", str(tmp_path / "nope.pt")]) == 1
 
 

@@ -73,7 +73,7 @@ middle: {blocks: 16}
     resolved, _ = resolve_spec(text)
     assert [len(lv.blocks) for lv in resolved.decoder] == [17, 17]
     assert resolved.time is not None and resolved.time.features == 16384
-    again, _ = resolve_spec(resolved.to_spec_data())
+    again, _ = resolve_spec(resolved.view())
     assert again.spec_id == resolved.spec_id
     model = unetdsl.build_model(text, device="meta")
     assert sum(p.numel() for p in model.parameters()) > 1e10
@@ -213,7 +213,8 @@ def _saved(tmp_path: Path, metadata: dict[str, str] | None = None, **overrides: 
 
 
 @pytest.mark.parametrize("stored,why", [("not json", "not JSON"), ('"/etc/passwd"', "a JSON str"), ("[1]", "a JSON list"),
-                                        ('{"unetdsl": 1}', "not a valid spec")])
+                                        ('{"unetdsl": 1}', "stored spec id 'x' is not its spec's id sha256:5a6fd35ef9adbeaa"),
+                                        ('{"resolved": 2, "unetdsl": 1}', "not a resolved spec: 'name': Field required")])
 def test_load_treats_a_stored_spec_as_data(stored: str, why: str, tmp_path: Path) -> None:
     from unetdsl.weights import WeightsError
 

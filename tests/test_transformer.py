@@ -57,10 +57,10 @@ def test_heads_and_head_dim_divide_the_channels() -> None:
 
 def test_the_resolved_form_states_every_transformer_setting() -> None:
     resolved, _ = resolve_spec(TEXT_TINY)
-    att = resolved.to_spec_data()["encoder"]["levels"][1]["attention"]
+    att = resolved.view()["encoder"]["levels"][1]["attention"]
     assert att == {"type": "transformer", "heads": 2, "norm": True, "depth": 2, "linear_projection": True,
                    "only_cross": False, "upcast": False, "norm_eps": 1e-6, "layer_norm_eps": 1e-5}
-    assert resolve_spec(resolved.to_spec_data(explicit=True))[0].spec_id == resolved.spec_id
+    assert resolve_spec(resolved.view())[0].spec_id == resolved.spec_id
 
 
 @pytest.mark.parametrize("linear", [False, True], ids=["conv-projection", "linear-projection"])

@@ -16,14 +16,14 @@ from .spec import ResolvedSpec, Spec
 from .version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import build_model
+    from .api import build_model, load
     from .artifacts import export
     from .nn.layers import set_prepacking
     from .training import set_activation_checkpointing, training_units
-    from .weights import load, save
+    from .weights import save
 
 # torch is heavy: only these pull it in, and only when first asked for.
-_LAZY = {"build_model": "api", "export": "artifacts", "save": "weights", "load": "weights",
+_LAZY = {"build_model": "api", "export": "artifacts", "save": "weights", "load": "api",
          "set_activation_checkpointing": "training", "training_units": "training",
          "set_prepacking": "nn.layers"}
 

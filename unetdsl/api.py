@@ -1,6 +1,8 @@
-"""The library's entry point for models: any spec source -> a built model.
+"""The library's entry point for models: any spec source -> a built model; a saved file -> the
+model it was saved from.
 
     model = unetdsl.build_model("specs/ddpm-cifar10.yaml", seed=0)
+    model = unetdsl.load("m.safetensors")      # written by unetdsl.save(model, "m.safetensors")
 
 It sits at the end of the pipeline (front end -> resolver -> resource guard -> compiler), so
 that no stage imports a later one."""
@@ -16,6 +18,7 @@ from torch import nn
 from .compiler import compile_spec, memory_format_for
 from .frontend import SpecSource, resolve_spec
 from .spec.resolved import ResolvedSpec
+from .weights import WeightsError, read_header
 
 
 def build_model(
@@ -91,3 +94,21 @@ def _from_weights(resolved: ResolvedSpec, weights: str | os.PathLike[str], targe
     if target.type != "cpu" or dtype is not None:
         model = model.to(device=target, dtype=dtype)
     return model.train()
+
+
+def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> nn.Module:
+    """Rebuild a model saved by `unetdsl.save`: the resolved spec it stores (validated: every rule
+    of the language, and its id; never read through the YAML front end, so a file cannot make
+    unetdsl read another), then the weights. Returned in eval mode, ready to sample (as diffusers'
+    `from_pretrained`); call `.train()` to resume training. The file is data: its header is
+    checked against the model before any tensor is read."""
+    from .provenance import ID_KEY, SPEC_KEY, StoredSpecError, resolved_from_stored
+
+    _, metadata = read_header(path)
+    try:
+        resolved = resolved_from_stored(metadata.get(SPEC_KEY), metadata.get(ID_KEY))
+    except StoredSpecError as exc:
+        hint = "; build the spec and pass the file as weights" if SPEC_KEY not in metadata else ""
+        raise WeightsError(f"{path}: {exc}{hint}") from None
+    # built on meta and filled from the file in place, in the layout of the target device
+    return build_model(resolved, device=device, weights=path).eval()

@@ -14,7 +14,6 @@ carries the resolved spec, spec id, unetdsl version, dtype and device it was mad
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -81,7 +80,7 @@ class ExportReport:
 def metadata(spec: ResolvedSpec, dtype: torch.dtype, device: torch.device, fmt: str) -> dict[str, str]:
     """Provenance stored inside every exported file."""
     return {
-        SPEC_KEY: json.dumps(spec.to_spec_data(), sort_keys=True),
+        SPEC_KEY: spec.stored_json(),
         ID_KEY: spec.spec_id,
         VERSION_KEY: __version__,
         TORCH_VERSION_KEY: torch.__version__,

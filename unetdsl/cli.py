@@ -63,11 +63,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
     resolved, warnings = resolve_spec(Path(args.spec), args.set)
     _warn(warnings)
     if args.json:
-        print(json.dumps(resolved.to_spec_data(explicit=True), indent=2))
+        print(json.dumps(resolved.view(), indent=2))
     else:
-        print("# yaml-language-server: $schema=https://unetdsl.dev/schemas/unetdsl.schema.json")
+        from .schema import schema_line
+
+        print(schema_line())
         print(f"# resolved by unetdsl {__version__}; spec id {resolved.spec_id}")
-        print(yaml.safe_dump(resolved.to_spec_data(explicit=True), sort_keys=False, default_flow_style=None,
+        print(yaml.safe_dump(resolved.view(), sort_keys=False, default_flow_style=None,
                              width=100), end="")
     return EXIT_OK
 
@@ -201,7 +203,7 @@ def cmd_diagram(args: argparse.Namespace) -> int:
 @command("inspect")
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspect import InspectError, read_metadata
-    from .provenance import SPEC_KEY, StoredSpecError, parse_stored_spec
+    from .provenance import ID_KEY, SPEC_KEY, StoredSpecError, resolved_from_stored
 
     try:
         meta = read_metadata(args.file)
@@ -211,9 +213,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     spec = meta.pop(SPEC_KEY, None)
     for key, value in sorted(meta.items()):
         print(f"{_printable(key.removeprefix('unetdsl/'))}: {_printable(value)}")
-    if spec is not None:
+    if spec is not None:  # shown as the language view of the resolved spec, once it is known to be one
         try:
-            data = parse_stored_spec(spec)
+            data = resolved_from_stored(spec, meta.get(ID_KEY)).view()
         except StoredSpecError as exc:
             _err(f"error: {args.file}: {exc}")
             return EXIT_INVALID
@@ -275,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_set(p)
 
     p = sub.add_parser("resolve", help="print the fully explicit spec",
-                       description="Print the spec with every default and shorthand expanded. Its canonical "
-                       "JSON hashes to the spec id.")
+                       description="Print the spec with every setting written at every place (defaults, "
+                       "inheritance and the mirrored decoder expanded): the language view of the resolved spec, "
+                       "which resolves back to it. The resolved spec's canonical JSON hashes to the spec id.")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     with_set(p)
@@ -320,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=_sizes, help="spatial size: one number for every side, or one per dimension "
                    "(e.g. 64 or 64,32); default the spec's sample_size")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    p.add_argument("--json", action="store_true", help="print one JSON object (documented in the README)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (documented in docs/analysis.md)")
     with_set(p)
 
     p = sub.add_parser("diagram", help="draw the architecture as an SVG picture",
@@ -332,13 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     with_set(p)
 
     p = sub.add_parser("inspect", help="print the spec and provenance stored in an exported file",
-                       description="Read the resolved spec, spec id and versions stored in a .pt, .pt2, .onnx or "
-                       ".safetensors file written by unetdsl, without running any code from it.")
+                       description="Read the resolved spec, spec id and versions stored in a .pt, .pt2, .aoti.pt2, "
+                       ".onnx or .safetensors file written by unetdsl, without running any code from it; the "
+                       "stored spec is checked (every rule, its id) and shown in the language.")
     p.add_argument("file", metavar="FILE")
 
-    p = sub.add_parser("convert", help="turn a diffusers UNet2DModel folder into a spec (+ weights)",
+    p = sub.add_parser("convert", help="turn a diffusers folder (UNet2DModel, UNet2DConditionModel, AutoencoderKL) "
+                       "into a spec (+ weights)",
                        description="Read a local diffusers save_pretrained folder (config.json and "
-                       "diffusion_pytorch_model.safetensors; no network) and write a validated unetdsl spec, and "
+                       "diffusion_pytorch_model.safetensors; no network) of a UNet2DModel, UNet2DConditionModel or "
+                       "AutoencoderKL, recognised by its _class_name, and write a validated unetdsl spec, and "
                        "optionally the weights mapped to unetdsl's names. Config keys unetdsl cannot represent are "
                        "refused by name, never ignored.")
     p.add_argument("source", choices=["diffusers"], help="the library the folder comes from")

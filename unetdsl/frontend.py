@@ -48,7 +48,7 @@ def load_spec(source: SpecSource, overrides: Sequence[str] = ()) -> LoadedSpec:
     """Read and type-check a spec from a path, YAML text, a dict or a Spec."""
     positions: Positions | None = None
     if isinstance(source, ResolvedSpec):
-        source = source.to_spec_data()
+        source = source.view()
     if isinstance(source, Spec):
         if not overrides:
             return LoadedSpec(source, None)

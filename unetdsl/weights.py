@@ -3,7 +3,7 @@ silent cast, no NaN/Inf. Never a pickle.
 
     load_weights(model, "w.safetensors")   # WeightsError listing the first offenders
     save(model, "m.safetensors")           # weights + resolved spec + version in the metadata
-    load("m.safetensors")                  # rebuilds the model from the stored spec
+    unetdsl.load("m.safetensors")          # rebuilds the model from the stored spec (api.py)
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import SpecError, UnetdslError, brief
+from .errors import UnetdslError, brief
 from .fsutil import atomic_path, check_output
-from .provenance import ID_KEY, SPEC_KEY, VERSION_KEY, StoredSpecError, parse_stored_spec
+from .provenance import ID_KEY, SPEC_KEY, VERSION_KEY
 from .version import __version__
 
 FIRST = 8  # how many offenders an error lists
@@ -308,7 +308,7 @@ def save(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     spec = getattr(model, "spec", None)
     if spec is None:
         raise WeightsError("unetdsl.save needs a model made by unetdsl.build_model (it stores model.spec)")
-    meta = {SPEC_KEY: json.dumps(spec.to_spec_data(), sort_keys=True), ID_KEY: spec.spec_id, VERSION_KEY: __version__}
+    meta = {SPEC_KEY: spec.stored_json(), ID_KEY: spec.spec_id, VERSION_KEY: __version__}
     target = check_output(path)
     with atomic_path(target) as tmp:
         write_safetensors(model.state_dict(), tmp, meta)
@@ -342,27 +342,3 @@ def write_safetensors(state: Mapping[str, torch.Tensor], path: str | os.PathLike
         fh.write(raw)
         for k in order:  # each tensor's bytes, little-endian as the format says (as torch stores them here)
             fh.write(tensors[k].reshape(-1).view(torch.uint8).numpy().data)
-
-
-def load(path: str | os.PathLike[str], *, device: torch.device | str | None = None) -> nn.Module:
-    """Rebuild a model saved by `save`: its spec from the metadata (validated again), then the
-    weights. Returned in eval mode, ready to sample (as diffusers' `from_pretrained`); call
-    `.train()` to resume training. The file is data: its stored spec is parsed as a JSON mapping
-    and validated, its header checked against the model before any tensor is read."""
-    from .api import build_model
-
-    _, metadata = read_header(path)
-    try:
-        spec_data = parse_stored_spec(metadata.get(SPEC_KEY))
-    except StoredSpecError as exc:
-        hint = "; build the spec and pass the file as weights" if SPEC_KEY not in metadata else ""
-        raise WeightsError(f"{path}: {exc}{hint}") from None
-    try:
-        # built on meta and filled from the file in place, in the layout of the target device
-        model = build_model(spec_data, device=device, weights=path)
-    except SpecError as exc:
-        raise WeightsError(f"{path}: its stored spec is not a valid spec:\n{exc.render()}") from None
-    rebuilt = model.spec.spec_id  # type: ignore[union-attr]
-    if rebuilt != metadata.get(ID_KEY):
-        raise WeightsError(f"{path}: stored spec id {brief(str(metadata.get(ID_KEY)), 40)} != rebuilt {rebuilt}")
-    return model.eval()

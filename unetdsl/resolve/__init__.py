@@ -18,13 +18,13 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from ..errors import InternalError, Problem, SpecError, sort_problems
-from ..spec.models import LevelSettings, Spec
+from ..spec.models import Spec
 from ..spec.resolved import ResolvedLatent, ResolvedSpec
 from ..spec.settings import DEFAULTS
 from .attention import uses_context
 from .channels import resolve_flow
 from .context import Context
-from .inherit import default, plain_settings
+from .inherit import default
 from .norms import report_groups
 from .structure import check_structure
 from .suspicious import warn_suspicious
@@ -77,8 +77,6 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         middle=flow.middle,
         decoder=flow.decoder,
         head=flow.head,
-        # what `defaults` says (recorded: it feeds the head's activation, and the explicit form)
-        defaults_settings=plain_settings(ctx, LevelSettings(), ("defaults",)),
         zero_out=default(spec.init.zero_out if spec.init else None, DEFAULTS["init.zero_out"]),
         center_input=default(spec.center_input, DEFAULTS["center_input"]),
         asymmetric_padding=default(spec.encoder.asymmetric_padding if spec.encoder else None,

@@ -171,17 +171,21 @@ def resolve_flow(ctx: Context) -> Flow:
         decoder, prev = side(ctx, DECODER, placed, prev, skips)
     if not decoder:
         prev = mid_channels
-    return Flow(stem=stem, size=size, encoder=encoder, middle=middle, decoder=decoder, head=resolve_head(ctx, prev))
+    # an autoencoder's encoder half ends in a head of its own on the middle's channels, with the same settings
+    also = [(mid_channels, "the encoder half's output head norm")] if s.model == "autoencoder" else []
+    return Flow(stem=stem, size=size, encoder=encoder, middle=middle, decoder=decoder,
+                head=resolve_head(ctx, prev, also))
 
 
-def resolve_head(ctx: Context, channels: int) -> ResolvedHead:
+def resolve_head(ctx: Context, channels: int, also: list[tuple[int, str]]) -> ResolvedHead:
     """The output head on the last part's `channels`: norm and activation (from defaults) unless
-    `head.norm: false`, then the output conv."""
+    `head.norm: false`, then the output conv. `also`: other channel counts the same head settings
+    normalise (an autoencoder's encoder half)."""
     h = ctx.spec.head
     norm_on = h.norm if h is not None and h.norm is not None else DEFAULTS["head.norm"]
     return ResolvedHead(
         in_channels=channels,
-        norm=resolve_norm(ctx, None, ("head",), [(channels, "the output head's norm")], carries_time=False)
+        norm=resolve_norm(ctx, None, ("head",), [(channels, "the output head's norm"), *also], carries_time=False)
         if norm_on else None,
         activation=setting(ctx, LevelSettings(activation=h.activation if h else None), ("head",), "activation").value,
         kernel_size=h.kernel_size if h is not None and h.kernel_size is not None else DEFAULTS["head.kernel_size"],

@@ -1,6 +1,7 @@
-"""The resolved spec: every level states every setting, channel flow included. The compiler
-reads only this. `to_spec_data()` writes it back in the language (fully explicit), and its
-canonical JSON hashes to the spec id."""
+"""The resolved spec: every level states every setting, channel flow included. It is the spine
+of unetdsl: the compiler reads only this; artifacts store its own dump (`stored_json`, lossless:
+nothing in it is inherited); its canonical JSON hashes to the spec id. The language form is a view
+of it (`view()`: every setting written at every place), which resolves back to the same spec."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .settings import DEFAULTS, LEVEL_SETTINGS, serialised
+from .settings import DEFAULTS, LEVEL_SETTINGS
 from .vocabulary import (
     Activation,
     AttentionType,
@@ -22,6 +23,14 @@ from .vocabulary import (
     TimeInjection,
     Upsample,
 )
+
+# The stored form is marked (the key is not a language key, so no spec of the first stored form,
+# the language view, carries it), and the id says which definition made it: ids of the first
+# definition ("sha256:" + 16 hex digits of that language form's canonical JSON) are still read from
+# files written before (unetdsl.stored).
+FORM_KEY = "resolved"
+FORM = 2
+ID_PREFIX = "v2:sha256:"
 
 
 class _Frozen(BaseModel):
@@ -40,7 +49,7 @@ class ResolvedNorm(_Frozen):
             return self.groups
         return 1 if self.type == "layer" else channels
 
-    def as_data(self) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type, "eps": self.eps}
         if self.type == "group":
             data["groups"] = self.groups
@@ -65,15 +74,10 @@ class ResolvedAttention(_Frozen):
     type: AttentionType = "self"
     transformer: ResolvedTransformer | None = None  # type transformer only
 
-    def as_data(self, explicit: bool = False) -> dict[str, Any]:
-        # settings added after format 1's first release are written only when not default (unless
-        # `explicit`), so the spec ids recorded before them stay valid
-        written = explicit or self.norm != DEFAULTS["attention.norm"]
-        data: dict[str, Any] = {"heads": self.heads, "norm": self.norm} if written else {"heads": self.heads}
-        if self.transformer is not None:  # new with the type: always written in full
-            data = {"type": self.type, **data, "norm": self.norm, **self.transformer.model_dump()}
-        elif explicit:
-            data["type"] = self.type
+    def view(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"type": self.type, "heads": self.heads, "norm": self.norm}
+        if self.transformer is not None:
+            data |= self.transformer.model_dump()
         return data
 
 
@@ -95,13 +99,11 @@ class ResolvedSettings(_Frozen):
     attention: ResolvedAttention | None
     conv_bias: bool = True
 
-    def settings_data(self, explicit: bool = False) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "norm": self.norm.as_data(),
-            **serialised({name: getattr(self, name) for name in LEVEL_SETTINGS}, explicit=explicit),
-        }
+    def settings_view(self) -> dict[str, Any]:
+        """Every setting of this place, written out: nothing left to inherit."""
+        data: dict[str, Any] = {"norm": self.norm.view(), **{name: getattr(self, name) for name in LEVEL_SETTINGS}}
         if self.attention is not None:
-            data["attention"] = self.attention.as_data(explicit)
+            data["attention"] = self.attention.view()
         return data
 
 
@@ -126,7 +128,7 @@ class ResolvedTime(_Frozen):
     timesteps: int  # learned only (0 otherwise)
     activation: Activation = "silu"  # between the MLP's linear layers
 
-    def as_data(self) -> dict[str, Any]:
+    def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"embedding": self.embedding, "features": self.features, "dim": self.dim}
         if self.embedding == "sinusoidal":
             data |= {"flip_sin_to_cos": self.flip_sin_to_cos, "freq_shift": self.freq_shift,
@@ -135,10 +137,7 @@ class ResolvedTime(_Frozen):
             data |= {"scale": self.scale, "log": self.log, "flip_sin_to_cos": self.flip_sin_to_cos}
         else:
             data["timesteps"] = self.timesteps
-        data["injection"] = self.injection
-        if self.activation != DEFAULTS["time.activation"]:  # post-release: written only when not default
-            data["activation"] = self.activation
-        return data
+        return data | {"injection": self.injection, "activation": self.activation}
 
 
 class ResolvedLatent(_Frozen):
@@ -146,9 +145,6 @@ class ResolvedLatent(_Frozen):
     quant_conv: bool
     post_quant_conv: bool
     scaling_factor: float
-
-    def as_data(self) -> dict[str, Any]:
-        return self.model_dump()
 
 
 class ResolvedMiddle(ResolvedSettings):
@@ -182,8 +178,6 @@ class ResolvedSpec(_Frozen):
     middle: ResolvedMiddle
     decoder: list[ResolvedLevel]
     head: ResolvedHead
-    # what `defaults` says of each plain level setting (recorded: it feeds the head's activation)
-    defaults_settings: dict[str, Any]
     zero_out: bool
     center_input: bool
     asymmetric_padding: bool  # strided-conv downsampling pads right/bottom only
@@ -220,70 +214,67 @@ class ResolvedSpec(_Frozen):
             "latent": lat.model_copy(update={"quant_conv": False}), "asymmetric_padding": False,
         })
 
-    def to_spec_data(self, explicit: bool = False) -> dict[str, Any]:
-        """This resolved spec in the language; re-validates to the same id. Settings added after
-        format 1's first release are written only when not default, as the spec id hashes them;
-        `explicit` writes every setting (what `unetdsl resolve` shows)."""
+    # --- the stored form, the view and the id ---------------------------------------------------
+    def stored_json(self) -> str:
+        """What artifacts store: this spec's own dump (every field, nothing inherited, so nothing
+        is lost), marked with the form it is in. `from_stored` reads it back."""
+        return json.dumps({FORM_KEY: FORM, **self.model_dump(mode="json")}, sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> ResolvedSpec:
+        """The resolved spec a `stored_json` mapping holds; pydantic's ValidationError if it holds
+        none. (Whether it also passes every rule of the language is `unetdsl.stored`'s check.)"""
+        fields = {k: v for k, v in data.items() if k != FORM_KEY}
+        return cls.model_validate_json(json.dumps(fields, allow_nan=False))
+
+    def view(self) -> dict[str, Any]:
+        """This spec in the language, every setting written at every place (no `defaults` to
+        inherit from, no mirrored decoder): what `unetdsl resolve` prints and converters compare.
+        Resolving it gives this spec back (`unetdsl.stored` checks that of every stored spec)."""
         data: dict[str, Any] = {"unetdsl": self.unetdsl, "name": self.name}
         if self.description is not None:
             data["description"] = self.description
-        data |= {
-            "model": self.model,
-            "dims": self.dims,
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "sample_size": list(self.sample_size),
-        }
+        data |= {"model": self.model, "dims": self.dims, "in_channels": self.in_channels,
+                 "out_channels": self.out_channels, "sample_size": list(self.sample_size)}
         if self.time is not None:
-            data["time"] = self.time.as_data()
+            data["time"] = self.time.view()
         if self.classes is not None:
             data["classes"] = self.classes
         if self.context_dim is not None:
             data["context_dim"] = self.context_dim
         if self.latent is not None:
-            data["latent"] = self.latent.as_data()
-        # defaults only feed the head once every level is explicit.
-        data["defaults"] = {
-            "norm": (self.head.norm or self.middle.norm).as_data(),
-            **serialised({**self.defaults_settings, "activation": self.head.activation}, explicit=explicit),
-        }
+            data["latent"] = self.latent.model_dump()
+        if self.head.norm is not None:  # once every level is explicit, defaults only feed the head's norm
+            data["defaults"] = {"norm": self.head.norm.view()}
         if self.encoder:
-            data["encoder"] = _side_data(self.encoder, "downsample", explicit)
-            if explicit or self.asymmetric_padding != DEFAULTS["encoder.asymmetric_padding"]:
-                data["encoder"]["asymmetric_padding"] = self.asymmetric_padding
-        data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_data(explicit)}
+            data["encoder"] = _side_view(self.encoder, "downsample") | {"asymmetric_padding": self.asymmetric_padding}
+        data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_view()}
         if self.decoder:
-            data["decoder"] = _side_data(self.decoder, "upsample", explicit)
-        data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size}
-        if explicit:
-            data["head"]["activation"] = self.head.activation
-        if explicit or self.head.divide_by_timestep != DEFAULTS["head.divide_by_timestep"]:
-            data["head"]["divide_by_timestep"] = self.head.divide_by_timestep
+            data["decoder"] = _side_view(self.decoder, "upsample")
+        data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size,
+                        "activation": self.head.activation, "divide_by_timestep": self.head.divide_by_timestep}
         data["init"] = {"zero_out": self.zero_out}
-        if explicit or self.center_input != DEFAULTS["center_input"]:
-            data["center_input"] = self.center_input
+        data["center_input"] = self.center_input
         return data
 
     def canonical_json(self) -> str:
-        """Sorted keys, no spaces: the byte string the spec id hashes (name/description excluded:
-        they do not change the function the model computes)."""
-        data = self.to_spec_data()
-        data.pop("name", None)
-        data.pop("description", None)
+        """Sorted keys, no spaces: the byte string the spec id hashes, the stored form without
+        `name` and `description` (they do not change the function the model computes)."""
+        data = self.model_dump(mode="json", exclude={"name", "description"})
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @property
     def spec_id(self) -> str:
-        return "sha256:" + hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        return ID_PREFIX + hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
 
 
-def _side_data(levels: list[ResolvedLevel], resample: str, explicit: bool) -> dict[str, Any]:
+def _side_view(levels: list[ResolvedLevel], resample: str) -> dict[str, Any]:
     """An encoder's or decoder's mapping: every level explicit (channels, blocks, its settings and
     how it ends), and the side's `downsample`/`upsample`, which no level reads once each is written."""
     side = "encoder" if resample == "downsample" else "decoder"
     entries = []
     for lv in levels:
-        entry: dict[str, Any] = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_data(explicit)}
+        entry: dict[str, Any] = {"channels": lv.channels, "blocks": len(lv.blocks), **lv.settings_view()}
         if getattr(lv, resample) is not None:
             entry[resample] = getattr(lv, resample)
         entries.append(entry)

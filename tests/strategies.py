@@ -1,0 +1,159 @@
+"""The structured spec generator: small, consistent specs across every option of the language, for
+the compiler's fuzz test and the stored-form round-trip property (tests/test_stored.py).
+
+Every plain level setting of spec/settings.py is drawn at `defaults`, and again, independently, as
+an override at each level and the middle, so per-place overrides of inherited settings (the class
+that once lost `conv_bias: true` under `defaults: {conv_bias: false}` on save) are always in play.
+The values come from each setting's declared type, so a setting added to the table is drawn with
+no edit here; a type this file does not know fails loudly instead of being skipped."""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, get_args, get_origin
+
+from hypothesis import strategies as st
+
+from unetdsl.spec.models import LevelSettings
+from unetdsl.spec.settings import LEVEL_SETTINGS
+from unetdsl.spec.vocabulary import Activation, Downsample, NormType, TimeEmbedding, TimeInjection, Upsample, names
+
+CHANNELS = [4, 8, 12]  # multiples of 4: groups 2 and 4 divide every count a norm sees, skips included
+
+
+def setting_values(name: str) -> list[Any]:
+    """Every value worth drawing for the plain level setting `name`, from its declared type."""
+    annotation = LevelSettings.model_fields[name].annotation
+    inner = [a for a in get_args(annotation) if a is not type(None)]  # X | None -> X
+    (kind,) = inner
+    if get_origin(kind) is typing.Annotated:
+        kind = get_args(kind)[0]
+    if get_origin(kind) is typing.Literal:
+        return list(get_args(kind))
+    if kind is bool:
+        return [False, True]
+    if kind is float:
+        return sorted({float(LEVEL_SETTINGS[name].default), 0.25})
+    raise AssertionError(f"tests/strategies.py cannot draw level setting {name!r} of type {kind}: teach it")
+
+
+def _optional(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> Any:
+    """A value, or None (the place inherits)."""
+    return draw(st.one_of(st.none(), values))
+
+
+def _overrides(draw: st.DrawFn) -> dict[str, Any]:
+    """Each plain level setting overridden here or not, independently."""
+    out = {}
+    for name in LEVEL_SETTINGS:
+        value = _optional(draw, st.sampled_from(setting_values(name)))
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _norm(draw: st.DrawFn, types_allowed: list[str], *, groups: bool = False) -> dict[str, Any]:
+    """A norm section; `groups`: always state the groups of a group norm (the built-in 32 divides
+    none of the channel counts drawn: `defaults` must)."""
+    norm: dict[str, Any] = {}
+    kind = _optional(draw, st.sampled_from(types_allowed))
+    if kind is not None:
+        norm["type"] = kind
+    if kind == "group" or (kind is None and (groups or draw(st.booleans()))):
+        norm["groups"] = draw(st.sampled_from([2, 4, "auto"]))
+    if draw(st.booleans()):
+        norm["eps"] = draw(st.sampled_from([1e-5, 1e-6]))
+    return norm
+
+
+def _attention(draw: st.DrawFn, transformer: bool) -> Any:
+    choices: list[Any] = [{"heads": 2}, {"head_dim": 2}, {}, True, {"heads": 1, "norm": False}]
+    if transformer:
+        choices += [{"type": "transformer", "heads": 2},
+                    {"type": "transformer", "head_dim": 4, "depth": 2, "linear_projection": True, "upcast": True,
+                     "norm_eps": 1e-5, "layer_norm_eps": 1e-6}]
+    return draw(st.sampled_from(choices))
+
+
+@st.composite
+def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", "decoder", "autoencoder"),
+          max_levels: int = 3) -> dict[str, Any]:
+    kind = draw(st.sampled_from(kinds))
+    dims = draw(st.sampled_from([1, 2, 3]))
+    n = draw(st.integers(1, max_levels))
+    has_time = kind == "unet" or (kind != "autoencoder" and draw(st.booleans()))
+    injection = draw(st.sampled_from(names(TimeInjection)))
+    # instance norm subtracts each channel's mean: with injection add it would erase the time embedding (refused)
+    norm_types = list(names(NormType)) if not has_time or injection == "scale_shift" else ["group", "layer", "batch"]
+    transformer = kind != "autoencoder" and draw(st.booleans())
+
+    levels = []
+    for _ in range(n):
+        lv: dict[str, Any] = {"channels": draw(st.sampled_from(CHANNELS)), "blocks": draw(st.integers(1, 2)),
+                              **_overrides(draw)}
+        if draw(st.booleans()):
+            lv["norm"] = _norm(draw, norm_types)
+        if draw(st.booleans()):
+            lv["attention"] = _attention(draw, transformer)
+        levels.append(lv)
+    defaults: dict[str, Any] = {"norm": _norm(draw, norm_types, groups=True), **_overrides(draw)}
+    middle: dict[str, Any] = {"blocks": draw(st.integers(0, 2)), **_overrides(draw)}
+    if draw(st.booleans()):
+        middle["norm"] = _norm(draw, norm_types)
+    if middle["blocks"] == 2 and draw(st.booleans()):
+        middle["attention"] = _attention(draw, transformer)
+    head: dict[str, Any] = {"norm": draw(st.booleans()), "kernel_size": draw(st.sampled_from([1, 3]))}
+    if draw(st.booleans()):
+        head["activation"] = draw(st.sampled_from(names(Activation)))
+    spec: dict[str, Any] = {
+        "unetdsl": 1, "name": "fuzz", "model": kind, "dims": dims,
+        "in_channels": draw(st.integers(1, 3)), "out_channels": draw(st.integers(1, 3)),
+        "defaults": defaults, "middle": middle, "head": head,
+        "init": {"zero_out": draw(st.booleans())}, "center_input": draw(st.booleans()),
+    }
+    factor = 2 ** (n - 1)
+    spec["sample_size"] = factor * draw(st.sampled_from([1, 2])) if kind != "decoder" else 2
+    if has_time:
+        embedding = draw(st.sampled_from(names(TimeEmbedding)))
+        time: dict[str, Any] = {"embedding": embedding, "injection": injection, "dim": 8}
+        time["features"] = draw(st.sampled_from([4, 6, 7])) if embedding != "fourier" else 6
+        if embedding == "learned":
+            time["timesteps"] = 1000
+        if embedding == "sinusoidal" and draw(st.booleans()):
+            time |= {"flip_sin_to_cos": draw(st.booleans()), "freq_shift": draw(st.sampled_from([0, 1, 0.5])),
+                     "max_period": draw(st.sampled_from([10000.0, 1000]))}
+        if embedding == "fourier" and draw(st.booleans()):
+            time |= {"scale": draw(st.sampled_from([1.0, 16])), "log": draw(st.booleans()),
+                     "flip_sin_to_cos": draw(st.booleans())}
+        if draw(st.booleans()):
+            time["activation"] = draw(st.sampled_from(names(Activation)))
+        spec["time"] = time
+        if draw(st.booleans()):
+            spec["classes"] = 3
+        spec["head"]["divide_by_timestep"] = embedding == "fourier" and draw(st.booleans())
+    resample = "upsample" if kind == "decoder" else "downsample"
+    for lv in levels[:-1]:
+        lv[resample] = draw(st.sampled_from(names(Upsample) if kind == "decoder" else names(Downsample)))
+    if kind == "decoder":
+        spec["decoder"] = {"levels": levels}
+    else:
+        spec["encoder"] = {"levels": levels, "asymmetric_padding": draw(st.booleans())}
+        if kind == "unet":
+            spec["decoder"] = {"upsample": draw(st.sampled_from(names(Upsample)))}
+    if kind in ("autoencoder", "encoder", "decoder") and (kind == "autoencoder" or draw(st.booleans())):
+        latent = draw(st.sampled_from([1, 2]))
+        spec["latent"] = {"channels": latent, "scaling_factor": draw(st.sampled_from([1.0, 0.18215]))}
+        if kind == "encoder":
+            spec["out_channels"] = 2 * latent
+        if kind == "decoder":
+            spec["in_channels"] = latent
+    attends = [a for a in [*(lv.get("attention") for lv in levels), middle.get("attention")]
+               if isinstance(a, dict) and a.get("type") == "transformer"]
+    if attends and draw(st.booleans()):
+        spec["context_dim"] = draw(st.sampled_from([4, 6]))
+        if draw(st.booleans()):
+            attends[0]["only_cross"] = True
+    return spec
+
+
+__all__ = ["setting_values", "specs"]
