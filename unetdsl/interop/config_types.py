@@ -41,13 +41,12 @@ def wrong_levels(config: dict[str, Any], refuse: Callable[..., None]) -> bool:
 Refuse = Callable[[str, Any, str, "str | None"], None]
 
 
-def proven(config: dict[str, Any], spec: Any) -> dict[str, Any]:
-    """`config` (with its `_class_name`), written from the resolved `spec`, converted back: it must
-    give the same spec id, or SpecError names each setting that would change and what it would
-    become (at most 8). Returns `config`."""
+def proven(config: dict[str, Any], spec: Any, spec_from_diffusers: Callable[..., Any]) -> dict[str, Any]:
+    """`config` (with its `_class_name`), written from the resolved `spec`, converted back by
+    `spec_from_diffusers`: it must give the same spec id, or SpecError names each setting that
+    would change and what it would become (at most 8). Returns `config`."""
     from ..errors import Problem, SpecError
     from ..resolve import resolve
-    from .diffusers import spec_from_diffusers
 
     cls = config["_class_name"]
     try:
@@ -56,7 +55,7 @@ def proven(config: dict[str, Any], spec: Any) -> dict[str, Any]:
         raise SpecError([Problem(p.path, f"{p.message} (outside {cls}'s vocabulary)")
                          for p in exc.problems]) from None
     if back.spec_id != spec.spec_id:
-        differ = _differences(spec.to_spec_data(explicit=True), back.to_spec_data(explicit=True))
+        differ = _differences(spec.view(), back.view())
         raise SpecError([Problem(path, f"{want!r} cannot be expressed by {cls} (it would be {got!r})")
                          for path, want, got in differ[:8]])
     return config

@@ -28,10 +28,13 @@ from ..frontend import load_spec, resolve_spec
 from ..loader import load_file
 from ..positions import Positions
 from ..resolve import resolve
+from ..schema import schema_line
 from ..spec.models import Spec
 from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
 from . import diffusers_autoencoder as autoencoder
 from . import diffusers_condition as condition
+from .config_types import proven
+from .diffusers_names import ACTIVATIONS, FOURIER_SCALE, INJECTIONS, TIME_EMBEDDINGS
 
 SOURCE = "diffusers config"
 
@@ -61,10 +64,6 @@ UP_BLOCKS: dict[str, tuple[bool, str | None]] = {
 }
 DOWNSAMPLE_TYPES = {"conv": "conv", "resnet": "resblock"}
 UPSAMPLE_TYPES = {"conv": "nearest", "resnet": "resblock"}
-ACTIVATIONS = {"silu": "silu", "swish": "silu", "mish": "mish", "gelu": "gelu", "relu": "relu"}
-TIME_EMBEDDINGS = {"positional": "sinusoidal", "fourier": "fourier", "learned": "learned"}
-INJECTIONS = {"default": "add", "scale_shift": "scale_shift"}
-FOURIER_SCALE = 16.0  # UNet2DModel's GaussianFourierProjection(scale=16, log=True, flip_sin_to_cos=False)
 
 
 def _is_int(v: Any) -> bool:
@@ -405,7 +404,25 @@ def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
 
 # --- unetdsl -> diffusers -----------------------------------------------------------------------
 def diffusers_config(spec: ResolvedSpec) -> dict[str, Any]:
-    """The UNet2DModel config computing what `spec` computes; SpecError naming what it cannot express."""
+    """The UNet2DModel config computing what `spec` computes, proven by converting it back (the
+    same spec id, or SpecError naming what would change); SpecError naming what it cannot express
+    (the refusals below explain the common cases; the proof catches every other)."""
+    config = _unet2d_config(spec)
+    proven({"_class_name": "UNet2DModel", **config}, spec, spec_from_diffusers)
+    return config
+
+
+def config_for(spec: ResolvedSpec) -> dict[str, Any]:
+    """The diffusers class and its config computing what `spec` computes (`_class_name` included),
+    each proven by converting it back."""
+    if spec.model == "autoencoder":  # the Stable Diffusion VAE's class
+        return proven(autoencoder.autoencoder_config(spec), spec, spec_from_diffusers)
+    if _conditioned(spec):  # the Stable Diffusion class: transformer attention, a text context
+        return proven(condition.condition_config(spec), spec, spec_from_diffusers)
+    return {"_class_name": "UNet2DModel", **diffusers_config(spec)}
+
+
+def _unet2d_config(spec: ResolvedSpec) -> dict[str, Any]:
     problems: list[Problem] = []
 
     def refuse(path: tuple[str | int, ...], why: str) -> None:
@@ -540,20 +557,14 @@ def to_diffusers(model: nn.Module) -> nn.Module:
     import diffusers
 
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
-    unet: nn.Module
-    if spec.model == "autoencoder":  # the Stable Diffusion VAE's class
-        config = {k: v for k, v in autoencoder.autoencoder_config(spec).items() if k != "_class_name"}
-        unet = diffusers.AutoencoderKL(**config)  # type: ignore[assignment]  # diffusers ships no usable stubs
-    elif _conditioned(spec):  # the Stable Diffusion class: transformer attention, a text context
-        config = {k: v for k, v in condition.condition_config(spec).items() if k != "_class_name"}
-        unet = diffusers.UNet2DConditionModel(**config)  # type: ignore[assignment]
-    else:
-        config = diffusers_config(spec)
-        if (spec.middle.attention is not None and not spec.middle.attention.norm
-                and config["resnet_time_scale_shift"] == "default"):
-            raise SpecError([Problem(("middle", "attention", "norm"), "a norm-less middle attention with additive "
-                                     "time injection (outside diffusers UNet2DModel's vocabulary)")])
-        unet = diffusers.UNet2DModel(**config)  # type: ignore[assignment]  # diffusers ships no usable stubs
+    config = config_for(spec)
+    cls = config.pop("_class_name")
+    if (cls == "UNet2DModel" and spec.middle.attention is not None and not spec.middle.attention.norm
+            and config["resnet_time_scale_shift"] == "default"):
+        raise SpecError([Problem(("middle", "attention", "norm"), "a norm-less middle attention with additive "
+                                 "time injection (outside diffusers UNet2DModel's vocabulary)")])
+    # the three classes, by the name the proven config carries (diffusers ships no usable stubs)
+    unet: nn.Module = getattr(diffusers, cls)(**config)
     names = {unetdsl_key(k, spec): k for k in unet.state_dict()}
     ours = model.state_dict()
     if set(names) != set(ours):
@@ -601,7 +612,7 @@ def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLi
         check_weights(model, mapped, str(path))
         model.load_state_dict(mapped, strict=True, assign=True)
     data = spec.model_dump(exclude_none=True, mode="json")
-    text = ("# yaml-language-server: $schema=https://unetdsl.dev/schemas/unetdsl.schema.json\n"
+    text = (schema_line(os.path.dirname(os.path.abspath(spec_out))) + "\n"
             f"# converted by `unetdsl convert diffusers {root}`\n"
             + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
     try:

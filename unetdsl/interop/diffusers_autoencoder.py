@@ -14,7 +14,8 @@ from typing import Any
 
 from ..errors import Problem, SpecError
 from ..spec.resolved import ResolvedSpec
-from .config_types import Refuse, proven, wrong_levels, wrong_types
+from .config_types import Refuse, wrong_levels, wrong_types
+from .diffusers_names import ACTIVATIONS
 
 # every AutoencoderKL.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -100,10 +101,8 @@ def config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, ..
 
 # --- unetdsl -> diffusers -------------------------------------------------------------------------
 def autoencoder_config(spec: ResolvedSpec) -> dict[str, Any]:
-    """The AutoencoderKL config of `spec`, proven as UNet2DConditionModel's is: converted back, it
-    must give the same spec id, or the settings that would change are refused (SpecError)."""
-    from .diffusers import ACTIVATIONS
-
+    """The AutoencoderKL config of `spec`, unproven: `diffusers.config_for` converts it back and
+    refuses (SpecError) the settings that would change."""
     if spec.model != "autoencoder" or spec.latent is None or spec.dims != 2:
         raise SpecError([Problem(("model",), "AutoencoderKL is a 2D autoencoder (outside its vocabulary)")])
     reverse_act = {v: k for k, v in ACTIVATIONS.items() if k != "swish"}
@@ -124,4 +123,4 @@ def autoencoder_config(spec: ResolvedSpec) -> dict[str, Any]:
         "use_post_quant_conv": spec.latent.post_quant_conv,
         "mid_block_add_attention": spec.middle.attention is not None,
     }
-    return proven(config, spec)
+    return config  # proven by the caller (diffusers.config_for): converted back, the same spec

@@ -14,7 +14,8 @@ from typing import Any
 
 from ..errors import Problem, SpecError
 from ..spec.resolved import ResolvedSettings, ResolvedSpec, ResolvedTransformer
-from .config_types import Refuse, proven, wrong_levels, wrong_types
+from .config_types import Refuse, wrong_levels, wrong_types
+from .diffusers_names import ACTIVATIONS, INJECTIONS
 
 # every UNet2DConditionModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -198,11 +199,8 @@ def _one_or_list(values: list[Any]) -> Any:
 
 
 def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
-    """The UNet2DConditionModel config of `spec`, written from its levels and then proven: it is
-    converted back and must give the same spec id. A spec outside the class's vocabulary is
-    refused with the settings that would change (SpecError)."""
-    from .diffusers import ACTIVATIONS, INJECTIONS
-
+    """The UNet2DConditionModel config of `spec`, written from its levels, unproven:
+    `diffusers.config_for` converts it back and refuses (SpecError) the settings that would change."""
     if spec.model != "unet" or spec.dims != 2 or spec.time is None or spec.time.embedding != "sinusoidal":
         raise SpecError([Problem(("model",), "UNet2DConditionModel is a 2D U-Net with a sinusoidal time embedding "
                                  "(outside its vocabulary)")])
@@ -258,5 +256,5 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         "time_embedding_dim": spec.time.dim,
         "conv_out_kernel": spec.head.kernel_size,
     }
-    return proven(config, spec)
+    return config  # proven by the caller (diffusers.config_for): converted back, the same spec
 
