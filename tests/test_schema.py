@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from unetdsl.loader import load_file
-from unetdsl.schema import generate_schema, schema_text
+from unetdsl.schema import SHIPPED, generate_schema, schema_line, schema_text
 from unetdsl.spec.models import Spec
 
 from .conftest import ROOT, SPECS
@@ -24,6 +24,14 @@ SCHEMA_LINE = "# yaml-language-server: $schema=../schemas/unetdsl.schema.json"
 
 def test_committed_schema_is_fresh() -> None:
     assert SCHEMA_FILE.read_text() == schema_text(), "stale schema: run `make schema` and commit it"
+    assert SHIPPED.read_text() == schema_text(), "stale shipped schema: run `make schema` and commit it"
+
+
+def test_written_specs_point_at_the_shipped_schema(tmp_path: Path) -> None:
+    line = schema_line(tmp_path)
+    target = Path(line.removeprefix("# yaml-language-server: $schema="))
+    assert not target.is_absolute() and (tmp_path / target).resolve() == SHIPPED.resolve()
+    assert Path(schema_line().split("=", 1)[1]) == SHIPPED  # printed: absolute
 
 
 def test_schema_is_valid_draft_2020_12_with_descriptions() -> None:
@@ -75,7 +83,7 @@ def put(data: Any, path: tuple[Any, ...], value: Any) -> Any:
 
 def documented_difference(original: Any, mutated: Any) -> bool:
     """JSON Schema's `integer` is a mathematical type: 64.0 is an integer to it. pydantic in strict
-    mode refuses 64.0 where an int is expected (README: 'JSON Schema and pydantic')."""
+    mode refuses 64.0 where an int is expected (docs/reliability.md: 'JSON Schema and pydantic')."""
     return isinstance(mutated, float) and mutated.is_integer()
 
 
