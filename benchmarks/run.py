@@ -1,11 +1,11 @@
 """Every speed and memory benchmark from one entry point: runs each script as its own process,
-prints every ratio with its spread, and with `--readme` rewrites the README's table (between the
+prints every ratio with its spread, and with `--table` rewrites the table of docs/measurements.md (between the
 `<!-- bench:begin -->` and `<!-- bench:end -->` markers) from what this run printed.
 
     make bench                                        # all of them (about 40 minutes on 2 cores)
-    .venv/bin/python benchmarks/run.py --only ddpm,sd15 [--readme]
+    .venv/bin/python benchmarks/run.py --only ddpm,sd15 [--table]
     .venv/bin/python benchmarks/run.py --list
-    .venv/bin/python benchmarks/run.py --readme-from run1.log run2.log   # the table from earlier runs' output
+    .venv/bin/python benchmarks/run.py --table-from run1.log run2.log   # the table from earlier runs' output
 
 Each row names the command that made it, so any figure can be re-measured alone. Ratios < 1 mean
 unetdsl is faster (or smaller); "IQR" is the interquartile range of the paired per-round ratios
@@ -126,7 +126,7 @@ BENCHES: tuple[Bench, ...] = (
 )
 
 _WHATS = [row.what for bench in BENCHES for row in bench.rows]
-assert len(_WHATS) == len(set(_WHATS)), "each row's label must be unique: --readme-from finds results by it"
+assert len(_WHATS) == len(set(_WHATS)), "each row's label must be unique: --table-from finds results by it"
 
 
 def run(bench: Bench) -> tuple[list[str], str]:
@@ -158,11 +158,15 @@ def table(measured: dict[str, list[str]]) -> str:
     return "\n".join(lines)
 
 
+TABLE_PAGE = ROOT / "docs" / "measurements.md"
+
+
 def rewrite_readme(new_table: str, header: str) -> None:
-    readme = ROOT / "README.md"
+    """Rewrite the table between the bench markers of docs/measurements.md."""
+    readme = TABLE_PAGE
     text = readme.read_text()
     if BEGIN not in text or END not in text:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} section to rewrite")
+        raise SystemExit(f"{readme} has no {BEGIN} ... {END} section to rewrite")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     tmp = readme.with_suffix(".md.tmp")
@@ -180,37 +184,37 @@ def _header() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated benchmark names (see --list)")
-    ap.add_argument("--readme", action="store_true", help="rewrite README.md's table with this run's results "
+    ap.add_argument("--table", action="store_true", help="rewrite docs/measurements.md's table with this run's results "
                                                           "(needs every benchmark: no --only)")
     ap.add_argument("--list", action="store_true")
-    ap.add_argument("--readme-from", nargs="+", metavar="LOG",
-                    help="rewrite README.md's table from what earlier runs printed (say, a full run whose one failed "
+    ap.add_argument("--table-from", nargs="+", metavar="LOG",
+                    help="rewrite docs/measurements.md's table from what earlier runs printed (say, a full run whose one failed "
                          "benchmark was then run alone with --only); every row must be found")
     args = ap.parse_args()
     if args.list:
         for bench in BENCHES:
             print(f"{bench.name:14} {bench.command}")
         return
-    if args.readme_from:
-        printed = "\n".join(Path(p).read_text() for p in args.readme_from)
+    if args.table_from:
+        printed = "\n".join(Path(p).read_text() for p in args.table_from)
         measured = {}
         for bench in BENCHES:
             results = []
             for row in bench.rows:
                 found = re.findall(r"^  " + re.escape(row.what) + r": (.+)$", printed, flags=re.M)
                 if not found:
-                    raise SystemExit(f"no result for {row.what!r} in {', '.join(args.readme_from)}")
+                    raise SystemExit(f"no result for {row.what!r} in {', '.join(args.table_from)}")
                 results.append(found[-1].strip())  # the latest run's
             measured[bench.name] = results
         rewrite_readme(table(measured), _header())
-        print("README.md: table rewritten", file=sys.stderr)
+        print("docs/measurements.md: table rewritten", file=sys.stderr)
         return
     names = args.only.split(",") if args.only else [b.name for b in BENCHES]
     unknown = sorted(set(names) - {b.name for b in BENCHES})
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(b.name for b in BENCHES)}")
-    if args.readme and args.only:
-        raise SystemExit("--readme rewrites the whole table: run every benchmark (drop --only)")
+    if args.table and args.only:
+        raise SystemExit("--table rewrites the whole table: run every benchmark (drop --only)")
     measured: dict[str, list[str]] = {}
     for bench in BENCHES:
         if bench.name in names:
@@ -218,9 +222,9 @@ def main() -> None:
             print(output.strip().splitlines()[0])
             for row, result in zip(bench.rows, measured[bench.name], strict=True):
                 print(f"  {row.what}: {result}")
-    if args.readme:
+    if args.table:
         rewrite_readme(table(measured), _header())
-        print("README.md: table rewritten", file=sys.stderr)
+        print("docs/measurements.md: table rewritten", file=sys.stderr)
     else:
         print()
         print(table(measured))

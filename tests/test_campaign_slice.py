@@ -1,5 +1,5 @@
 """A bounded slice of the reliability campaign (issue 9), so CI keeps it true: the full runs are
-`benchmarks/fuzz_campaign.py` and `benchmarks/kill_test.py`, with their figures in the README."""
+`benchmarks/fuzz_campaign.py` and `benchmarks/kill_test.py`, with their figures in docs/reliability.md."""
 
 from __future__ import annotations
 

@@ -3,8 +3,10 @@ exported TorchScript file and gives Python's numbers."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +23,22 @@ MISSING = [tool for tool in ("cmake", "g++") if shutil.which(tool) is None]
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"no C++ toolchain here ({', '.join(MISSING)} missing)")
 
 
+def documented_build() -> list[str]:
+    """The build commands docs/deployment.md gives (its console block of `$ cmake` lines): the test
+    builds with exactly those, so the documented recipe cannot drift."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    lines = [line[2:] for line in text.splitlines() if line.startswith("$ cmake ")]
+    assert len(lines) == 2 and "-S examples/cpp" in lines[0] and "--build" in lines[1], lines
+    return lines
+
+
 @pytest.fixture(scope="module")
 def run_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build = tmp_path_factory.mktemp("cpp-build")
-    prefix = torch.utils.cmake_prefix_path
-    subprocess.run(["cmake", "-S", str(ROOT / "examples" / "cpp"), "-B", str(build), f"-DCMAKE_PREFIX_PATH={prefix}",
-                    "-DCMAKE_BUILD_TYPE=Release"], check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", str(build), "-j2"], check=True, capture_output=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for command in documented_build():
+        command = command.replace("build/cpp", str(build)).replace(".venv/bin/python", sys.executable)
+        subprocess.run(command, shell=True, executable="/bin/bash", cwd=ROOT, env=env, check=True, capture_output=True)
     return build / "run_model"
 
 

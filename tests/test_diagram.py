@@ -96,6 +96,6 @@ def test_cli_writes_atomically_and_never_onto_its_spec(tmp_path: Path, capsys: p
 
 
 def test_readme_diagram_is_current() -> None:
-    """docs/ddpm-cifar10.svg (shown in the README) is what `unetdsl diagram` draws today."""
+    """docs/ddpm-cifar10.svg (shown in docs/analysis.md) is what `unetdsl diagram` draws today."""
     _, text = _svg(ROOT / "specs" / "ddpm-cifar10.yaml")
     assert (ROOT / "docs" / "ddpm-cifar10.svg").read_text(encoding="utf-8") == text

@@ -1,7 +1,7 @@
 """examples/train_digits.py, CI-sized: training lowers the held-out denoising loss well below the
 untrained model's, a resumed run continues exactly, the same script runs under torchrun, and the
 trained checkpoint goes through `unetdsl build --weights` to a TorchScript file whose samples equal
-the eager model's. The full run (figures in the README) is the example itself."""
+the eager model's. The full run (figures in docs/training.md) is the example itself."""
 
 from __future__ import annotations
 
