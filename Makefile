@@ -22,7 +22,7 @@ demo: $(STAMP)
 # everything but the inductor compiles (`make test-inductor`, ~2 minutes more on 2 cores) and the
 # two largest specs' slowest exports and compile (`make test-heavy`, ~5 minutes more)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not inductor and not heavy"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not inductor and not heavy"
 
 test-inductor: $(STAMP)
 	$(BIN)/python -m pytest -q -m inductor
@@ -42,8 +42,9 @@ coverage: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python benchmarks/fuzz_campaign.py
 	$(BIN)/python benchmarks/kill_test.py
+	UNETDSL_FUZZ_SCALE=25 $(BIN)/python -m pytest -q tests/test_stored.py -k drawn
 
-# every speed and memory benchmark (~25 minutes on 2 cores); `benchmarks/run.py --readme` rewrites README's table
+# every speed and memory benchmark (~25 minutes on 2 cores); `benchmarks/run.py --table` rewrites the table in docs/measurements.md
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
@@ -52,7 +53,7 @@ check: $(STAMP)
 	$(BIN)/mypy unetdsl
 
 schema: $(STAMP)
-	$(BIN)/python -c "from unetdsl.schema import schema_text; from unetdsl.fsutil import write_text_atomic; write_text_atomic('schemas/unetdsl.schema.json', schema_text())"
+	$(BIN)/python -c "from unetdsl.schema import SHIPPED, schema_text; from unetdsl.fsutil import write_text_atomic; [write_text_atomic(p, schema_text()) for p in ('schemas/unetdsl.schema.json', SHIPPED)]"
 
 # the generated language reference (a test fails when the committed copy is stale)
 docs: $(STAMP)

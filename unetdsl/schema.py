@@ -1,20 +1,36 @@
 """The JSON Schema of the language, generated from the pydantic models.
 
 The committed copy lives at `schemas/unetdsl.schema.json` (editors find it through the
-`# yaml-language-server: $schema=...` line of every spec); `make schema` regenerates it and a
-test fails when it is stale. It checks types, bounds and keys; the cross-field rules (groups
+`# yaml-language-server: $schema=...` line of every spec), and the package ships the same file
+(`SHIPPED`: what the specs unetdsl writes point at); `make schema` regenerates both and a test fails
+when either is stale. It checks types, bounds and keys; the cross-field rules (groups
 divide channels, ...) are beyond JSON Schema and live in `unetdsl.resolve`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from .extends import KEY as EXTENDS
 from .spec.models import Spec
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SHIPPED = Path(__file__).with_name("unetdsl.schema.json")
+
+
+def schema_line(folder: str | os.PathLike[str] | None = None) -> str:
+    """The first line of a spec unetdsl writes: the YAML language server's pointer to the schema the
+    package ships, relative to `folder` (where the spec is written), absolute when there is none
+    (printed) or no relative path (another drive)."""
+    target = str(SHIPPED)
+    if folder is not None:
+        with contextlib.suppress(ValueError):  # no relative path (another drive): keep the absolute one
+            target = os.path.relpath(SHIPPED, os.path.abspath(folder))
+    return f"# yaml-language-server: $schema={target}"
 
 
 def generate_schema() -> dict[str, Any]:
