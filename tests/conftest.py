@@ -12,6 +12,25 @@ ALL_SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 META_ONLY = {"sd15-unet", "sd2-unet", "sd-vae"}
 SPECS = [p for p in ALL_SPECS if p.stem not in META_ONLY]
 INVALID = sorted((ROOT / "tests" / "fixtures" / "invalid").glob("*.yaml"))
+# the mechanics tests (build, run, backward, script, export) take a spec's miniature twin where it
+# has one (tests/fixtures/twins/: the same topology at a fraction of the widths, by `extends`); the
+# full size is counted on meta and runs whole in `make test-heavy`
+TWINS = ROOT / "tests" / "fixtures" / "twins"
+MECHANICS = [TWINS / p.name if (TWINS / p.name).exists() else p for p in SPECS]
+
+
+def label(path: Path) -> str:
+    """A spec's test id: its name, marked when it is a twin."""
+    return f"{path.stem}-twin" if path.parent == TWINS else path.stem
+# files whose tests take longest go to the workers first (make test runs a file per worker), so the
+# run does not end waiting on one of them: longest first, the classic rule for balancing
+SLOWEST_FIRST = ["test_train_digits.py", "test_export.py", "test_campaign_slice.py", "test_docs.py", "test_training.py",
+                 "test_cpp_example.py", "test_compiler.py", "test_estimate.py", "test_resources.py"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
 
 TINY = """\
 unetdsl: 1

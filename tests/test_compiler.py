@@ -17,7 +17,7 @@ from unetdsl.sample import sample_inputs
 from unetdsl.spec.resolved import ResolvedSpec
 from unetdsl.torchscript import script
 
-from .conftest import ROOT, SPECS, TINY
+from .conftest import MECHANICS, ROOT, TINY, label
 
 KINDS = {"unet": UNet, "encoder": Encoder, "decoder": Decoder, "autoencoder": AutoencoderKL}
 
@@ -27,7 +27,7 @@ def smallest_size(spec: ResolvedSpec) -> list[int]:
     return [spec.downsampling_factor if spec.model != "decoder" else 2] * spec.dims
 
 
-@pytest.fixture(scope="module", params=SPECS, ids=[p.stem for p in SPECS])
+@pytest.fixture(scope="module", params=MECHANICS, ids=[label(p) for p in MECHANICS])
 def built(request: pytest.FixtureRequest) -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(request.param).eval()

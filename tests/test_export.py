@@ -16,7 +16,7 @@ from unetdsl.artifacts import FORMATS, ExportCheckError, ExportError
 from unetdsl.fsutil import TMP_PREFIX
 from unetdsl.inspect import InspectError, read_metadata
 
-from .conftest import ROOT, SPECS, TINY
+from .conftest import MECHANICS, ROOT, SPECS, TINY, label
 
 HEAVY = {"adm-imagenet64-cond", "ldm-kl-f8-encoder", "ldm-kl-f8-decoder"}
 
@@ -41,17 +41,19 @@ def small(path: Path) -> torch.nn.Module:
     return nonzero(build_model(path, overrides=[f"sample_size={size}"]))
 
 
-# `make test-heavy`: the ADM spec's ONNX and torch.export runs (~2.5 minutes) and DDPM CIFAR-10's
-# (~1 minute: ddpm-digits has its blocks, vae-tiny its asymmetric downsampling padding; its
-# TorchScript stays in `make test`, and benchmarks/export_throughput.py exports it to all three)
+# `make test-heavy`: the ADM spec's exports (~3 minutes; `make test` exports its miniature twin to
+# TorchScript) and DDPM CIFAR-10's ONNX and torch.export (~1 minute: ddpm-digits has its blocks,
+# vae-tiny its asymmetric downsampling padding; its TorchScript stays in `make test`, and
+# benchmarks/export_throughput.py exports it to all three)
 HEAVIEST = {"adm-imagenet64-cond", "ddpm-cifar10"}
 CASES = [
-    pytest.param(spec, fmt, id=f"{spec.stem}-{fmt}",
+    pytest.param(spec, fmt, id=f"{label(spec)}-{fmt}",
                  marks=([pytest.mark.slow] if spec.stem in HEAVY and fmt != "torchscript" else [])
-                 + ([pytest.mark.heavy] if spec.stem in HEAVIEST and fmt != "torchscript" else []))
+                 + ([pytest.mark.heavy] if spec.stem in HEAVIEST and (fmt != "torchscript" or spec != twin) else []))
     # (aoti compiles C++ for a minute or more per spec: tests/test_cpp_example.py compiles one
     # package and checks it from Python, from C++ and with inspect)
-    for spec in SPECS for fmt in FORMATS if fmt != "aoti"
+    for original, twin in zip(SPECS, MECHANICS, strict=True) for spec in dict.fromkeys([twin, original])
+    for fmt in FORMATS if fmt != "aoti" and (spec == original or fmt == "torchscript")
 ]
 
 

@@ -50,3 +50,30 @@ def test_a_spec_that_sets_nothing_resolves_to_the_table() -> None:
     fourier, _ = unetdsl.resolve_spec(MINIMAL.replace("embedding: sinusoidal", "embedding: fourier"))
     assert fourier.time is not None and (fourier.time.scale, fourier.time.log, fourier.time.flip_sin_to_cos) == (
         DEFAULTS["fourier.scale"], DEFAULTS["fourier.log"], DEFAULTS["fourier.flip_sin_to_cos"])
+
+
+def test_every_time_embedding_shares_the_time_settings_and_resolves_them_to_the_table() -> None:
+    from unetdsl.spec.models import FourierTime, LearnedTime, SinusoidalTime, TimeCommon
+    from unetdsl.spec.settings import TIME_SETTINGS
+
+    for model in (SinusoidalTime, FourierTime, LearnedTime):
+        assert issubclass(model, TimeCommon) and set(TIME_SETTINGS) <= set(model.model_fields)
+    for embedding in ("sinusoidal", "fourier", "learned"):
+        extra = ", timesteps: 10" if embedding == "learned" else ""
+        r, _ = unetdsl.resolve_spec(MINIMAL.replace("{embedding: sinusoidal}", f"{{embedding: {embedding}{extra}}}"))
+        assert r.time is not None
+        assert {name: getattr(r.time, name) for name in TIME_SETTINGS} == {n: s.default for n, s in TIME_SETTINGS.items()}
+        assert {name: r.time.view()[name] for name in TIME_SETTINGS} == {n: s.default for n, s in TIME_SETTINGS.items()}
+
+
+def test_norm_kinds_are_data_for_every_norm_name() -> None:
+    from unetdsl.compiler import PER_CHANNEL_NORMS
+    from unetdsl.nn.layers import NORMS
+    from unetdsl.spec.vocabulary import NORM_KINDS, NormType, names
+
+    assert set(NORM_KINDS) == set(names(NormType)) == set(NORMS)
+    assert PER_CHANNEL_NORMS == {"instance", "batch"}  # the conv bias before them is dropped
+    assert [n for n, k in NORM_KINDS.items() if k.erases_added_time] == ["instance"]
+    r, _ = unetdsl.resolve_spec(MINIMAL.replace("middle: {attention: true}", "middle: {attention: true}\ndefaults: "
+                                                "{norm: {type: layer}}"))
+    assert r.encoder[0].norm.groups_for(32) == 1 and r.encoder[0].norm.groups is None

@@ -24,9 +24,10 @@ from .nn.time import FourierProjection, LearnedProjection, SinusoidalProjection,
 from .nn.transformer import SpatialTransformer
 from .nn.unet import AutoencoderKL, Decoder, Encoder, Head, Level, MiddleBlock, UNet
 from .spec.resolved import ResolvedLevel, ResolvedNorm, ResolvedSettings, ResolvedSpec, ResolvedTime
+from .spec.vocabulary import NORM_KINDS
 
 # norms that subtract each channel's own mean: a conv bias right before them is dead weight
-PER_CHANNEL_NORMS = frozenset({"instance", "batch"})
+PER_CHANNEL_NORMS = frozenset(name for name, kind in NORM_KINDS.items() if kind.per_channel_mean)
 
 
 MEMORY_FORMATS = ("channels_last", "contiguous")

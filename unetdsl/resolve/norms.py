@@ -7,6 +7,8 @@ from __future__ import annotations
 from ..errors import Path, divisors, join_allowed
 from ..spec.models import LevelSettings, NormSpec
 from ..spec.resolved import ResolvedNorm
+from ..spec.settings import TIME_SETTINGS
+from ..spec.vocabulary import NORM_KINDS
 from .context import Context
 from .inherit import BUILTIN, Setting, pick
 
@@ -28,16 +30,19 @@ def resolve_norm(ctx: Context, level: LevelSettings | None, path: Path, seen: li
     ns = norm_settings(ctx, level, path)
     kind, groups, eps = ns["type"].value, ns["groups"], ns["eps"].value
     t = ctx.spec.time
-    if kind == "instance" and carries_time and seen and t is not None and (t.injection or "add") == "add":
+    traits = NORM_KINDS[kind]
+    adds_time = t is not None and (t.injection or TIME_SETTINGS["injection"].default) == "add"
+    if traits.erases_added_time and carries_time and seen and adds_time:
+        keep = ", ".join(name for name, k in NORM_KINDS.items() if not k.erases_added_time)
         ctx.fail(ns["type"].origin or (*path, "norm", "type"),
-                 "instance norm subtracts each channel's own mean, erasing the time embedding that "
+                 f"{kind} norm subtracts each channel's own mean, erasing the time embedding that "
                  "injection: add puts in front of it: the blocks would ignore the timestep",
-                 found="instance", allowed="group, layer, batch; or set time.injection: scale_shift")
-    if kind == "batch":
+                 found=kind, allowed=f"{keep}; or set time.injection: scale_shift")
+    if traits.batch_statistics:
         ctx.warn(ns["type"].origin or path, (
-            "batch norm uses batch statistics: training and sampling (often batch 1) then differ; "
+            f"{kind} norm uses batch statistics: training and sampling (often batch 1) then differ; "
             "group norm is the usual choice for diffusion models"))
-    if kind != "group":
+    if traits.groups != "given":
         return ResolvedNorm(type=kind, groups=None, eps=eps)
     counts = sorted({c for c, _ in seen})
     if groups.value == "auto":

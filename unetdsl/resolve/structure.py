@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..errors import Path
 from ..spec.models import AttentionSpec, FourierTime, LevelSettings, MiddleSpec, NormSpec, Spec
+from ..spec.vocabulary import NORM_KINDS
 from .context import Context
 from .inherit import BUILTIN
 
@@ -64,7 +65,7 @@ def check_structure(ctx: Context) -> None:
                      "the last decoder level does not upsample", hint="remove this key")
     # exclusive / type-dependent fields
     for path, norm in all_norms(s):
-        if norm.groups is not None and norm.type not in (None, "group"):
+        if norm.groups is not None and norm.type is not None and NORM_KINDS[norm.type].groups != "given":
             ctx.fail((*path, "groups"), f"groups applies only to norm type 'group', not {norm.type!r}",
                      hint="remove groups, or set type: group")
     for path, att in all_attention(s):

@@ -1,34 +1,38 @@
 """The time embedding's defaults, per embedding kind (features and dim follow the first level's
-channels, as diffusers' UNet2DModel). Formulas: docs/language.md."""
+channels, as diffusers' UNet2DModel). Formulas: docs/language.md. The settings every kind shares
+come from spec/settings.py's TIME_SETTINGS, resolved once for all kinds."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..spec.models import FourierTime, LearnedTime, SinusoidalTime
 from ..spec.resolved import ResolvedTime
-from ..spec.settings import DEFAULTS
+from ..spec.settings import DEFAULTS, TIME_SETTINGS
 from .inherit import default
 
 
 def resolve_time(t: SinusoidalTime | FourierTime | LearnedTime | None, first_channels: int) -> ResolvedTime | None:
     if t is None:
         return None
-    dim = t.dim if t.dim is not None else 4 * first_channels
-    injection = t.injection or DEFAULTS["time.injection"]
-    activation = t.activation or DEFAULTS["time.activation"]
+    common: dict[str, Any] = {
+        "dim": t.dim if t.dim is not None else 4 * first_channels,
+        **{name: default(getattr(t, name), s.default) for name, s in TIME_SETTINGS.items()},
+    }
     if isinstance(t, SinusoidalTime):
         return ResolvedTime(
-            embedding="sinusoidal", features=t.features or first_channels, dim=dim, injection=injection, activation=activation,
+            embedding="sinusoidal", features=t.features or first_channels, **common,
             flip_sin_to_cos=default(t.flip_sin_to_cos, DEFAULTS["sinusoidal.flip_sin_to_cos"]),
             freq_shift=float(default(t.freq_shift, DEFAULTS["sinusoidal.freq_shift"])),
             max_period=float(default(t.max_period, DEFAULTS["sinusoidal.max_period"])), scale=1.0, log=False, timesteps=0,
         )
     if isinstance(t, FourierTime):
         return ResolvedTime(
-            embedding="fourier", features=t.features or 2 * first_channels, dim=dim, injection=injection, activation=activation,
+            embedding="fourier", features=t.features or 2 * first_channels, **common,
             flip_sin_to_cos=default(t.flip_sin_to_cos, DEFAULTS["fourier.flip_sin_to_cos"]), freq_shift=0.0, max_period=10000.0,
             scale=float(default(t.scale, DEFAULTS["fourier.scale"])), log=default(t.log, DEFAULTS["fourier.log"]), timesteps=0,
         )
     return ResolvedTime(
-        embedding="learned", features=t.features or first_channels, dim=dim, injection=injection, activation=activation,
+        embedding="learned", features=t.features or first_channels, **common,
         flip_sin_to_cos=False, freq_shift=0.0, max_period=10000.0, scale=1.0, log=False, timesteps=t.timesteps,
     )

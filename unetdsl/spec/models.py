@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from .settings import DEFAULTS, describe, doc
+from .settings import DEFAULTS, TIME_SETTINGS, describe, doc
 from .vocabulary import (
     Activation,
     AttentionType,
@@ -186,55 +186,50 @@ class MiddleSpec(LevelSettings):
     attention: Attention = Field(None, description="Self-attention between the middle ResBlocks: settings, or true for one head.")
 
 
-TIME_ACTIVATION = ("The activation between the time MLP's two linear layers (diffusers' UNet2DConditionModel "
-                   "uses its act_fn there, UNet2DModel SiLU).")
-INJECTION = "add: norm2(h + proj(t)) | scale_shift: norm2(h) * (1 + s) + b (guided-diffusion's use_scale_shift_norm)."
+class TimeCommon(StrictModel):
+    """What every time embedding states besides its kind's own settings: the width every ResBlock
+    receives and the settings of spec/settings.py's TIME_SETTINGS."""
+
+    dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(
+        None, description="Time-embedding width every ResBlock receives. Default: 4 x first level channels."
+    )
+    injection: TimeInjection | None = Field(None, description=describe("injection", TIME_SETTINGS))
+    activation: Activation | None = Field(None, description=describe("activation", TIME_SETTINGS))
 
 
-class SinusoidalTime(StrictModel):
+class SinusoidalTime(TimeCommon):
     """Transformer-style sin/cos features of the timestep (diffusers `Timesteps`)."""
 
     embedding: Literal["sinusoidal"]
     features: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(
         None, description="Frequency features before the MLP. Default: first level channels."
     )
-    dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(
-        None, description="Time-embedding width every ResBlock receives. Default: 4 x first level channels."
-    )
     flip_sin_to_cos: bool | None = Field(None, description=doc("sinusoidal.flip_sin_to_cos", "cos first, then sin."))
     freq_shift: Annotated[float, Field(ge=-1e3, le=1e3)] | None = Field(
         None, description=doc("sinusoidal.freq_shift", "Subtracted from half the features in the frequency exponent."))
     max_period: Annotated[float, Field(gt=1.0, le=1e9)] | None = Field(
         None, description=doc("sinusoidal.max_period", "The longest period of the frequencies."))
-    injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
-    activation: Activation | None = Field(None, description=doc("time.activation", TIME_ACTIVATION))
 
 
-class FourierTime(StrictModel):
+class FourierTime(TimeCommon):
     """Random Gaussian Fourier features (diffusers `GaussianFourierProjection`, score SDE)."""
 
     embedding: Literal["fourier"]
     features: Annotated[int, Field(ge=2, le=2 * MAX_CHANNELS)] | None = Field(
         None, description="sin+cos features before the MLP (even). Default: 2 x first level channels."
     )
-    dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(None, description="Default 4 x first channels.")
     scale: Annotated[float, Field(gt=0.0, le=1e4)] | None = Field(
         None, description=doc("fourier.scale", "Std of the random frequencies."))
     log: bool | None = Field(None, description=doc("fourier.log", "Take log(t) first (as diffusers)."))
     flip_sin_to_cos: bool | None = Field(None, description=doc("fourier.flip_sin_to_cos", "cos first, then sin."))
-    injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
-    activation: Activation | None = Field(None, description=doc("time.activation", TIME_ACTIVATION))
 
 
-class LearnedTime(StrictModel):
+class LearnedTime(TimeCommon):
     """A learned table indexed by the integer timestep (diffusers `time_embedding_type: learned`)."""
 
     embedding: Literal["learned"]
     timesteps: Annotated[int, Field(ge=1, le=1_000_000)] = Field(description="Rows of the table (training timesteps).")
     features: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(None, description="Default: first channels.")
-    dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(None, description="Default 4 x first channels.")
-    injection: TimeInjection | None = Field(None, description=doc("time.injection", INJECTION))
-    activation: Activation | None = Field(None, description=doc("time.activation", TIME_ACTIVATION))
 
 
 TimeSpec = Annotated[SinusoidalTime | FourierTime | LearnedTime, Field(discriminator="embedding")]

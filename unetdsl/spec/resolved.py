@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from .settings import DEFAULTS, LEVEL_SETTINGS
+from .settings import DEFAULTS, LEVEL_SETTINGS, TIME_SETTINGS
 from .vocabulary import (
+    NORM_KINDS,
     Activation,
     AttentionType,
     Downsample,
@@ -44,10 +45,11 @@ class ResolvedNorm(_Frozen):
 
     def groups_for(self, channels: int) -> int:
         """GroupNorm groups over `channels` (layer = 1 group, instance = 1 per channel)."""
-        if self.type == "group":
+        kind = NORM_KINDS[self.type].groups
+        if kind == "given":
             assert self.groups is not None
             return self.groups
-        return 1 if self.type == "layer" else channels
+        return 1 if kind == "one" else channels
 
     def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type, "eps": self.eps}
@@ -97,7 +99,7 @@ class ResolvedSettings(_Frozen):
     order: Order
     dropout: float
     attention: ResolvedAttention | None
-    conv_bias: bool = True
+    conv_bias: bool
 
     def settings_view(self) -> dict[str, Any]:
         """Every setting of this place, written out: nothing left to inherit."""
@@ -126,7 +128,7 @@ class ResolvedTime(_Frozen):
     scale: float  # fourier only
     log: bool  # fourier only
     timesteps: int  # learned only (0 otherwise)
-    activation: Activation = "silu"  # between the MLP's linear layers
+    activation: Activation  # between the MLP's linear layers
 
     def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"embedding": self.embedding, "features": self.features, "dim": self.dim}
@@ -137,7 +139,7 @@ class ResolvedTime(_Frozen):
             data |= {"scale": self.scale, "log": self.log, "flip_sin_to_cos": self.flip_sin_to_cos}
         else:
             data["timesteps"] = self.timesteps
-        return data | {"injection": self.injection, "activation": self.activation}
+        return data | {name: getattr(self, name) for name in TIME_SETTINGS}
 
 
 class ResolvedLatent(_Frozen):

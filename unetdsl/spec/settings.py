@@ -34,8 +34,19 @@ LEVEL_SETTINGS: dict[str, LevelSetting] = {
 }
 
 
-def describe(name: str) -> str:
-    return LEVEL_SETTINGS[name].field_description()
+# The time settings every embedding kind shares (a common base of the three time models), with a
+# constant default. Adding one costs: its entry here, its field in `models.TimeCommon` and
+# `resolved.ResolvedTime`, and its use in the compiler and nn/ (resolver and view read this table).
+TIME_SETTINGS: dict[str, LevelSetting] = {
+    "injection": LevelSetting("add", "add: norm2(h + proj(t)) | scale_shift: norm2(h) * (1 + s) + b (guided-diffusion's "
+                              "use_scale_shift_norm)."),
+    "activation": LevelSetting("silu", "The activation between the time MLP's two linear layers (diffusers' "
+                               "UNet2DConditionModel uses its act_fn there, UNet2DModel SiLU)."),
+}
+
+
+def describe(name: str, table: dict[str, LevelSetting] = LEVEL_SETTINGS) -> str:
+    return table[name].field_description()
 
 
 # Every other constant default of the language, by where it is written (`section.key`), defined
@@ -59,8 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "transformer.upcast": False,
     "transformer.norm_eps": 1e-6,
     "transformer.layer_norm_eps": 1e-5,
-    "time.injection": "add",
-    "time.activation": "silu",
+    "time.injection": TIME_SETTINGS["injection"].default,
+    "time.activation": TIME_SETTINGS["activation"].default,
     "sinusoidal.flip_sin_to_cos": True,
     "sinusoidal.freq_shift": 0.0,
     "sinusoidal.max_period": 10000.0,

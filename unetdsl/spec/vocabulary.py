@@ -3,6 +3,7 @@ these names (a test checks both sides agree), so no spec string is ever imported
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 ModelKind = Literal["unet", "encoder", "decoder", "autoencoder"]
@@ -14,6 +15,25 @@ Upsample = Literal["nearest", "bilinear", "transposed", "resblock"]
 TimeEmbedding = Literal["sinusoidal", "fourier", "learned"]
 TimeInjection = Literal["add", "scale_shift"]
 AttentionType = Literal["self", "transformer"]
+
+
+@dataclass(frozen=True)
+class NormKind:
+    """What a norm type does, as the resolver and the compiler need to know it (one row per name,
+    so no rule spells out norm names)."""
+
+    groups: str  # "given": GroupNorm with the spec's groups | "one": one group | "per_channel" | "none" (not grouped)
+    per_channel_mean: bool  # subtracts each channel's own mean: a bias in the conv before it does nothing
+    erases_added_time: bool  # ...per sample, over positions alone: a time embedding added before it is subtracted again
+    batch_statistics: bool  # statistics over the batch: training and sampling (often batch 1) differ
+
+
+NORM_KINDS: dict[str, NormKind] = {
+    "group": NormKind(groups="given", per_channel_mean=False, erases_added_time=False, batch_statistics=False),
+    "layer": NormKind(groups="one", per_channel_mean=False, erases_added_time=False, batch_statistics=False),
+    "instance": NormKind(groups="per_channel", per_channel_mean=True, erases_added_time=True, batch_statistics=False),
+    "batch": NormKind(groups="none", per_channel_mean=True, erases_added_time=False, batch_statistics=True),
+}
 
 
 def names(vocabulary: object) -> tuple[str, ...]:
