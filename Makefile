@@ -22,7 +22,7 @@ demo: $(STAMP)
 # everything but the inductor compiles (`make test-inductor`, ~2 minutes more on 2 cores) and the
 # two largest specs' slowest exports and compile (`make test-heavy`, ~5 minutes more)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not inductor and not heavy"
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not inductor and not heavy"
 
 test-inductor: $(STAMP)
 	$(BIN)/python -m pytest -q -m inductor

@@ -1,8 +1,32 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# torch's own choice for this machine, before the workers below change it
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # `make test` runs one xdist worker per core: each worker's torch takes its share of the cores.
+    # Two workers of 2 OpenMP threads each on 2 cores spin against each other (a training step ran
+    # 3.5x slower beside another worker than alone); one thread each runs both at full speed.
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        torch.set_num_threads(max(1, DEFAULT_THREADS // int(workers)))
+
+
+@pytest.fixture
+def default_threads() -> object:
+    """torch's default thread count for this machine for the test's duration, for claims made
+    at it (oneDNN chooses kernels by thread count, so the last bits of a result can depend on it)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(DEFAULT_THREADS)
+    yield DEFAULT_THREADS
+    torch.set_num_threads(before)
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_SPECS = sorted((ROOT / "specs").glob("*.yaml"))

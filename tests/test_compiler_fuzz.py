@@ -17,7 +17,7 @@ from unetdsl.torchscript import script
 from .strategies import specs
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(specs())
 def test_random_specs_build_run_and_script(spec: dict[str, Any]) -> None:
     model = build_model(spec).eval()

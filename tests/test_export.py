@@ -188,7 +188,7 @@ def test_cli_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     capsys.readouterr()
     assert main(["inspect", str(target)]) == 0
     out = capsys.readouterr().out
-    assert "spec_id: v2:sha256:ef914ac6f364a1da" in out and "format: torchscript" in out and "name: tiny" in out
+    assert "spec_id: v2:sha256:98a3b022edb75a87" in out and "format: torchscript" in out and "name: tiny" in out
     assert main(["inspect", str(tmp_path / "nope.pt")]) == 1
 
 

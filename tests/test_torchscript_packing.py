@@ -37,7 +37,9 @@ def _inputs(spec_channels: int = 3, size: tuple[int, int] = (24, 16)) -> tuple[t
 
 
 @pytest.mark.parametrize("spec", [TINY, TEXT_TINY], ids=["tiny", "text-tiny"])
-def test_frozen_cpu_file_convolves_with_packed_weights(spec: str, tmp_path: Path) -> None:
+def test_frozen_cpu_file_convolves_with_packed_weights(spec: str, tmp_path: Path, default_threads: int) -> None:
+    # bit for bit at the machine's default thread count (here 2); at one thread the two
+    # differ by float32 rounding (1.2e-6 on tiny; not yet traced to the op that differs)
     model = build_model(spec).eval()
     convs = [m for m in model.modules() if isinstance(m, Conv2d)]
     packed, ones = sum(m.kernel_size != (1, 1) for m in convs), sum(m.kernel_size == (1, 1) for m in convs)

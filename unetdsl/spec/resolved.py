@@ -218,9 +218,13 @@ class ResolvedSpec(_Frozen):
 
     # --- the stored form, the view and the id ---------------------------------------------------
     def stored_json(self) -> str:
-        """What artifacts store: this spec's own dump (every field, nothing inherited, so nothing
-        is lost), marked with the form it is in. `from_stored` reads it back."""
-        return json.dumps({FORM_KEY: FORM, **self.model_dump(mode="json")}, sort_keys=True, allow_nan=False)
+        """What artifacts store: this spec's own dump, marked with the form it is in; `from_stored`
+        reads it back. Nothing in it is inherited, so it loses nothing: a value is left out only
+        where it equals its field's default here, which reading fills in again. That is how the
+        form grows: a setting added later gets a field default equal to the behaviour before it,
+        so the files and ids of every spec that does not use it stay as they were."""
+        return json.dumps({FORM_KEY: FORM, **self.model_dump(mode="json", exclude_defaults=True)}, sort_keys=True,
+                          allow_nan=False)
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> ResolvedSpec:
@@ -262,7 +266,7 @@ class ResolvedSpec(_Frozen):
     def canonical_json(self) -> str:
         """Sorted keys, no spaces: the byte string the spec id hashes, the stored form without
         `name` and `description` (they do not change the function the model computes)."""
-        data = self.model_dump(mode="json", exclude={"name", "description"})
+        data = self.model_dump(mode="json", exclude={"name", "description"}, exclude_defaults=True)
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @property
