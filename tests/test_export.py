@@ -46,10 +46,14 @@ def small(path: Path) -> torch.nn.Module:
 # vae-tiny its asymmetric downsampling padding; its TorchScript stays in `make test`, and
 # benchmarks/export_throughput.py exports it to all three)
 HEAVIEST = {"adm-imagenet64-cond", "ddpm-cifar10"}
+# the LDM KL-f8 halves' ONNX files too (~30 s): vae-tiny's ONNX has the same blocks; their
+# torch.export and TorchScript stay in `make test`
+HEAVY_ONNX = {"ldm-kl-f8-encoder", "ldm-kl-f8-decoder"}
 CASES = [
     pytest.param(spec, fmt, id=f"{label(spec)}-{fmt}",
                  marks=([pytest.mark.slow] if spec.stem in HEAVY and fmt != "torchscript" else [])
-                 + ([pytest.mark.heavy] if spec.stem in HEAVIEST and (fmt != "torchscript" or spec != twin) else []))
+                 + ([pytest.mark.heavy] if (spec.stem in HEAVIEST and (fmt != "torchscript" or spec != twin))
+                    or (spec.stem in HEAVY_ONNX and fmt == "onnx") else []))
     # (aoti compiles C++ for a minute or more per spec: tests/test_cpp_example.py compiles one
     # package and checks it from Python, from C++ and with inspect)
     for original, twin in zip(SPECS, MECHANICS, strict=True) for spec in dict.fromkeys([twin, original])

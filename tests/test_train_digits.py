@@ -35,9 +35,9 @@ def load_example() -> ModuleType:
 
 
 td = load_example()
-# 150 steps bring the held-out loss to 0.11 of the untrained model's on this machine (42 s on 2 threads);
+# 100 steps bring the held-out loss to 0.12 of the untrained model's on this machine (17 s on 2 threads);
 # the bar below is 0.45
-SHORT = td.Config(steps=150, batch=64, lr=2e-3, warmup=20, ema=0.9, checkpoint_every=50, samples=0, progress=False)
+SHORT = td.Config(steps=100, batch=64, lr=2e-3, warmup=20, ema=0.9, checkpoint_every=50, samples=0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
 
 def test_training_lowers_the_held_out_denoising_loss(trained: tuple[Path, object]) -> None:
     out, result = trained
-    assert result.step == 150
+    assert result.step == 100
     assert result.held_out_loss_untrained > 0.9  # an untrained net predicts noise about as well as zero
     assert result.held_out_loss_trained < 0.45 * result.held_out_loss_untrained, result
-    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-000100", "step-000150"]
-    assert (out / "checkpoints" / "latest").resolve().name == "step-000150"
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-000050", "step-000100"]
+    assert (out / "checkpoints" / "latest").resolve().name == "step-000100"
 
 
 def test_the_checkpoint_is_a_unetdsl_save_with_its_spec(trained: tuple[Path, object]) -> None:
