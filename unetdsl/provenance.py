@@ -92,29 +92,25 @@ def resolved_from_stored(text: str | None, stored_id: str | None) -> ResolvedSpe
     except SpecError as exc:
         raise StoredSpecError(f"its stored spec breaks the language's rules:\n{exc.render()}") from None
     if again != resolved:
-        raise StoredSpecError("its stored spec is not one unetdsl resolves to (changed by hand?): "
-                              + ", ".join(_changed(resolved, again)[:8]))
+        changed = differences(resolved.model_dump(), again.model_dump())
+        raise StoredSpecError("its stored spec is not one unetdsl resolves to (changed by hand?): " + ", ".join(
+            f"{'.'.join(map(str, path))} is {brief(repr(x), 40)}, resolves to {brief(repr(y), 40)}"
+            for path, x, y in changed[:8]))
     if stored_id != resolved.spec_id:
         raise StoredSpecError(f"stored spec id {brief(str(stored_id), 40)} is not its spec's id {resolved.spec_id}")
     return resolved
 
 
-def _changed(a: ResolvedSpec, b: ResolvedSpec) -> list[str]:
-    """The dotted paths where two resolved specs differ."""
-    out: list[str] = []
+Difference = tuple[tuple[str | int, ...], Any, Any]
 
-    def walk(x: Any, y: Any, path: str) -> None:
-        if isinstance(x, dict) and isinstance(y, dict):
-            for k in dict.fromkeys([*x, *y]):
-                walk(x.get(k), y.get(k), f"{path}.{k}" if path else str(k))
-        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
-            for i, (u, v) in enumerate(zip(x, y, strict=True)):
-                walk(u, v, f"{path}.{i}")
-        elif x != y:
-            out.append(f"{path} is {brief(repr(x), 40)}, resolves to {brief(repr(y), 40)}")
 
-    walk(a.model_dump(), b.model_dump(), "")
-    return out
+def differences(a: Any, b: Any, path: tuple[str | int, ...] = ()) -> list[Difference]:
+    """Where two plain data trees (dumps, language views) differ: (path, value in a, value in b)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in dict.fromkeys([*a, *b]) for d in differences(a.get(k), b.get(k), (*path, k))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, (*path, i))]
+    return [] if a == b else [(path, a, b)]
 
 
 FIRST_ID_PREFIX = "sha256:"

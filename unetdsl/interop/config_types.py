@@ -46,6 +46,7 @@ def proven(config: dict[str, Any], spec: Any, spec_from_diffusers: Callable[...,
     `spec_from_diffusers`: it must give the same spec id, or SpecError names each setting that
     would change and what it would become (at most 8). Returns `config`."""
     from ..errors import Problem, SpecError
+    from ..provenance import differences
     from ..resolve import resolve
 
     cls = config["_class_name"]
@@ -55,16 +56,8 @@ def proven(config: dict[str, Any], spec: Any, spec_from_diffusers: Callable[...,
         raise SpecError([Problem(p.path, f"{p.message} (outside {cls}'s vocabulary)")
                          for p in exc.problems]) from None
     if back.spec_id != spec.spec_id:
-        differ = _differences(spec.view(), back.view())
+        differ = [d for d in differences(spec.view(), back.view()) if d[0][:1] not in (("name",), ("description",))]
         raise SpecError([Problem(path, f"{want!r} cannot be expressed by {cls} (it would be {got!r})")
                          for path, want, got in differ[:8]])
     return config
 
-
-def _differences(a: Any, b: Any, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any, Any]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in dict.fromkeys([*a, *b]) if k not in ("name", "description")
-                for d in _differences(a.get(k), b.get(k), (*path, k))]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, (*path, i))]
-    return [] if a == b else [(path, a, b)]

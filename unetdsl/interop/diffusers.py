@@ -34,7 +34,7 @@ from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
 from . import diffusers_autoencoder as autoencoder
 from . import diffusers_condition as condition
 from .config_types import proven
-from .diffusers_names import ACTIVATIONS, FOURIER_SCALE, INJECTIONS, TIME_EMBEDDINGS
+from .diffusers_names import ACTIVATIONS, FOURIER_SCALE, INJECTIONS, TIME_EMBEDDINGS, WRITTEN_ACTIVATIONS
 
 SOURCE = "diffusers config"
 
@@ -439,9 +439,9 @@ def _unet2d_config(spec: ResolvedSpec) -> dict[str, Any]:
     if len(norms) != 1 or next(iter(norms))[0] != "group":
         refuse(("defaults", "norm"), f"one group norm everywhere is needed, found {sorted(norms, key=str)}")
     acts = {p.activation for p in places}
-    reverse_act = {v: k for k, v in ACTIVATIONS.items() if k != "swish"}
-    if len(acts) != 1 or next(iter(acts)) not in reverse_act:
-        refuse(("defaults", "activation"), f"one of {', '.join(reverse_act)} in every block is needed, found {sorted(acts)}")
+    if len(acts) != 1 or next(iter(acts)) not in WRITTEN_ACTIVATIONS:
+        refuse(("defaults", "activation"),
+               f"one of {', '.join(WRITTEN_ACTIVATIONS)} in every block is needed, found {sorted(acts)}")
     if spec.head.activation != "silu":
         refuse(("head", "activation"), f"head activation {spec.head.activation!r} (UNet2DModel's conv_act is SiLU)")
     if {p.order for p in places} != {"pre"}:

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import Problem, SpecError
 from ..spec.resolved import ResolvedSpec
 from .config_types import Refuse, wrong_levels, wrong_types
-from .diffusers_names import ACTIVATIONS
+from .diffusers_names import WRITTEN_ACTIVATIONS
 
 # every AutoencoderKL.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -105,7 +105,6 @@ def autoencoder_config(spec: ResolvedSpec) -> dict[str, Any]:
     refuses (SpecError) the settings that would change."""
     if spec.model != "autoencoder" or spec.latent is None or spec.dims != 2:
         raise SpecError([Problem(("model",), "AutoencoderKL is a 2D autoencoder (outside its vocabulary)")])
-    reverse_act = {v: k for k, v in ACTIVATIONS.items() if k != "swish"}
     config: dict[str, Any] = {
         "_class_name": "AutoencoderKL",
         "in_channels": spec.in_channels,
@@ -114,7 +113,7 @@ def autoencoder_config(spec: ResolvedSpec) -> dict[str, Any]:
         "up_block_types": ["UpDecoderBlock2D"] * len(spec.decoder),
         "block_out_channels": [lv.channels for lv in spec.encoder],
         "layers_per_block": len(spec.encoder[0].blocks),
-        "act_fn": reverse_act.get(spec.middle.activation, spec.middle.activation),
+        "act_fn": WRITTEN_ACTIVATIONS.get(spec.middle.activation, spec.middle.activation),
         "latent_channels": spec.latent.channels,
         "norm_num_groups": spec.middle.norm.groups,
         "sample_size": spec.sample_size[0] if len(set(spec.sample_size)) == 1 else list(spec.sample_size),

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import Problem, SpecError
 from ..spec.resolved import ResolvedSettings, ResolvedSpec, ResolvedTransformer
 from .config_types import Refuse, wrong_levels, wrong_types
-from .diffusers_names import ACTIVATIONS, INJECTIONS
+from .diffusers_names import INJECTIONS, WRITTEN_ACTIVATIONS
 
 # every UNet2DConditionModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
 DEFAULTS: dict[str, Any] = {
@@ -225,7 +225,6 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
                          spec.middle.attention.transformer.depth if spec.encoder[-1].attention is None
                          else per_level[-1][1], only_cross)
     norm = spec.encoder[0].norm
-    reverse_act = {v: k for k, v in ACTIVATIONS.items() if k != "swish"}
     config: dict[str, Any] = {
         "_class_name": "UNet2DConditionModel",
         "sample_size": spec.sample_size[0] if len(set(spec.sample_size)) == 1 else list(spec.sample_size),
@@ -243,7 +242,7 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         "layers_per_block": _one_or_list([len(lv.blocks) for lv in spec.encoder]),
         "downsample_padding": 0 if spec.asymmetric_padding else 1,
         "dropout": spec.middle.dropout,
-        "act_fn": reverse_act.get(spec.middle.activation, spec.middle.activation),
+        "act_fn": WRITTEN_ACTIVATIONS.get(spec.middle.activation, spec.middle.activation),
         "norm_num_groups": norm.groups,
         "norm_eps": norm.eps,
         "cross_attention_dim": spec.context_dim or 1280,
