@@ -27,6 +27,25 @@ def smallest_size(spec: ResolvedSpec) -> list[int]:
     return [spec.downsampling_factor if spec.model != "decoder" else 2] * spec.dims
 
 
+# what a miniature twin may change: widths, and the names and head/group counts that follow them
+TWIN_WIDTHS = {"name", "channels", "heads", "head_dim", "groups", "features", "dim", "classes"}
+
+
+@pytest.mark.parametrize("twin", [p for p in MECHANICS if p.parent.name == "twins"], ids=label)
+def test_a_twin_is_its_spec_at_other_widths(twin: Path) -> None:
+    from unetdsl.provenance import differences
+
+    def topology(data: object) -> object:
+        if isinstance(data, dict):
+            return {k: topology(v) for k, v in data.items() if k not in TWIN_WIDTHS}
+        return [topology(v) for v in data] if isinstance(data, list) else data
+
+    full, _ = unetdsl.resolve_spec(ROOT / "specs" / twin.name)
+    small, _ = unetdsl.resolve_spec(twin)
+    assert differences(topology(full.view()), topology(small.view())) == []
+    assert [lv.channels for lv in small.encoder] < [lv.channels for lv in full.encoder]
+
+
 @pytest.fixture(scope="module", params=MECHANICS, ids=[label(p) for p in MECHANICS])
 def built(request: pytest.FixtureRequest) -> torch.nn.Module:
     torch.manual_seed(0)

@@ -70,13 +70,13 @@ encoder:
     written_out = BASE.replace("name: base", "name: child").replace("dropout: 0.0", "dropout: 0.1").replace(
         "- {channels: 4, blocks: 1}", "- {channels: 4, blocks: 2}").replace(
         "- {channels: 8, blocks: 1, attention: {heads: 2}}", "- {channels: 8, blocks: 1}")
-    resolved, _ = unetdsl.resolve_spec(child)
+    resolved, _ = unetdsl.resolve_spec(child, root=tmp_path)  # ../base.yaml: above the child's folder
     direct, _ = unetdsl.resolve_spec(written_out)
     assert resolved.spec_id == direct.spec_id
     assert resolved.encoder[0].norm.groups == 2  # defaults merged key by key: groups kept, dropout changed
     assert resolved.encoder[1].attention is None  # the level list was replaced, not merged item by item
     # --set applies last, over both files
-    assert unetdsl.resolve_spec(child, ["name=over"])[0].name == "over"
+    assert unetdsl.resolve_spec(child, ["name=over"], root=tmp_path)[0].name == "over"
     # a chain: a grandchild over the child over the base
     grandchild = write(tmp_path, "g.yaml", "unetdsl: 1\nextends: nested/child.yaml\nname: g\nmiddle: {blocks: 3}\n")
     g, _ = unetdsl.resolve_spec(grandchild)
@@ -104,7 +104,7 @@ def test_errors_point_at_the_file_that_wrote_the_value(tmp_path: Path) -> None:
     ("missing.yaml", "cannot read the extended spec: No such file or directory"),
     ("https://example.com/s.yaml", "only files on this machine can be extended"),
     ("'.'", "not a regular file"),
-    ("/dev/null", "not a regular file"),
+    ("/dev/null", "takes a relative path"),
     ("[a.yaml]", "must be the path of the spec this one extends"),
     ("''", "must be the path of the spec this one extends"),
     ('"a\\0b.yaml"', "contains a NUL character"),  # YAML's \0 escape: os.stat raises ValueError on it
@@ -158,3 +158,144 @@ def test_cli_resolve_shows_the_merged_spec_and_the_schema_accepts_a_child(tmp_pa
     jsonschema.validate(yaml.safe_load(child.read_text()), schema)  # a partial child is valid on its own
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"unetdsl": 1, "name": "partial"}, schema)  # without extends, everything is required
+
+
+# --- confinement: extends reads only spec files inside the root, and never quotes anything else --
+SECRET = "TOKEN=hunter2-do-not-print"
+
+
+def outside_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A project folder, and a secret file beside it (outside its tree)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    secret = write(tmp_path, "secret.txt", f"{SECRET}\nroot:x:0:0\n")
+    write(tmp_path, "base.yaml", BASE)  # a real spec, but outside the project
+    return project, secret
+
+
+@pytest.mark.parametrize("ref", [
+    "/etc/passwd", "/proc/self/environ", "~/.bashrc", "~root/x.yaml", "../secret.txt", "../base.yaml",
+    "sub/../../secret.txt", "link-out.yaml", "sub/link-dir/secret.txt", "//etc/passwd",
+])
+def test_extends_never_leaves_the_root(tmp_path: Path, ref: str, capsys: pytest.CaptureFixture[str]) -> None:
+    project, secret = outside_tree(tmp_path)
+    (project / "sub").mkdir()
+    (project / "link-out.yaml").symlink_to(secret)
+    (project / "sub" / "link-dir").symlink_to(tmp_path)
+    child = write(project, "child.yaml", f"unetdsl: 1\nname: c\nextends: '{ref}'\n")
+    rendered = "\n".join(problems(child))
+    assert f"{child}:3:10: extends: " in rendered
+    assert ("relative path" in rendered) or ("outside the folder of the spec given" in rendered)
+    assert SECRET not in rendered and "root:x" not in rendered and "PATH=" not in rendered
+    # the command line says the same, and exits 1
+    assert main(["validate", str(child)]) == 1
+    err = capsys.readouterr().err
+    assert SECRET not in err and ("outside" in err or "relative" in err)
+
+
+def test_a_root_widens_the_tree_and_only_that(tmp_path: Path) -> None:
+    project, _ = outside_tree(tmp_path)
+    child = write(project / "variants", "wide.yaml", "unetdsl: 1\nextends: ../../base.yaml\nname: wide\n")
+    assert "outside the folder" in problems(child)[0]
+    assert unetdsl.resolve_spec(child, root=tmp_path)[0].name == "wide"
+    with pytest.raises(unetdsl.SpecError, match="outside the folder"):
+        unetdsl.resolve_spec(child, root=project)  # the project alone does not hold ../../base.yaml
+    assert main(["validate", "--root", str(tmp_path), str(child)]) == 0
+
+
+@pytest.mark.parametrize("content", [
+    f"{SECRET}\n",                                    # plain text: a YAML string, not a mapping
+    f"key: {SECRET}\nother: [1, 2]\n",                # a mapping, but not a spec (no unetdsl: 1)
+    f"{SECRET}: [\n",                                 # not YAML at all
+    f"a: 1\na: {SECRET}\n",                           # a duplicate key naming the secret
+    f"\x00{SECRET}",                                  # a binary file
+    "\xff\xfe" + SECRET,                              # not UTF-8
+])
+def test_a_file_that_is_not_a_spec_is_never_quoted(tmp_path: Path, content: str) -> None:
+    (tmp_path / "notes.txt").write_bytes(content.encode("utf-8", "surrogateescape") if "\xff" not in content
+                                         else b"\xff\xfe" + SECRET.encode())
+    child = write(tmp_path, "child.yaml", "unetdsl: 1\nname: c\nextends: notes.txt\n")
+    rendered = "\n".join(problems(child))
+    assert SECRET not in rendered and "hunter2" not in rendered
+    assert rendered.startswith(f"{child}:3:10: extends: the extended file notes.txt is not a")
+
+
+def test_devices_and_pipes_inside_the_tree_are_refused_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    os.mkfifo(tmp_path / "pipe.yaml")  # reading a FIFO with no writer would block forever
+    child = write(tmp_path, "child.yaml", "unetdsl: 1\nname: c\nextends: pipe.yaml\n")
+    assert "not a regular file" in problems(child)[0]
+    # the spec given itself may not be a pipe either (opened without blocking, checked after opening)
+    assert "not a regular file" in problems(tmp_path / "pipe.yaml")[0]
+
+
+def test_the_bounds_hold_for_the_whole_chain(tmp_path: Path) -> None:
+    from unetdsl.loader import MAX_BYTES, MAX_NODES
+
+    # 16 files of 100 kB each: each alone is far under the bound, together over it
+    filler = "#" + "x" * 99 + "\n"
+    per_file = (MAX_BYTES // 10) // len(filler)
+    for i in range(16):
+        write(tmp_path, f"c{i}.yaml", f"unetdsl: 1\nextends: c{i + 1}.yaml\n" + filler * per_file)
+    write(tmp_path, "c16.yaml", BASE)
+    rendered = problems(tmp_path / "c0.yaml")
+    assert len(rendered) == 1 and f"over what is left of the {MAX_BYTES} bytes" in rendered[0]
+    # values: a chain whose files hold 15,000 values each is refused as one document of 20,000 would be
+    many = "pad: [" + ", ".join(["1"] * 15_000) + "]\n"
+    write(tmp_path, "v1.yaml", "unetdsl: 1\n" + many)
+    top = write(tmp_path, "v0.yaml", "unetdsl: 1\nextends: v1.yaml\n" + many.replace("pad", "pad2"))
+    rendered = problems(top)
+    assert len(rendered) == 1 and len(rendered[0]) < 2000
+    assert str(MAX_NODES) in rendered[0] or "not a readable spec" in rendered[0]
+
+
+def test_file_names_with_escape_sequences_are_printed_escaped(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    name = "evil\x1b[2J\x1b]0;pwned\x07.yaml"
+    write(tmp_path, name, BASE.replace("dim: 16}", "dim: 0}"))
+    child = write(tmp_path, "child.yaml", f'unetdsl: 1\nname: c\nextends: "evil\\e[2J\\e]0;pwned\\a.yaml"\n')
+    assert main(["validate", str(child)]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "evil\\x1b[2J" in err
+    # a cycle and an unreadable file name the files escaped too
+    write(tmp_path, name, f'unetdsl: 1\nextends: child.yaml\n')
+    assert main(["validate", str(child)]) == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "cycle" in err
+
+
+@pytest.mark.parametrize("command", ["build", "diagram"])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_outputs_never_replace_a_file_of_the_chain(tmp_path: Path, command: str, depth: int,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    base = write(tmp_path, "base.yaml", BASE)
+    mid = write(tmp_path, "mid.yaml", "unetdsl: 1\nextends: base.yaml\nname: mid\n")
+    child = write(tmp_path, "child.yaml", "unetdsl: 1\nextends: mid.yaml\nname: child\n")
+    target = {1: mid, 2: base}[depth]
+    before = target.read_bytes()
+    out = ["-o", str(target)]
+    assert main([command, str(child), *out]) == 1
+    assert target.read_bytes() == before
+    assert f"is also the spec it extends ({depth} deep)" in capsys.readouterr().err
+    # through another name for the same file (a hard link) too
+    alias = tmp_path / "alias.yaml"
+    alias.hardlink_to(target)
+    assert main([command, str(child), "-o", str(alias)]) == 1
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("content", [f"{SECRET}\nroot:x:0:0\n", '{"auths": {"r": "' + SECRET + '"}}',
+                                     '{"_class_name": "Other", "k": "' + SECRET + '"}', "\x00" + SECRET])
+def test_convert_never_quotes_a_linked_file_that_is_not_a_config(tmp_path: Path, content: str,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # class 3's other door: `convert diffusers DIR` where DIR/config.json links elsewhere
+    (tmp_path / "elsewhere").mkdir()
+    target = write(tmp_path / "elsewhere", "data", content)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").symlink_to(target)
+    assert main(["convert", "diffusers", str(folder), "-o", str(tmp_path / "out.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert SECRET not in err and "root:x" not in err and "Traceback" not in err
+    assert not (tmp_path / "out.yaml").exists()

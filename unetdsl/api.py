@@ -31,6 +31,7 @@ def build_model(
     seed: int | None = None,
     check_resources: bool = True,
     weights: str | os.PathLike[str] | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> nn.Module:
     """A path, YAML string, dict, Spec or ResolvedSpec -> the model, with its resolved spec at
     `model.spec`. The spec is fully checked before any tensor is allocated; `device="meta"`
@@ -54,8 +55,10 @@ def build_model(
     `weights`: a safetensors file to fill the model from (strictly, as `unetdsl.load_weights`),
     instead of drawing random weights: the model is built on the meta device and its parameters
     become the file's tensors, read in place from the mapped file (`unetdsl.weights.materialize`),
-    in the file's floating dtype unless `dtype` says otherwise. No `seed` then."""
-    resolved, _ = resolve_spec(spec, overrides)
+    in the file's floating dtype unless `dtype` says otherwise. No `seed` then.
+
+    `root`: the folder tree a spec's `extends` may read from (default: the spec file's folder)."""
+    resolved, _ = resolve_spec(spec, overrides, root=root)
     target = torch.device(device or "cpu")
     memory_format = memory_format_for(memory_format, target)
     if weights is not None and seed is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from .errors import InternalError, Problem, SpecError
-from .frontend import resolve_spec
+from .frontend import compose, resolve_spec
 from .version import __version__
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -38,6 +38,11 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+def spec_inputs(files: Sequence[str]) -> dict[str, str]:
+    """The files a spec was read from, as check_output's inputs: the spec, then each it extends."""
+    return {("spec" if i == 0 else f"spec it extends ({i} deep)"): f for i, f in enumerate(files)}
+
+
 def _warn(warnings: Sequence[Problem]) -> None:
     for w in warnings:
         _err("warning: " + w.render())
@@ -48,7 +53,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.specs:
         try:
-            resolved, warnings = resolve_spec(Path(path), args.set)  # a CLI argument is always a file
+            resolved, warnings = resolve_spec(Path(path), args.set, root=args.root)  # a CLI argument is always a file
         except SpecError as exc:
             _err(exc.render())
             status = EXIT_INVALID
@@ -60,7 +65,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 @command("resolve")
 def cmd_resolve(args: argparse.Namespace) -> int:
-    resolved, warnings = resolve_spec(Path(args.spec), args.set)
+    resolved, warnings = resolve_spec(Path(args.spec), args.set, root=args.root)
     _warn(warnings)
     if args.json:
         print(json.dumps(resolved.view(), indent=2))
@@ -96,7 +101,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .summary import render
     from .weights import WeightsError
 
-    whole, warnings = resolve_spec(Path(args.spec), args.set)
+    whole, warnings, read = compose(Path(args.spec), args.set, root=args.root)
     _warn(warnings)
     if args.part and whole.model != "autoencoder":
         _err(f"error: --part {args.part}: only an autoencoder has parts; {args.spec} is a {whole.model}")
@@ -105,7 +110,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     resolved = whole.part(args.part) if args.part else whole
     try:  # before the build: a long build must not end in a write that cannot or must not happen
         target = check_output(args.output or default_path(resolved, args.format),
-                              inputs={"spec": args.spec, "weights file": args.weights})
+                              inputs={**spec_inputs(read), "weights file": args.weights})
     except OutputError as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
@@ -162,7 +167,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     from .estimate import estimate
     from .summary import render
 
-    resolved, warnings = resolve_spec(Path(args.spec), args.set)
+    resolved, warnings = resolve_spec(Path(args.spec), args.set, root=args.root)
     _warn(warnings)
     size = args.size or list(resolved.sample_size)
     if len(size) == 1:
@@ -188,10 +193,10 @@ def cmd_diagram(args: argparse.Namespace) -> int:
     from .estimate import estimate
     from .fsutil import OutputError, check_output, write_text_atomic
 
-    resolved, warnings = resolve_spec(Path(args.spec), args.set)
+    resolved, warnings, read = compose(Path(args.spec), args.set, root=args.root)
     _warn(warnings)
     try:
-        target = check_output(args.output, inputs={"spec": args.spec})
+        target = check_output(args.output, inputs=spec_inputs(read))
     except OutputError as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
@@ -270,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     def with_set(p: argparse.ArgumentParser) -> None:
         p.add_argument("--set", metavar="PATH=VALUE", action="append", default=[],
                        help="override a setting, e.g. --set encoder.levels.1.channels=192 (VALUE is YAML); repeatable")
+        p.add_argument("--root", metavar="DIR", default=None,
+                       help="the folder tree `extends` may read from (default: the spec's own folder)")
 
     p = sub.add_parser("validate", help="check specs; print each one's spec id",
                        description="Check every spec completely (types, bounds, cross-field rules) without torch.")

@@ -48,6 +48,12 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+def shown_name(name: str) -> str:
+    """A file name as a message prints it: as is when printable, else escaped (a name can hold
+    terminal escape sequences that would recolour or rewrite the screen)."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
 def dotted(path: Path) -> str:
     """`("encoder", "levels", 1, "channels")` -> `encoder.levels.1.channels` (the `--set` syntax)."""
     return ".".join(brief(p, 40)[1:-1] if isinstance(p, str) else str(p) for p in path) if path else "<root>"
@@ -63,7 +69,7 @@ class Location:
     text: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.line}:{self.col}"
+        return f"{shown_name(self.source)}:{self.line}:{self.col}"
 
 
 @dataclass(frozen=True)

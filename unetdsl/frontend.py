@@ -17,7 +17,7 @@ from typing import Any, Union
 
 from .errors import Problem, SpecError
 from .extends import KEY as EXTENDS
-from .extends import resolve_extends
+from .extends import Composition, resolve_extends
 from .loader import Loaded, load_file, load_text
 from .overrides import apply_overrides
 from .positions import Positions
@@ -33,6 +33,7 @@ SpecSource = Union[str, os.PathLike[str], dict[str, Any], Spec, ResolvedSpec]
 class LoadedSpec:
     spec: Spec
     positions: Positions | None
+    files: tuple[str, ...] = ()  # the real paths of every file read: the spec given, then what it extends
 
     def locate(self, problems: Sequence[Problem]) -> list[Problem]:
         if self.positions is None:
@@ -44,9 +45,13 @@ def _is_path(source: str) -> bool:
     return "\n" not in source and (source.endswith((".yaml", ".yml", ".json")) or os.path.exists(source))
 
 
-def load_spec(source: SpecSource, overrides: Sequence[str] = ()) -> LoadedSpec:
-    """Read and type-check a spec from a path, YAML text, a dict or a Spec."""
+def load_spec(source: SpecSource, overrides: Sequence[str] = (), *,
+              root: str | os.PathLike[str] | None = None) -> LoadedSpec:
+    """Read and type-check a spec from a path, YAML text, a dict or a Spec. `root`: the folder
+    tree `extends` may read from (default: the spec file's folder; for text or a dict, the working
+    directory)."""
     positions: Positions | None = None
+    comp: Composition | None = None
     if isinstance(source, ResolvedSpec):
         source = source.view()
     if isinstance(source, Spec):
@@ -56,15 +61,20 @@ def load_spec(source: SpecSource, overrides: Sequence[str] = ()) -> LoadedSpec:
     elif isinstance(source, dict):
         data = copy.deepcopy(source)
         if EXTENDS in data:  # a dict's extends is relative to the working directory
-            merged = resolve_extends(Loaded(data, Positions("<dict>", [])), os.getcwd())
+            comp = Composition.under(root if root is not None else os.getcwd())
+            merged = resolve_extends(Loaded(data, Positions("<dict>", [])), os.getcwd(), comp)
             data, positions = merged.data, merged.positions
     elif isinstance(source, (str, os.PathLike)):
         text = os.fspath(source)
         if isinstance(source, os.PathLike) or _is_path(text):  # extends is relative to the file
-            loaded = resolve_extends(load_file(text), os.path.dirname(os.path.abspath(text)),
-                                     (os.path.realpath(text),))
+            folder = os.path.dirname(os.path.abspath(text))
+            comp = Composition.under(root if root is not None else folder)
+            top = load_file(text, comp.budget)
+            comp.files.append(os.path.realpath(text))
+            loaded = resolve_extends(top, folder, comp, (os.path.realpath(text),))
         else:  # YAML text: relative to the working directory
-            loaded = resolve_extends(load_text(text), os.getcwd())
+            comp = Composition.under(root if root is not None else os.getcwd())
+            loaded = resolve_extends(load_text(text, budget=comp.budget), os.getcwd(), comp)
         data, positions = loaded.data, loaded.positions
     else:
         raise SpecError.single((), f"cannot read a spec from a {type(source).__name__}",
@@ -77,8 +87,9 @@ def load_spec(source: SpecSource, overrides: Sequence[str] = ()) -> LoadedSpec:
         where = positions.location(()) if positions is not None else None
         raise SpecError([Problem((), "a spec is a mapping of settings", found=type(data).__name__, location=where,
                                  hint="start from one of the files in specs/")])
+    files = tuple(comp.files) if comp is not None else ()
     try:
-        return LoadedSpec(validate_data(data, positions), positions)
+        return LoadedSpec(validate_data(data, positions), positions, files)
     except SpecError as exc:  # type problems; the cross-field rules still run on the rest, so both come at once
         raise SpecError([*exc.problems, *_rules_on_the_rest(data, exc.problems, positions)]) from None
 
@@ -120,17 +131,27 @@ def _walk(data: Any, path: Sequence[str | int]) -> Any:
     return data
 
 
-def resolve_spec(source: SpecSource, overrides: Sequence[str] = ()) -> tuple[ResolvedSpec, list[Problem]]:
-    """Load, type-check and resolve. Returns the resolved spec and any warnings (located)."""
+def resolve_spec(source: SpecSource, overrides: Sequence[str] = (), *,
+                 root: str | os.PathLike[str] | None = None) -> tuple[ResolvedSpec, list[Problem]]:
+    """Load, type-check and resolve. Returns the resolved spec and any warnings (located).
+    `root`: the folder tree `extends` may read from (see load_spec)."""
+    resolved, warnings, _ = compose(source, overrides, root=root)
+    return resolved, warnings
+
+
+def compose(source: SpecSource, overrides: Sequence[str] = (), *,
+            root: str | os.PathLike[str] | None = None) -> tuple[ResolvedSpec, list[Problem], tuple[str, ...]]:
+    """resolve_spec, also returning the real paths of every file read (the spec and the files it
+    extends): a command must not write its output onto any of them."""
     if isinstance(source, ResolvedSpec) and not overrides:
-        return source, []
-    loaded = load_spec(source, overrides)
+        return source, [], ()
+    loaded = load_spec(source, overrides, root=root)
     warnings: list[Problem] = []
     try:
         resolved = resolve(loaded.spec, warnings=warnings)
     except SpecError as exc:
         raise SpecError(loaded.locate(exc.problems)) from None
-    return resolved, loaded.locate(warnings)
+    return resolved, loaded.locate(warnings), loaded.files
 
 
-__all__ = ["LoadedSpec", "SpecSource", "load_spec", "resolve_spec"]
+__all__ = ["LoadedSpec", "SpecSource", "compose", "load_spec", "resolve_spec"]

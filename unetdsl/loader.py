@@ -14,6 +14,9 @@ because safe_load gets four things wrong for a spec language:
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,28 @@ MAX_NODES = 20_000  # values after alias expansion; real specs have a few hundre
 class Loaded:
     data: Any
     positions: Positions
+
+
+class OverBudget(SpecError):
+    """The bytes a composition may read are spent."""
+
+
+@dataclass
+class Budget:
+    """What one composition may still read: the bounds hold for all the files of an `extends`
+    chain together, not per file (16 files of 1 MiB would otherwise be 16 MiB and 16 x the
+    values and problems)."""
+
+    bytes: int = MAX_BYTES
+    nodes: int = MAX_NODES
+
+    def take_bytes(self, n: int, source: str) -> None:
+        if n > self.bytes:
+            spent = MAX_BYTES - self.bytes
+            raise OverBudget([Problem((), f"the spec is {n} bytes; at most {MAX_BYTES} are read"
+                                   + (f" for a spec and the files it extends together ({spent} already read)"
+                                      if spent else ""), location=Location(source, 1, 1))])
+        self.bytes -= n
 
 
 # --- the composer ----------------------------------------------------------------------------
@@ -161,17 +186,17 @@ class _Converter:
     budget and depth limits stop the walk early.
     """
 
-    def __init__(self, positions: Positions):
+    def __init__(self, positions: Positions, budget: Budget):
         self.positions = positions
-        self.budget = MAX_NODES
+        self.budget = budget
         self.problems: list[Problem] = []
 
     def at(self, node: _Node) -> Location:
         return self.positions._loc(node.line, node.col)
 
     def convert(self, node: _Node, path: Path, depth: int) -> Any:
-        self.budget -= 1
-        if self.budget < 0:
+        self.budget.nodes -= 1
+        if self.budget.nodes < 0:
             raise SpecError([*self.problems, Problem(
                 path, f"the document expands to more than {MAX_NODES} values (an alias expansion bomb?)",
                 hint="write the spec out without nested aliases", location=self.at(node))])
@@ -224,13 +249,15 @@ def _line_col(text: str, index: int) -> tuple[int, int]:
     return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
 
 
-def load_text(text: str | bytes, source: str = "<string>", *, allow_empty: bool = False) -> Loaded:
+def load_text(text: str | bytes, source: str = "<string>", *, allow_empty: bool = False,
+              budget: Budget | None = None) -> Loaded:
     """Parse one YAML document into plain data with positions. Raises SpecError only.
-    `allow_empty`: an empty document or `null` is the value None (a `--set` value), not an error."""
+    `allow_empty`: an empty document or `null` is the value None (a `--set` value), not an error.
+    `budget`: the bounds left to a composition this document is part of (a fresh one if None)."""
+    budget = budget if budget is not None else Budget()
     if isinstance(text, bytes):
         raw = text
-        if len(raw) > MAX_BYTES:
-            raise _too_big(source, len(raw))
+        budget.take_bytes(len(raw), source)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -239,8 +266,8 @@ def load_text(text: str | bytes, source: str = "<string>", *, allow_empty: bool 
             shown = good.splitlines()[line - 1] if good and not good.endswith("\n") else ""
             raise SpecError.single((), f"not UTF-8 text: byte {raw[exc.start]:#04x} at offset {exc.start} ({exc.reason})",
                                    hint="save the file as UTF-8", location=Location(source, line, col, shown)) from None
-    if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
-        raise _too_big(source, len(text))
+    else:
+        budget.take_bytes(len(text.encode("utf-8", errors="replace")), source)
     composer = _Composer(text, source)
     root = composer.compose()
     positions = Positions(source, composer.lines)
@@ -249,23 +276,32 @@ def load_text(text: str | bytes, source: str = "<string>", *, allow_empty: bool 
             return Loaded(None, positions)
         raise SpecError.single((), "the spec is empty", location=Location(source, 1, 1),
                                hint="start from one of the files in specs/")
-    converter = _Converter(positions)
+    converter = _Converter(positions, budget)
     data = converter.convert(root, (), 0)
     if converter.problems:
         raise SpecError(converter.problems)
     return Loaded(data, positions)
 
 
-def load_file(path: str) -> Loaded:
+def read_regular(path: str, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of the regular file `path`. Opened without blocking and checked
+    after opening (not stat-then-open), so a FIFO, device or socket swapped in cannot hang or
+    feed the reader. Raises OSError (a non-regular file: errno EINVAL with a plain message)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise SpecError.single((), f"cannot read spec file: {exc.strerror or exc}",
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a directory, device, pipe or socket)")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
+def load_file(path: str, budget: Budget | None = None) -> Loaded:
+    budget = budget if budget is not None else Budget()
+    try:
+        raw = read_regular(path, budget.bytes)
+    except (OSError, ValueError) as exc:  # ValueError: a name the OS cannot take (NUL, lone surrogates)
+        raise SpecError.single((), f"cannot read spec file: {getattr(exc, 'strerror', None) or exc}",
                                location=Location(path, 1, 1)) from None
-    return load_text(raw, source=path)
-
-
-def _too_big(source: str, size: int) -> SpecError:
-    return SpecError.single((), f"the spec is {size} bytes; at most {MAX_BYTES} are read",
-                            location=Location(source, 1, 1))
+    return load_text(raw, source=path, budget=budget)

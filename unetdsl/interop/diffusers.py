@@ -38,6 +38,9 @@ from .diffusers_names import ACTIVATIONS, FOURIER_SCALE, INJECTIONS, TIME_EMBEDD
 
 SOURCE = "diffusers config"
 
+# the model classes a config may name (its `_class_name`)
+CLASSES = ("UNet2DModel", "UNet2DConditionModel", "AutoencoderKL")
+
 # config keys that describe the file, not the model
 METADATA_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "_use_default_values"}
 
@@ -120,8 +123,20 @@ def _read_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[di
             path = path / "config.json"
         if not path.is_file():
             raise SpecError.single((), f"no diffusers config at {path}", location=Location(str(path), 1, 1))
-        loaded = load_file(str(path))
+        try:
+            loaded = load_file(str(path))
+        except SpecError as exc:  # not yet known to be a config: where, never the file's text
+            raise SpecError([replace(p, location=replace(p.location, text=None)) if p.location else p
+                             for p in exc.problems]) from None
         data, source, positions = loaded.data, str(path), loaded.positions
+        # a config.json that is a symlink out of its folder (the Hugging Face cache's blobs/) must show it
+        # is a diffusers model config before any of it is quoted: a link to another JSON file is refused
+        real, folder = os.path.realpath(path), os.path.realpath(path.parent)
+        if os.path.commonpath([real, folder]) != folder and not (
+                isinstance(data, dict) and data.get("_class_name") in CLASSES):
+            raise SpecError.single((), "a link to a file that is not a diffusers model config (it names no "
+                                   f"_class_name of {', '.join(CLASSES)})", location=Location(str(path), 1, 1),
+                                   hint="point convert at the folder save_pretrained wrote")
     elif isinstance(config, Mapping):
         data, source, positions = dict(config), SOURCE, None
     else:
