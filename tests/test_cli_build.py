@@ -97,3 +97,57 @@ def test_sample_inputs_follow_the_spec() -> None:
     r, _ = resolve_spec(ROOT / "specs" / "adm-imagenet64-cond.yaml")
     inputs = sample_inputs(r, batch=3)
     assert inputs.x.shape == (3, 3, 64, 64) and inputs.y is not None and int(inputs.y.max()) < 1000
+
+
+# --- refused before the build (issue 22, classes 13 and 15): what the format cannot do is said first,
+# never a guard failure or "a bug in unetdsl" after minutes of building
+SMALL = (ROOT / "specs" / "tiny.yaml").read_text()
+
+
+def small_spec(tmp_path: Path, size: int) -> Path:
+    path = tmp_path / f"s{size}.yaml"
+    path.write_text(SMALL.replace("sample_size: 16", f"sample_size: {size}"))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["export", "aoti"])
+@pytest.mark.parametrize("size", [2, 3])  # tiny downsamples by 2: 2 is the smallest legal size, 3 (refused
+def test_torch_export_formats_refuse_sizes_their_program_cannot_take(  # by the language) and 4 pass the rule
+        fmt: str, size: int, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    monkeypatch.setattr("unetdsl.api.compile_spec", lambda *a, **k: built.append("built"))  # nothing may be built
+    spec = small_spec(tmp_path, size)
+    code = main(["build", str(spec), "--format", fmt, "-o", str(tmp_path / "m.aoti.pt2")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and not built and not (tmp_path / "m.aoti.pt2").exists()
+    if size == 2:
+        assert f"the {fmt} format's program takes spatial sizes from 4" in err and "sample size [2, 2]" in err
+    else:
+        assert "multiple of" in err  # the language's own rule comes first
+
+
+def test_export_at_twice_the_factor_runs_at_every_checked_size(tmp_path: Path) -> None:
+    spec = small_spec(tmp_path, 4)  # the smallest size torch.export takes
+    assert main(["build", str(spec), "--format", "export", "-o", str(tmp_path / "m.pt2")]) == 0
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    assert program(torch.randn(1, 3, 4, 4), torch.tensor([1])).shape == (1, 3, 4, 4)
+
+
+@pytest.mark.parametrize("name", ["x.pt", "x.onnx", "x", "x.pt2.bak"])
+def test_aoti_refuses_a_name_its_loader_cannot_read_before_building(name: str, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    monkeypatch.setattr("unetdsl.api.compile_spec", lambda *a, **k: built.append("built"))
+    code = main(["build", str(ROOT / "specs" / "tiny.yaml"), "--format", "aoti", "-o", str(tmp_path / name)])
+    err = capsys.readouterr().err
+    assert code == 1 and not built and "an AOTInductor package is a .pt2 file" in err and "bug" not in err
+    # the library says the same
+    import unetdsl
+
+    monkeypatch.undo()
+
+    model = unetdsl.build_model(ROOT / "specs" / "tiny.yaml", seed=0)
+    with pytest.raises(export_module.ExportError, match=r"\.pt2 file"):
+        unetdsl.export(model, tmp_path / name, format="aoti")
+    assert list(tmp_path.iterdir()) == []

@@ -149,11 +149,25 @@ def test_bad_calls_get_clear_errors(scripted: bool) -> None:
         (lambda: model(torch.randn(3, 16, 16), torch.zeros(2)), "spatial dims"),
         (lambda: model(x, torch.zeros(3)), "3 timesteps for a batch of 2"),
         (lambda: cond(x, torch.zeros(2)), "class labels"),
+        # inputs never ignored or broadcast (issue 22, class 5): labels for an unconditional model, a label
+        # count that is not the batch (both ways, and a (B, 1) column), labels that are not integers
+        (lambda: model(x, torch.zeros(2), torch.zeros(2, dtype=torch.long)), "not class-conditional"),
+        (lambda: model(x[:1], torch.zeros(1), torch.zeros(1, dtype=torch.long)), "not class-conditional"),
+        (lambda: cond(x[:1], torch.zeros(1), torch.tensor([0, 1, 2])), r"shape \[3\] for a batch of 1"),
+        (lambda: cond(x, torch.zeros(2), torch.tensor([1])), r"shape \[1\] for a batch of 2"),
+        (lambda: cond(x, torch.zeros(2), torch.tensor([0, 1, 2])), r"shape \[3\] for a batch of 2"),
+        (lambda: cond(x, torch.zeros(2), torch.zeros(2, 1, dtype=torch.long)), r"shape \[2, 1\]"),
+        (lambda: cond(x, torch.zeros(2), torch.tensor([0.0, 1.0])), "integers"),
+        (lambda: cond(x, torch.zeros(2), torch.tensor([True, False])), "integers"),
+        (lambda: cond(x[:1], torch.zeros(3), torch.zeros(1, dtype=torch.long)), "3 timesteps for a batch of 1"),
     ]
     for call, message in cases:
         with pytest.raises(Exception, match=message) as info:
             call()
         assert isinstance(info.value, (ValueError, torch.jit.Error))
+    # what is right still runs: one label per sample, or a scalar label and timestep for a batch of 1
+    assert cond(x, torch.zeros(2), torch.tensor([0, 4])).shape == (2, 3, 16, 16)
+    assert cond(x[:1], torch.tensor(3), torch.tensor(4)).shape == (1, 3, 16, 16)
 
 
 def test_unconditioned_model_refuses_a_timestep() -> None:

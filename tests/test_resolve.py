@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import unetdsl
 from unetdsl import SpecError, resolve_spec
 from unetdsl.frontend import load_spec
 
@@ -208,3 +209,42 @@ def test_the_second_round_never_reports_what_a_default_caused() -> None:
     with pytest.raises(SpecError) as exc:
         resolve_spec(TINY.replace("in_channels: 3\n", "").replace("heads: 2}}\nmiddle", "heads: 3}}\nmiddle"))
     assert [p.dotted_path for p in exc.value.problems] == ["in_channels"]
+
+
+# --- valid means computable (issue 22, class 8): a sinusoidal freq_shift at or past half the features
+# would make every output NaN; below it (up to just below) the model computes finite numbers
+@pytest.mark.parametrize("features,shift,refused", [
+    (8, 4.0, True), (8, 4.5, True), (8, 100.0, True), (8, 3.5, False), (8, 3.999, False), (8, -3.0, False),
+    (7, 3.0, True), (7, 2.5, False),   # odd features: half is 3
+    (2, 1.0, True), (2, 0.0, False),   # the smallest table with a frequency
+    (1, 5.0, False),                   # no frequency at all (one zero-padded column): nothing divides
+])
+def test_freq_shift_is_below_half_the_features(features: int, shift: float, refused: bool) -> None:
+    import torch
+
+    spec = TINY.replace("time: {embedding: sinusoidal, features: 8, dim: 16}",
+                        f"time: {{embedding: sinusoidal, features: {features}, dim: 16, freq_shift: {shift}}}")
+    if refused:
+        with pytest.raises(SpecError) as info:
+            unetdsl.resolve_spec(spec)
+        (p,) = info.value.problems
+        assert p.path == ("time", "freq_shift") and p.location is not None and p.location.line == 6
+        assert f"half the {features} features ({features // 2})" in p.message
+        return
+    model = unetdsl.build_model(spec, seed=0).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 16, 16), torch.tensor([0, 999]))
+    assert torch.isfinite(out).all()
+
+
+def test_a_nonfinite_forward_is_traced_to_its_first_module() -> None:
+    import torch
+
+    from unetdsl.sample import first_nonfinite, sample_inputs
+
+    model = unetdsl.build_model(TINY, seed=0).eval()
+    inputs = sample_inputs(model.spec, batch=1)
+    assert first_nonfinite(model, inputs) is None
+    with torch.no_grad():
+        model.encoder[1].resnets[0].conv1.weight.fill_(float("inf"))
+    assert first_nonfinite(model, inputs) == "encoder.1.resnets.0.conv1 (Conv2d)"

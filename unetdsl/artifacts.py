@@ -371,6 +371,42 @@ def default_path(spec: ResolvedSpec, fmt: str) -> Path:
     return Path(spec.name + FORMATS[fmt].suffix)
 
 
+# the formats torch.export traces: it specialises a size of 1, so their programs take every spatial
+# size from 2 x the downsampling factor (two positions at the deepest level) up
+TRACED_BY_EXPORT = ("export", "aoti")
+
+
+def check_request(spec: ResolvedSpec, format: str, target: Path, *, device: torch.device, dtype: torch.dtype,
+                  freeze: bool = False, prepack: bool = True) -> None:
+    """Everything about an export request that can be refused before a model is built: the
+    format and its options, the output's name, the dtype and device, the sizes the format's
+    program can take. Raises ExportError; the CLI calls it before the build, export() again."""
+    if format not in FORMATS:
+        raise ExportError(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+    if freeze and format != "torchscript":
+        raise ExportError(f"freeze applies to the torchscript format only, not {format}"
+                          + (" (an aoti package is always frozen)" if format == "aoti" else ""))
+    if not prepack and not ((format == "torchscript" and freeze) or format == "aoti"):
+        raise ExportError("prepack=False applies to frozen TorchScript (freeze=True) and to aoti packages only: "
+                          "nothing else packs weights")
+    if format == "aoti" and not target.name.endswith(".pt2"):
+        raise ExportError(f"{target}: an AOTInductor package is a .pt2 file (torch._inductor.aoti_load_package "
+                          f"reads no other name): name it e.g. {target.with_suffix('.aoti.pt2').name}")
+    if dtype not in TOLERANCE:
+        raise ExportError(f"cannot export a {dtype} model; use one of {', '.join(DTYPES)}")
+    if format == "onnx" and dtype == torch.bfloat16 and device.type == "cpu":
+        raise ExportError("ONNX Runtime's CPU provider has no bfloat16 convolution, so a bfloat16 ONNX file "
+                          "cannot be checked here: use --dtype float16 or float32, or --device cuda")
+    if format == "onnx":
+        onnx_providers(device)  # refuses before minutes of exporting when the check could not run
+    smallest = 2 * spec.downsampling_factor
+    if format in TRACED_BY_EXPORT and min(spec.sample_size) < smallest:
+        raise ExportError(
+            f"the {format} format's program takes spatial sizes from {smallest} (torch.export specialises a size of "
+            f"1, so the deepest level needs 2 positions), and this spec's sample size {list(spec.sample_size)} is "
+            f"below it: set sample_size to at least {smallest}, or use --format torchscript or onnx, which take it")
+
+
 def export(
     model: nn.Module,
     path: str | os.PathLike[str] | None = None,
@@ -390,28 +426,15 @@ def export(
     keeps the plain frozen graph. An `aoti` package is always frozen; on the CPU its convolution
     weights are packed when it is compiled (`unetdsl.aoti_packing`), unless `prepack=False`.
     Either option given where it does nothing is refused."""
-    if format not in FORMATS:
-        raise ExportError(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
-    if freeze and format != "torchscript":
-        raise ExportError(f"freeze applies to the torchscript format only, not {format}"
-                          + (" (an aoti package is always frozen)" if format == "aoti" else ""))
-    if not prepack and not ((format == "torchscript" and freeze) or format == "aoti"):
-        raise ExportError("prepack=False applies to frozen TorchScript (freeze=True) and to aoti packages only: "
-                          "nothing else packs weights")
     spec: ResolvedSpec | None = getattr(model, "spec", None)
     if spec is None:
         raise ExportError("export needs a model made by unetdsl.build_model (it reads model.spec)")
-    fmt = FORMATS[format]
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    if dtype not in TOLERANCE:
-        raise ExportError(f"cannot export a {dtype} model; use one of {', '.join(DTYPES)}")
-    if format == "onnx" and dtype == torch.bfloat16 and device.type == "cpu":
-        raise ExportError("ONNX Runtime's CPU provider has no bfloat16 convolution, so a bfloat16 ONNX file "
-                          "cannot be checked here: use --dtype float16 or float32, or --device cuda")
-    if format == "onnx":
-        onnx_providers(device)  # refuses before minutes of exporting when the check could not run
-    target = check_output(Path(path) if path is not None else default_path(spec, format))
+    target = Path(path) if path is not None else default_path(spec, format) if format in FORMATS else Path(spec.name)
+    check_request(spec, format, target, device=device, dtype=dtype, freeze=freeze, prepack=prepack)
+    fmt = FORMATS[format]
+    target = check_output(target)
     # an artifact is an inference graph: export in eval mode, then give the model back as it came
     # (a training loop that exports a snapshot keeps training with dropout on)
     was_training = model.training
@@ -447,8 +470,14 @@ def _write_checked(model: nn.Module, spec: ResolvedSpec, fmt: Format, format: st
             raise ExportCheckError(f"{fmt.loader_name} cannot load the written file ({type(exc).__name__}: "
                                    f"{first}); {target} was not written") from exc
         for inputs, want in zip(checks, expected, strict=True):
-            with torch.inference_mode():
-                got = runner(inputs)
+            try:
+                with torch.inference_mode():
+                    got = runner(inputs)
+            except Exception as exc:  # the written program refuses an input the eager model takes
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ExportCheckError(f"{fmt.loader_name} of the written file cannot run input {list(inputs.x.shape)}, "
+                                       f"which the eager model takes ({type(exc).__name__}: {first}); "
+                                       f"{target} was not written") from exc
             if got.shape != want.shape:
                 raise ExportCheckError(f"{fmt.loader_name} of the written file gives shape {list(got.shape)} for input "
                                        f"{list(inputs.x.shape)}; the eager model gives {list(want.shape)}; "

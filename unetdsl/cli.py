@@ -92,12 +92,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     import torch
 
     from .api import build_model
-    from .artifacts import DTYPES, ExportError, default_path, export
+    from .artifacts import DTYPES, ExportError, check_request, default_path, export
     from .estimate import estimate
     from .fsutil import OutputError, check_output
     from .nn.layers import prepacking_off
     from .resources import ResourceError, check_build
-    from .sample import sample_inputs
+    from .sample import first_nonfinite, sample_inputs
     from .summary import render
     from .weights import WeightsError
 
@@ -117,6 +117,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         _err("error: --device cuda: no CUDA device is available on this machine")
         return EXIT_USAGE
+    try:  # the format's own refusals (output name, sizes, dtype on this device), also before the build
+        check_request(resolved, args.format, target, device=torch.device(args.device), dtype=DTYPES[args.dtype],
+                      freeze=args.freeze, prepack=not args.no_prepack)
+    except ExportError as exc:
+        _err(f"error: {exc}")
+        return EXIT_INVALID
     # the estimate of the check forward (batch 2, sample size) is both the guard and the summary
     est = estimate(resolved, batch=2, dtype=DTYPES[args.dtype], training=False)
     if not args.no_resource_check:
@@ -146,7 +152,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     print(render(resolved, est, device=args.device))
     print(f"sample: input {list(inputs.x.shape)} -> output {list(out.shape)}")
     if not torch.isfinite(out).all():
-        _err("error: the sample forward produced NaN or Inf")
+        where = first_nonfinite(model, inputs)
+        _err("error: the sample forward produced NaN or Inf" + (f", first in {where}" if where else "")
+             + ("" if args.weights else " (with random weights: a spec whose numbers overflow; please report it)"))
         return EXIT_INVALID
     if not args.weights and not out.any():
         _err("warning: the randomly initialised model outputs zeros (init.zero_out), so the export check compares "

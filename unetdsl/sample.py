@@ -51,3 +51,24 @@ def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None 
     if spec.context_dim is not None:
         context = torch.randn(batch, tokens, spec.context_dim, generator=g).to(device=device, dtype=dtype)
     return SampleInputs(x, t, y, context)
+
+
+def first_nonfinite(model: torch.nn.Module, inputs: SampleInputs) -> str | None:
+    """The first module (in call order) whose output holds NaN or Inf on `inputs`, as
+    "name (Type)": where a non-finite forward starts, for a message that says why. None when
+    every output is finite."""
+    found: list[str] = []
+    names = {m: n for n, m in model.named_modules()}
+
+    def hook(module: torch.nn.Module, _args: object, out: object) -> None:
+        if not found and isinstance(out, torch.Tensor) and out.is_floating_point() and not torch.isfinite(out).all():
+            found.append(f"{names.get(module) or 'the model'} ({type(module).__name__})")
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()]
+    try:
+        with torch.inference_mode():
+            model(*inputs.args())
+    finally:
+        for h in handles:
+            h.remove()
+    return found[0] if found else None

@@ -92,8 +92,14 @@ class TimeEmbedding(nn.Module):
             raise ValueError(f"unetdsl: got {t.shape[0]} timesteps for a batch of {batch}; give one, or one per sample")
         emb = self.time_proj(t).to(self.linear_1.weight.dtype)  # (B, features)
         emb = self.linear_2(self.act(self.linear_1(emb)))  # (B, dim)
-        if self.class_embedding is not None:
-            if y is None:
-                raise ValueError("unetdsl: this model is class-conditional: call model(x, t, y) with class labels y")
-            emb = emb + self.class_embedding(y.reshape(-1).long()).to(emb.dtype)
-        return emb
+        if self.class_embedding is None:
+            if y is not None:  # never ignored: a caller passing labels to an unconditional model has the wrong model
+                raise ValueError("unetdsl: this model is not class-conditional (its spec has no classes): call model(x, t)")
+            return emb
+        if y is None:
+            raise ValueError("unetdsl: this model is class-conditional: call model(x, t, y) with class labels y")
+        if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise ValueError(f"unetdsl: class labels are integers (one per sample), got {y.dtype}")
+        if y.dim() > 1 or y.numel() != batch:  # never broadcast: one label per sample, (B,) (or () for a batch of 1)
+            raise ValueError(f"unetdsl: got class labels of shape {list(y.shape)} for a batch of {batch}; give ({batch},)")
+        return emb + self.class_embedding(y.reshape(-1).long()).to(emb.dtype)

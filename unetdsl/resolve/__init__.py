@@ -28,7 +28,7 @@ from .inherit import default
 from .norms import report_groups
 from .structure import check_structure
 from .suspicious import warn_suspicious
-from .time import resolve_time
+from .time import check_time, resolve_time
 
 
 def resolve(spec: Spec, *, warnings: list[Problem] | None = None) -> ResolvedSpec:
@@ -56,6 +56,8 @@ def _resolve(ctx: Context) -> ResolvedSpec:
                  found=str(spec.context_dim), hint="give the levels that should attend to it "
                  "`attention: {type: transformer}`, or remove context_dim")
     time = resolve_time(spec.time, flow.stem)
+    if time is not None:
+        check_time(ctx, time)
     report_groups(ctx)
     if ctx.problems:
         raise SpecError(ctx.problems)

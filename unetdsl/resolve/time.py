@@ -9,6 +9,7 @@ from typing import Any
 from ..spec.models import FourierTime, LearnedTime, SinusoidalTime
 from ..spec.resolved import ResolvedTime
 from ..spec.settings import DEFAULTS, TIME_SETTINGS
+from .context import Context
 from .inherit import default
 
 
@@ -36,3 +37,15 @@ def resolve_time(t: SinusoidalTime | FourierTime | LearnedTime | None, first_cha
         embedding="learned", features=t.features or first_channels, **common,
         flip_sin_to_cos=False, freq_shift=0.0, max_period=10000.0, scale=1.0, log=False, timesteps=t.timesteps,
     )
+
+
+def check_time(ctx: Context, time: ResolvedTime) -> None:
+    """What the time embedding computes must be numbers. The sinusoidal frequencies are
+    exp(-ln(max_period) * i / (half - freq_shift)), i < half = features // 2: at half - freq_shift = 0
+    the first is 0/0 (NaN) and beyond it they grow without bound (sin(inf) = NaN), so every
+    output of the model would be NaN."""
+    half = time.features // 2
+    if time.embedding == "sinusoidal" and half >= 1 and time.freq_shift >= half:
+        ctx.fail(("time", "freq_shift"), f"freq_shift {time.freq_shift:g} is not below half the {time.features} "
+                 f"features ({half}): the frequency exponent divides by their difference, so every output is NaN",
+                 found=f"{time.freq_shift:g}", allowed=f"below {half} (diffusers uses 0 or 1)")
