@@ -18,7 +18,7 @@ import unetdsl
 from unetdsl.estimate import estimate
 from unetdsl.sample import sample_inputs
 
-from .conftest import ROOT, SPECS
+from .conftest import ROOT, SPECS, TINY
 
 # FlopCounterMode module names of each part (the root is named after its class)
 _MODULES = {"stem": "conv_in", "time": "time_embedding", "middle": "middle", "head": "head"}
@@ -195,3 +195,59 @@ def test_attention_memory_follows_the_flash_kernel() -> None:
     est = estimate(spec, batch=8, training=False)
     assert est.inference_bytes < 64 * 2**20
     assert est.global_attention
+
+
+# --- sizes beyond int64 (issue 22, class 12): refused with a message, never an overflow traceback, at
+# every dimensionality; just under the bound the estimate runs (fake tensors: no memory is asked for)
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_sizes_torch_cannot_describe_are_refused_and_those_just_under_run(dims: int,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from unetdsl.cli import main
+    from unetdsl.estimate import LARGEST_ELEMENTS, WIDEST_PER_CHANNEL, EstimateError
+
+    spec, _ = unetdsl.resolve_spec(TINY.replace("sample_size: 16", f"dims: {dims}\nsample_size: 16"))
+    widest = max(lv.channels for lv in spec.encoder)
+    side = 2**20  # the language's cap per side
+    positions = side**dims
+    per_sample = positions * widest * WIDEST_PER_CHANNEL
+    if per_sample >= LARGEST_ELEMENTS:  # 2D and 3D at the cap: even one sample is beyond it
+        with pytest.raises(EstimateError, match="more than unetdsl estimates"):
+            estimate(spec, batch=1, size=[side] * dims, training=False)
+        side = 2 ** ((60 - 4 - (widest.bit_length() - 1)) // dims)  # the largest power-of-two side under it
+        positions = side**dims
+        per_sample = positions * widest * WIDEST_PER_CHANNEL
+    largest = (LARGEST_ELEMENTS - 1) // per_sample  # the largest batch under the bound
+    assert largest >= 1
+    est = estimate(spec, batch=largest, size=[side] * dims, training=False)
+    assert est.flops > 2**63  # Python ints: past int64 without wrapping around
+    assert est.inference_bytes > 0
+    with pytest.raises(EstimateError):
+        estimate(spec, batch=largest + 1, size=[side] * dims, training=False)
+    # the command line at its own caps (--size and --batch up to 2^20): past the bound in 2D and 3D an
+    # error, exit 1, no traceback; in 1D it is under the bound and the summary runs
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "s.yaml"
+        path.write_text(TINY.replace("sample_size: 16", f"dims: {dims}\nsample_size: 16"))
+        code = main(["summary", str(path), "--size", str(2**20), "--batch", str(2**20)])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err
+        if dims == 1:
+            assert code == 0 and "parameters" in out
+        else:
+            assert code == 1 and "no machine can run it" in err
+
+
+@pytest.mark.parametrize("command", ["summary", "diagram", "build"])
+def test_a_spec_at_the_languages_caps_is_refused_by_every_command(command: str, tmp_path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from unetdsl.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text(TINY.replace("sample_size: 16", f"dims: 3\nsample_size: {2**20}"))
+    extra = ["-o", str(tmp_path / "out")] if command != "summary" else []
+    assert main([command, str(path), *extra]) == 1
+    err = capsys.readouterr().err
+    assert "no machine can run it" in err and "Traceback" not in err and not (tmp_path / "out").exists()

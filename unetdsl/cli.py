@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import InternalError, Problem, SpecError
+from .errors import InternalError, Problem, SpecError, UnetdslError
 from .frontend import compose, resolve_spec
 from .version import __version__
 
@@ -433,6 +433,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InternalError as exc:
         _err(f"internal error (a bug in unetdsl {__version__}, please report it): {exc}")
         return EXIT_INTERNAL
+    except UnetdslError as exc:  # a refusal of ours a command did not word itself (e.g. an estimate too large)
+        _err(f"error: {exc}")
+        return EXIT_INVALID
     except Exception as exc:
         import traceback
 

@@ -38,6 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
+from .errors import UnetdslError
 from .sample import sample_inputs
 from .spec.resolved import ResolvedSettings, ResolvedSpec
 
@@ -278,6 +279,37 @@ def fake_model(spec: ResolvedSpec, mode: FakeTensorMode, dtype: torch.dtype = to
         torch.set_default_dtype(previous)
 
 
+class EstimateError(UnetdslError):
+    """A size the estimator cannot describe: no machine could run it either."""
+
+
+# torch sizes are int64: a tensor of 2^63 bytes cannot even be described (a fake or meta tensor
+# raises "Storage size calculation overflowed"). The bound below is on batch x positions x widest
+# channels x 16; the largest real tensor is at most half of that, at <= 4 bytes an element: < 2^62 bytes
+LARGEST_ELEMENTS = 2**60
+# the widest tensor per position relative to the widest channel count: a transformer's GEGLU
+# projection (2 x 4 x channels) and its byte-size products stay under 16 x channels
+WIDEST_PER_CHANNEL = 16
+
+
+def check_describable(spec: ResolvedSpec, batch: int, size: list[int]) -> None:
+    """Raise EstimateError when a forward at `batch` x `size` would hold a tensor of more elements
+    than torch can describe (it overflows int64 before any memory is asked for)."""
+    channels = [spec.in_channels, spec.out_channels, spec.stem_channels, spec.middle.channels,
+                *(lv.channels for lv in (*spec.encoder, *spec.decoder)), spec.context_dim or 0]
+    positions = 1
+    for n in size:
+        positions *= n
+    # a decoder-only model's output is larger than its input: up / down per side
+    up = 2 ** sum(1 for lv in spec.decoder if lv.upsample is not None)
+    growth = max(1, up // spec.downsampling_factor) ** spec.dims
+    elements = batch * positions * growth * max(channels) * WIDEST_PER_CHANNEL
+    if elements >= LARGEST_ELEMENTS:
+        raise EstimateError(
+            f"a forward at batch {batch} x {list(size)} would hold tensors of about 2^{elements.bit_length() - 1} "
+            f"elements, more than unetdsl estimates (2^60; torch cannot describe 2^63 bytes); no machine can run it: use a smaller size or batch")
+
+
 def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = None,
              dtype: torch.dtype = torch.float32, training: bool = True) -> Estimate:
     """Everything `summary` reports, for one forward at `batch` x `size` (default: the spec's
@@ -285,6 +317,7 @@ def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = Non
     from .training import set_activation_checkpointing
 
     size = list(size or spec.sample_size)
+    check_describable(spec, batch, size)
     mode = FakeTensorMode()
     model = fake_model(spec, mode, dtype)
     with mode:
