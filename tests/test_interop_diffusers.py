@@ -186,3 +186,37 @@ def test_cli_convert_a_save_pretrained_folder(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert main(["convert", "diffusers", str(tmp_path / "unet"), "-o", str(spec), "--weights", str(weights)]) == 1
     assert "pickles are not read" in capsys.readouterr().err
+
+
+# --- one tensor under two names (issue 22, class 6): every pair of diffusers names that map to one
+# unetdsl name is refused naming both, in convert and in from_diffusers, whichever is stored first
+@pytest.mark.parametrize("pair", [
+    ("mid_block.attentions.0.to_out.0.weight", "mid_block.attentions.0.to_out.weight"),  # legacy to_out
+    ("up_blocks.0.resnets.0.conv1.weight", "decoder.0.resnets.0.conv1.weight"),          # unetdsl's own name
+    ("mid_block.resnets.0.conv1.bias", "middle.resnets.0.conv1.bias"),
+    ("conv_out.weight", "head.conv.weight"),
+])
+@pytest.mark.parametrize("first", [0, 1])
+def test_a_tensor_stored_under_two_names_is_refused(pair: tuple[str, str], first: int, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from unetdsl.interop.diffusers import map_state_dict
+    from unetdsl.weights import WeightsError
+
+    unet = make(CONFIGS["class-conditional"])
+    unet.save_pretrained(tmp_path / "unet")
+    path = tmp_path / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(path))
+    real, extra = pair
+    state[extra] = torch.full_like(state[real], 7.0)  # a second copy that would win if read last
+    ordered = dict(sorted(state.items(), key=lambda kv: (kv[0] != (real, extra)[first], kv[0])))
+    save_file(ordered, str(path))
+    assert main(["convert", "diffusers", str(tmp_path / "unet"), "-o", str(tmp_path / "s.yaml"),
+                 "--weights", str(tmp_path / "w.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert repr(real) in err and repr(extra) in err and "two names" in err and "Traceback" not in err
+    assert not (tmp_path / "s.yaml").exists() and not (tmp_path / "w.safetensors").exists()
+    spec = from_diffusers(unet).spec
+    with pytest.raises(WeightsError, match="two names"):
+        map_state_dict(ordered, spec)

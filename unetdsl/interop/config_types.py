@@ -6,11 +6,41 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+def _int(v: Any) -> bool:
+    return type(v) is int  # not bool, not "3", not 3.0
+
+
+def _number(v: Any) -> bool:
+    return type(v) in (int, float)  # not bool, not "1e-5"
+
+
+def _list(check: Callable[[Any], bool], most: int = 8) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= most and all(check(x) for x in v)
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+# every kind of value a config key may hold; a key's kind is checked before any rule reads the value
 KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "int": (lambda v: type(v) is int, "an int"),
-    "bool": (lambda v: isinstance(v, bool), "true or false"),
-    "number": (lambda v: type(v) in (int, float), "a number"),
-    "list": (lambda v: isinstance(v, (list, tuple)) and 1 <= len(v) <= 8, "a list of 1 to 8 entries"),
+    "int": (_int, "an int"),
+    "bool": (_bool, "true or false"),
+    "number": (_number, "a number"),
+    "str": (_str, "a string"),
+    "list": (_list(lambda v: True), "a list of 1 to 8 entries"),
+    "ints": (_list(_int), "a list of 1 to 8 ints"),
+    "strs": (_list(_str), "a list of 1 to 8 names"),
+    "int?": (lambda v: v is None or _int(v), "null or an int"),
+    "str?": (lambda v: v is None or _str(v), "null or a name"),
+    "size": (lambda v: v is None or _int(v) or _list(_int, 3)(v), "null, an int, or a list of ints"),
+    # one value for every level or a list of them: the converter checks the entries and the length
+    "per level": (lambda v: _int(v) or _bool(v) or _list(lambda x: _int(x) or _bool(x))(v),
+                  "a value, or a list of one per level"),
 }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -212,8 +212,10 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
     if len(downs) != len(channels) or len(ups) != len(channels):
         refuse("down_block_types", downs, "down_block_types, up_block_types and block_out_channels differ in length")
         raise SpecError(problems)
-    if not isinstance(c["layers_per_block"], int):
-        refuse("layers_per_block", c["layers_per_block"], "one layers_per_block for all levels is supported", "an int")
+    if not _is_int(c["layers_per_block"]):  # refused, then read as the default so the other problems still show
+        refuse("layers_per_block", c["layers_per_block"], "one layers_per_block for all levels is supported "
+               "(diffusers' UNet2DModel takes an int)", "an int")
+        c["layers_per_block"] = DEFAULTS["layers_per_block"]
     if c["mid_block_scale_factor"] != 1:
         refuse("mid_block_scale_factor", c["mid_block_scale_factor"], "mid_block_scale_factor other than 1 is not supported", "1")
     if c["downsample_padding"] not in (0, 1):
@@ -397,8 +399,25 @@ def unetdsl_key(key: str, spec: ResolvedSpec) -> str:
     return key
 
 
-def map_state_dict(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, torch.Tensor]:
-    return {unetdsl_key(k, spec): v for k, v in state.items()}
+def map_names(names: Iterable[str], spec: ResolvedSpec, source: str = "the diffusers weights") -> dict[str, str]:
+    """unetdsl name -> the diffusers name it comes from. Two diffusers names that map to one
+    unetdsl name (a legacy and a current name of one tensor, both stored) are refused, naming
+    both: one of them would silently win."""
+    from ..weights import WeightsError
+
+    out: dict[str, str] = {}
+    for name in names:
+        ours = unetdsl_key(name, spec)
+        if ours in out:
+            raise WeightsError(f"{source}: {out[ours]!r} and {name!r} are both {ours!r} (one tensor stored under two "
+                               "names, a legacy and a current one?): keep one of them")
+        out[ours] = name
+    return out
+
+
+def map_state_dict(state: Mapping[str, torch.Tensor], spec: ResolvedSpec,
+                   source: str = "the diffusers weights") -> dict[str, torch.Tensor]:
+    return {ours: state[theirs] for ours, theirs in map_names(state, spec, source).items()}
 
 
 def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
@@ -410,7 +429,7 @@ def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
     # a live model's config lacks the `_class_name` its config.json has: the class says it
     spec = spec_from_diffusers({"_class_name": type(unet).__name__, **dict(unet.config)}, name=name)  # type: ignore[arg-type]
     model = build_model(spec)
-    mapped = map_state_dict(unet.state_dict(), model.spec)  # type: ignore[arg-type]
+    mapped = map_state_dict(unet.state_dict(), model.spec, "the UNet2DModel's weights")  # type: ignore[arg-type]
     check_weights(model, mapped, "the UNet2DModel's weights")
     model.to(dtype=next(unet.parameters()).dtype)
     model.load_state_dict(mapped, strict=True)
@@ -621,9 +640,10 @@ def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLi
             raise WeightsError(f"{path}: no such weights file{hint}")
         model = build_model(spec, device="meta")
         entries, _ = read_header(path)  # names and shapes first: no data read for a file that cannot fit
-        check_entries(model, {unetdsl_key(k, model.spec): e for k, e in entries.items()}, str(path))  # type: ignore[arg-type]
+        names = map_names(entries, model.spec, str(path))  # type: ignore[arg-type]
+        check_entries(model, {ours: entries[theirs] for ours, theirs in names.items()}, str(path))
         tensors, _ = read_tensors(path)
-        mapped = map_state_dict(tensors, model.spec)  # type: ignore[arg-type]
+        mapped = map_state_dict(tensors, model.spec, str(path))  # type: ignore[arg-type]
         check_weights(model, mapped, str(path))
         model.load_state_dict(mapped, strict=True, assign=True)
     data = spec.model_dump(exclude_none=True, mode="json")

@@ -28,7 +28,9 @@ DEFAULTS: dict[str, Any] = {
 NULL_ONLY = ("shift_factor", "latents_mean", "latents_std")
 EPS = 1e-6  # every ResnetBlock2D, attention and output norm of diffusers' Encoder/Decoder
 
-TYPES = {**dict.fromkeys(("block_out_channels", "down_block_types", "up_block_types"), "list"),
+# the kind of every key but the null-only ones (a test holds TYPES to DEFAULTS), checked before any rule
+TYPES = {"block_out_channels": "ints", "down_block_types": "strs", "up_block_types": "strs", "act_fn": "str",
+         "sample_size": "size",
          **dict.fromkeys(("in_channels", "out_channels", "latent_channels", "norm_num_groups", "layers_per_block"),
                          "int"),
          **dict.fromkeys(("use_quant_conv", "use_post_quant_conv", "mid_block_add_attention", "force_upcast"), "bool"),

@@ -55,11 +55,17 @@ DOWN_BLOCKS = {"CrossAttnDownBlock2D": True, "DownBlock2D": False}  # name -> ha
 UP_BLOCKS = {"CrossAttnUpBlock2D": True, "UpBlock2D": False}
 MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
 
-TYPES = {**dict.fromkeys(("block_out_channels", "down_block_types", "up_block_types"), "list"),
-         **dict.fromkeys(("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups",
-                          "downsample_padding"), "int"),
+# the kind of every key unetdsl reads (a test holds TYPES to READ), checked before any rule reads it
+TYPES = {"sample_size": "size", "block_out_channels": "ints", "down_block_types": "strs", "up_block_types": "strs",
+         "mid_block_type": "str?", "act_fn": "str", "resnet_time_scale_shift": "str", "time_embedding_type": "str",
+         "num_class_embeds": "int?", "time_embedding_dim": "int?",
+         **dict.fromkeys(("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups", "downsample_padding",
+                          "conv_out_kernel", "addition_embed_type_num_heads"), "int"),
+         **dict.fromkeys(("freq_shift", "mid_block_scale_factor", "dropout", "norm_eps"), "number"),
          **dict.fromkeys(("use_linear_projection", "upcast_attention", "center_input_sample", "flip_sin_to_cos"),
-                         "bool")}
+                         "bool"),
+         **dict.fromkeys(("attention_head_dim", "transformer_layers_per_block", "only_cross_attention",
+                          "layers_per_block"), "per level")}
 
 
 def _ok_int(v: Any) -> bool:
