@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -120,7 +121,7 @@ def test_load_needs_a_spec_in_the_metadata(weights: tuple[dict[str, torch.Tensor
 
 def test_save_aligns_and_load_reads_in_place(tmp_path: Path) -> None:
     """`save` pads the header and orders the tensors so that each whole-ALIGN-sized one starts
-    aligned; `load` then maps the file and every such parameter is a view of that one mapping."""
+    aligned; `load` then reads the file into one buffer and every such parameter is a view of it."""
     import json
     import struct
 
@@ -151,7 +152,7 @@ def test_save_aligns_and_load_reads_in_place(tmp_path: Path) -> None:
     x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 9])
     with torch.inference_mode():
         assert torch.equal(again(x, t), model.eval()(x, t))
-    with torch.no_grad():  # the mapping is private: training the loaded model never writes the file
+    with torch.no_grad():  # the buffer is the model's: training the loaded model never writes the file
         next(again.parameters()).add_(1.0)
     assert path.read_bytes() == raw
 
@@ -215,3 +216,67 @@ def test_tensors_must_tile_the_data(tmp_path: Path, offsets: list[list[int]], me
     path = _raw_file(tmp_path, header, bytes(max(o[1] for o in offsets) + (4 if message.endswith("tensor") else 0)))
     with pytest.raises(WeightsError, match=message):
         unetdsl.weights.read_tensors(path)
+
+
+# --- a loaded model owns its weights (issue 22, class 4): overwriting its file in place with another
+# checkpoint, or truncating it, changes nothing in a model loaded by any of the three doors
+DOORS = {
+    "load": lambda path: unetdsl.load(path),
+    "build_model(weights=)": lambda path: build_model(TINY, weights=path).eval(),
+    "load_weights": lambda path: (lambda m: (unetdsl.load_weights(m, path), m.eval())[1])(build_model(TINY, seed=9)),
+}
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+def test_a_loaded_model_never_follows_its_file(door: str, tmp_path: Path) -> None:
+    first, second = build_model(TINY, seed=1).eval(), build_model(TINY, seed=2).eval()
+    path = unetdsl.save(first, tmp_path / "m.safetensors")
+    other = unetdsl.save(second, tmp_path / "other.safetensors")
+    assert path.stat().st_size == other.stat().st_size
+    loaded = DOORS[door](path)
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 9])
+    with torch.inference_mode():
+        want = first(x, t)
+        assert torch.equal(loaded(x, t), want)
+        with open(path, "r+b") as fh:  # in place: same inode, same size, the other checkpoint's bytes
+            fh.write(other.read_bytes())
+        assert torch.equal(loaded(x, t), want)
+        with open(path, "r+b") as fh:
+            fh.truncate(100)
+        assert torch.equal(loaded(x, t), want)
+
+
+def test_truncating_the_file_of_a_loaded_model_does_not_kill_the_process(tmp_path: Path) -> None:
+    """A mapped file cut short under a live model made the next forward die with SIGBUS: run in a
+    child process so that a regression fails this test instead of killing the suite."""
+    import subprocess
+    import sys
+
+    code = f"""
+import torch, unetdsl
+model = unetdsl.build_model({TINY!r}, seed=1).eval()
+path = unetdsl.save(model, {str(tmp_path / "m.safetensors")!r})
+loaded = unetdsl.load(path)
+open(path, "r+b").truncate(0)
+x = torch.randn(1, 3, 16, 16)
+with torch.inference_mode():
+    print(float((loaded(x, torch.tensor([3])) - model(x, torch.tensor([3]))).abs().max()))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip().splitlines()[-1]) == 0.0
+
+
+def test_a_file_that_changes_size_while_read_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unetdsl import weights
+
+    path = unetdsl.save(build_model(TINY, seed=1), tmp_path / "m.safetensors")
+    real = weights._read_range
+
+    def shrinking(fd, view, start, end):  # the file loses its tail after read_header checked it
+        os.truncate(path, start + 10)
+        real(fd, view, start, end)
+
+    monkeypatch.setattr(weights, "_read_range", shrinking)
+    with pytest.raises(weights.WeightsError, match="shrank while it was read"):
+        unetdsl.load(path)

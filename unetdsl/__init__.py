@@ -20,10 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from .artifacts import export
     from .nn.layers import set_prepacking
     from .training import set_activation_checkpointing, training_units
-    from .weights import save
+    from .weights import load_weights, save
 
 # torch is heavy: only these pull it in, and only when first asked for.
-_LAZY = {"build_model": "api", "export": "artifacts", "save": "weights", "load": "api",
+_LAZY = {"build_model": "api", "export": "artifacts", "save": "weights", "load": "api", "load_weights": "weights",
          "set_activation_checkpointing": "training", "training_units": "training",
          "set_prepacking": "nn.layers"}
 
@@ -48,6 +48,7 @@ __all__ = [
     "export",
     "load",
     "load_spec",
+    "load_weights",
     "resolve_spec",
     "save",
     "set_activation_checkpointing",

@@ -54,7 +54,8 @@ def build_model(
 
     `weights`: a safetensors file to fill the model from (strictly, as `unetdsl.load_weights`),
     instead of drawing random weights: the model is built on the meta device and its parameters
-    become the file's tensors, read in place from the mapped file (`unetdsl.weights.materialize`),
+    become the file's tensors, views of one buffer the file is read into (`unetdsl.weights.materialize`:
+    the model owns it; changing or truncating the file afterwards never touches the model),
     in the file's floating dtype unless `dtype` says otherwise. No `seed` then.
 
     `root`: the folder tree a spec's `extends` may read from (default: the spec file's folder)."""
@@ -84,12 +85,12 @@ def build_model(
 
 def _from_weights(resolved: ResolvedSpec, weights: str | os.PathLike[str], target: torch.device,
                   dtype: torch.dtype | None, memory_format: str, check_resources: bool) -> nn.Module:
-    """Built on meta (no allocation, no random draw), then filled from the file in place."""
+    """Built on meta (no allocation, no random draw), then filled from the file (one read, no copy after)."""
     from .weights import materialize
 
     with torch.device("meta"):
         model = compile_spec(resolved, memory_format=memory_format)
-    if check_resources and target.type not in ("meta", "cpu"):  # on the CPU the file is mapped, not copied
+    if check_resources and target.type not in ("meta", "cpu"):  # on the CPU the read buffer is the weights
         from .resources import check_parameters
 
         check_parameters(sum(p.numel() for p in model.parameters()), dtype=dtype or torch.float32, device=target)

@@ -8,11 +8,13 @@ silent cast, no NaN/Inf. Never a pickle.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
 import struct
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ READABLE: dict[str, tuple[torch.dtype, int]] = {
 }
 MAX_HEADER = 100 * 2**20  # safetensors' own limit for the JSON header
 MAX_TENSORS = 1_000_000
-ALIGN = 64  # bytes: a tensor read in place must start on this boundary (the CPU allocator's own)
+ALIGN = 64  # bytes: a tensor used where it was read must start on this boundary (the CPU allocator's own)
 _NOT_SAFETENSORS = "; truncated or another format? unetdsl reads weights only as safetensors, never pickles"
 
 
@@ -160,21 +162,61 @@ def read_tensors(path: str | os.PathLike[str], names: Iterable[str] | None = Non
     """The tensors (all, or `names`) and the metadata of a safetensors file whose header
     read_header accepted; a WeightsError saying why not.
 
-    Nothing is read up front: the file is mapped (privately: writing to a tensor never changes
-    the file) and each tensor is a view of its bytes, paged in when first touched, so loading
-    costs no copy and holds the weights once. A tensor whose bytes do not start on an ALIGN-byte
-    boundary is copied instead: CPU kernels take other SIMD paths on unaligned data, and results
-    would differ from the saved model's in the last bits. `save` writes files in which every
-    tensor of a whole number of ALIGN bytes is aligned."""
+    The file is read once into memory the model owns (not mapped): a loaded model never changes,
+    nor dies with SIGBUS, because its file was overwritten or truncated afterwards. One read
+    straight into the buffer the tensors view (no second copy), so the weights are held once;
+    measured against mapping, benchmarks/load_speed.py. A tensor whose bytes do not start on an
+    ALIGN-byte boundary is copied: CPU kernels take other SIMD paths on unaligned data, and
+    results would differ from the saved model's in the last bits. `save` writes files in which
+    every tensor of a whole number of ALIGN bytes is aligned."""
     p = Path(path)
     entries, metadata = read_header(p)
     wanted = list(entries) if names is None else [k for k in names if k in entries]
     try:
-        # size: the whole file (read_header just checked it); shared=False maps it MAP_PRIVATE
-        mapped = torch.from_file(str(p), shared=False, size=os.path.getsize(p), dtype=torch.uint8)
-    except (OSError, RuntimeError) as exc:
-        raise WeightsError(f"{p}: cannot map the file: {exc}") from None
-    return {k: _view(mapped, entries[k]) for k in wanted}, metadata
+        owned = _read_owned(p)
+    except OSError as exc:
+        raise WeightsError(f"{p}: cannot read the file: {exc.strerror or exc}") from None
+    return {k: _view(owned, entries[k]) for k in wanted}, metadata
+
+
+# reading a large file into fresh memory is bound by faulting its pages in, which threads share out:
+# measured on 2 cores, 1.1 GiB in 0.87 s by one read, 0.42 s by two (huge pages were slower still
+# in a fresh process: the kernel compacts memory for them on first touch)
+READ_CHUNK = 64 << 20
+MAX_READERS = 4
+
+
+def _read_owned(p: Path) -> torch.Tensor:
+    """The whole file as an owned (N,) uint8 tensor (the allocator aligns it to 64 bytes), read
+    straight into it, in parallel slices for a large file; an OSError if the file changes size
+    while it is read."""
+    buffer = None
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(fd).st_size
+        buffer = torch.empty(size, dtype=torch.uint8)
+        view = memoryview(buffer.numpy()).cast("B")
+        readers = max(1, min(MAX_READERS, torch.get_num_threads(), size // READ_CHUNK))
+        if readers > 1 and hasattr(os, "preadv"):
+            step = -(-size // readers)
+            with ThreadPoolExecutor(readers) as pool:  # preadv releases the GIL
+                list(pool.map(lambda lo: _read_range(fd, view, lo, min(size, lo + step)), range(0, size, step)))
+        else:
+            _read_range(fd, view, 0, size)
+        if os.pread(fd, 1, size):
+            raise OSError(errno.EIO, "the file grew while it was read")
+    finally:
+        os.close(fd)
+    return buffer
+
+
+def _read_range(fd: int, view: memoryview, start: int, end: int) -> None:
+    at = start
+    while at < end:
+        n = os.preadv(fd, [view[at:end]], at) if hasattr(os, "preadv") else os.readv(fd, [view[at:end]])
+        if not n:
+            raise OSError(errno.EIO, f"the file shrank while it was read (at byte {at} of {end})")
+        at += n
 
 
 def _view(mapped: torch.Tensor, e: Entry) -> torch.Tensor:
@@ -222,7 +264,7 @@ def check_weights(model: nn.Module, tensors: Mapping[str, torch.Tensor], source:
 
 def _non_finite(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     """The names of the floating tensors holding a NaN or Inf. Tensors that lie end to end in one
-    storage (views of a mapped file, `read_tensors`) are checked a run at a time: one reduction
+    storage (views of one read buffer, `read_tensors`) are checked a run at a time: one reduction
     over the file's bytes instead of one per tensor (3x faster on a 300 M-parameter file); only a
     run that fails is searched tensor by tensor for the names."""
     floats = {k: v for k, v in tensors.items() if v.is_floating_point() and v.numel() > 0}
@@ -275,8 +317,9 @@ def _checked_tensors(model: nn.Module, path: str | os.PathLike[str]) -> dict[str
 
 def materialize(model: nn.Module, path: str | os.PathLike[str], *, memory_format: str = "channels_last") -> torch.dtype | None:
     """Fill a model built on the meta device from a safetensors file, with the checks of
-    `load_weights`: its parameters become the file's tensors, views of the mapped file (no random
-    init, no copy; `read_tensors`), in the file's floating dtype, which is returned.
+    `load_weights`: its parameters become the file's tensors, views of the one buffer the file is
+    read into (no random init, no copy after the read; `read_tensors`), in the file's floating
+    dtype, which is returned.
     `memory_format` is the one the model was built with (1x1 weights get their strides back)."""
     from .compiler import pointwise_weights_channels_last
 
