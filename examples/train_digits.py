@@ -173,14 +173,50 @@ def save_grid(images: torch.Tensor, path: Path, columns: int = 10, scale: int = 
 
 
 # --- checkpoints: the model and EMA through unetdsl.save, the optimizer in safetensors ----------------
+MANIFEST = "checkpoints.json"  # the step folders this example wrote: the only ones it ever deletes
+STEP_DIR = "step-{:06d}"
+
+
+def _written(directory: Path) -> list[int]:
+    """The steps whose folders this example wrote into `directory` (its manifest), oldest first."""
+    path = directory / MANIFEST
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    if not (isinstance(data, dict) and isinstance(data.get("steps"), list) and all(type(s) is int for s in data["steps"])):
+        raise SystemExit(f"error: {path}: not a checkpoint manifest of this example; move it or the folder away")
+    return sorted(data["steps"])
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """The temporary folders of killed runs (`.step-N.tmpPID` whose process is gone)."""
+    for tmp in directory.glob(".step-*.tmp*"):
+        pid = tmp.name.rpartition(".tmp")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # alive, someone else's
+            pass
+
+
 def save_checkpoint(directory: Path, step: int, model: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer,
                     keep: int = 2) -> Path:
     """checkpoints/step-NNNNNN/{model,ema,optimizer}.safetensors, written into a temporary folder and
-    renamed into place (a killed run leaves the previous checkpoint intact); `latest` points at it."""
+    renamed into place (a killed run leaves the previous checkpoint intact); `latest` points at it.
+    The manifest (checkpoints.json) lists the folders this example wrote; only those are replaced or
+    deleted (the newest `keep` by step number stay), never a folder of someone else's."""
     from safetensors.torch import save_file
 
-    final = directory / f"step-{step:06d}"
-    tmp = directory / f".step-{step:06d}.tmp{os.getpid()}"
+    directory.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(directory)
+    written = _written(directory)
+    final = directory / STEP_DIR.format(step)
+    if (final.exists() or final.is_symlink()) and step not in written:
+        raise SystemExit(f"error: {final} exists and this example did not write it: move it away")
+    tmp = directory / f".{final.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     unetdsl.save(model, tmp / "model.safetensors")
@@ -190,15 +226,22 @@ def save_checkpoint(directory: Path, step: int, model: nn.Module, ema: nn.Module
     tensors["ema.n_averaged"] = ema.n_averaged.detach().clone()  # type: ignore[union-attr]
     save_file(tensors, str(tmp / "optimizer.safetensors"),
               metadata={"param_groups": json.dumps(state["param_groups"]), "step": str(step)})
-    shutil.rmtree(final, ignore_errors=True)
+    if step in written:  # a resumed run writing a step again: the old copy is ours
+        shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
+    written = sorted({*written, step})
+    write_text_atomic(directory / MANIFEST, json.dumps({"steps": written}) + "\n")
     link = directory / "latest"
     tmp_link = directory / f".latest.tmp{os.getpid()}"
     tmp_link.unlink(missing_ok=True)
     tmp_link.symlink_to(final.name)
     os.replace(tmp_link, link)
-    for old in sorted(directory.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    # the newest `keep` by step number stay (names sort wrongly past 999,999 steps); the one just written always
+    stale = [s for s in written[:-keep] if s != step]
+    for old in stale:
+        shutil.rmtree(directory / STEP_DIR.format(old), ignore_errors=True)
+    if stale:
+        write_text_atomic(directory / MANIFEST, json.dumps({"steps": [s for s in written if s not in stale]}) + "\n")
     return final
 
 
@@ -348,17 +391,65 @@ def train(cfg: Config) -> Result | None:
     return result
 
 
+# every flag's bounds, checked when parsed (argparse prints the flag and exits 2): a zero batch or
+# checkpoint interval would crash after the data loads, a negative step count would "train" nothing
+BOUNDS: dict[str, tuple[str, float, float | None]] = {  # name -> (how the range is closed, low, high)
+    "steps": ("[]", 1, None), "batch": ("[]", 1, None), "lr": ("(]", 0.0, None), "warmup": ("[]", 1, None),
+    "ema": ("[)", 0.0, 1.0), "checkpoint_every": ("[]", 1, None), "samples": ("[]", 0, None),
+    "sample_steps": ("[]", 1, 1000), "seed": ("[]", 0, 2**63 - 1),
+}
+
+
+def _bounded(name: str, kind: type) -> Callable[[str], object]:
+    ends, low, high = BOUNDS[name]
+    said = (f"at least {low:g}" if ends[0] == "[" else f"more than {low:g}") + (
+        "" if high is None else f" and {'at most' if ends[1] == ']' else 'below'} {high:g}")
+
+    def parse(text: str) -> object:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        above = value >= low if ends[0] == "[" else value > low
+        below = high is None or (value <= high if ends[1] == "]" else value < high)
+        if not (above and below and math.isfinite(value)):  # NaN compares false both ways; inf is no rate
+            raise argparse.ArgumentTypeError(f"expected a value {said}, got {text}")
+        return value
+
+    return parse
+
+
+def check_outputs(cfg: Config) -> None:
+    """Before any training: --out must be a folder (or one that can be made), and nothing written
+    there may replace a file this example reads (the spec, the script)."""
+    from unetdsl.fsutil import OutputError, check_output
+
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --out {out}: is a file; give a folder (it receives checkpoints/, metrics.json, samples.png)")
+    reads = {"spec": str(SPEC), "training script": __file__}
+    try:
+        for name in ("metrics.json", "samples.png", "real.png", f"checkpoints/{MANIFEST}"):
+            check_output(out / name, inputs=reads)
+    except OutputError as exc:
+        raise SystemExit(f"error: --out {out}: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, value in asdict(Config()).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        elif name in BOUNDS:
+            p.add_argument(flag, type=_bounded(name, type(value)), default=value)
         else:
             p.add_argument(flag, type=type(value), default=value)
     args = p.parse_args(argv)
+    cfg = Config(**vars(args))
+    check_outputs(cfg)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("WORLD_SIZE", "1"))))
-    result = train(Config(**vars(args)))
+    result = train(cfg)
     if result is not None:
         print(json.dumps(asdict(result), indent=2))
     return 0

@@ -111,3 +111,104 @@ def test_frechet_distance_matches_scipy() -> None:
     want = float((mu_a - mu_b).square().sum()) + float(c_a.trace() + c_b.trace() - 2.0 * root.trace())
     assert td.frechet_distance(a, b) == pytest.approx(want, rel=1e-9)
     assert td.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)
+
+
+# --- the keep policy deletes only what the example wrote (issue 22, class 2) -------------------------
+def tiny_state() -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+    from torch.optim.swa_utils import AveragedModel
+
+    from .conftest import TINY
+
+    model = unetdsl.build_model(TINY, seed=0)
+    return model, AveragedModel(model), torch.optim.AdamW(model.parameters())
+
+
+def test_the_keep_policy_never_touches_a_users_folders(tmp_path: Path) -> None:
+    model, ema, opt = tiny_state()
+    mine = ["step-000002-backup", "step-999999-notes", "step-final", "steps"]
+    for name in mine:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "keep.txt").write_text(name)
+    for step in (1, 2, 3, 4):
+        td.save_checkpoint(tmp_path, step, model, ema, opt, keep=2)
+        assert (tmp_path / "latest").resolve() == (tmp_path / f"step-{step:06d}").resolve()
+        assert (tmp_path / "latest" / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.glob("step-0000*")) == ["step-000002-backup", "step-000003", "step-000004"]
+    for name in mine:  # every folder of the user's is as it was
+        assert (tmp_path / name / "keep.txt").read_text() == name
+
+
+def test_the_newest_by_step_number_stay_past_a_million_steps(tmp_path: Path) -> None:
+    model, ema, opt = tiny_state()
+    for step in (999_998, 999_999, 1_000_000, 1_000_001):  # names sort 1000000 < 999998
+        td.save_checkpoint(tmp_path, step, model, ema, opt, keep=2)
+        assert (tmp_path / "latest" / "model.safetensors").is_file()  # the one just written is never deleted
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-1000000", "step-1000001"]
+
+
+def test_a_folder_of_the_users_at_a_checkpoints_name_is_refused(tmp_path: Path) -> None:
+    model, ema, opt = tiny_state()
+    (tmp_path / "step-000005").mkdir()
+    (tmp_path / "step-000005" / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="did not write it"):
+        td.save_checkpoint(tmp_path, 5, model, ema, opt)
+    assert (tmp_path / "step-000005" / "keep.txt").read_text() == "mine"
+    assert not list(tmp_path.glob(".step-*"))
+    (tmp_path / "checkpoints.json").write_text('{"steps": "all"}')  # a manifest that is not one
+    with pytest.raises(SystemExit, match="not a checkpoint manifest"):
+        td.save_checkpoint(tmp_path, 6, model, ema, opt)
+
+
+def test_a_killed_runs_temporary_folder_is_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    model, ema, opt = tiny_state()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".step-000001.tmp{dead.stdout.strip()}"
+    live = tmp_path / f".step-000001.tmp{os.getppid()}"  # a process that is running
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+    td.save_checkpoint(tmp_path, 2, model, ema, opt)
+    assert not stale.exists() and live.exists()
+
+
+# --- the flags are checked before anything runs (issue 22, class 14) ---------------------------------
+@pytest.mark.parametrize("flags,says", [
+    (["--steps", "-5"], "--steps: expected a value at least 1"), (["--steps", "0"], "--steps"),
+    (["--batch", "0"], "--batch"), (["--checkpoint-every", "0"], "--checkpoint-every"),
+    (["--warmup", "0"], "--warmup"), (["--lr", "0"], "--lr: expected a value more than 0"),
+    (["--lr", "nan"], "--lr"), (["--lr", "inf"], "--lr"), (["--lr", "-1e-3"], "--lr"),
+    (["--ema", "1"], "--ema: expected a value at least 0 and below 1"), (["--ema", "-0.1"], "--ema"),
+    (["--samples", "-1"], "--samples"), (["--sample-steps", "0"], "--sample-steps"),
+    (["--sample-steps", "1001"], "at most 1000"), (["--seed", "-1"], "--seed"), (["--steps", "1.5"], "whole number"),
+])
+def test_bad_flags_exit_2_before_anything_runs(flags: list[str], says: str, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        td.main(["--out", str(tmp_path / "run"), *flags])
+    assert info.value.code == 2 and says in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_flags_at_their_bounds_are_accepted() -> None:
+    for name, (ends, low, high) in td.BOUNDS.items():
+        kind = type(getattr(td.Config(), name))
+        parse = td._bounded(name, kind)
+        if ends[0] == "[":
+            assert parse(str(kind(low))) == low
+        if high is not None and ends[1] == "]":
+            assert parse(str(kind(high))) == high
+
+
+def test_out_onto_a_file_or_an_input_is_refused_before_training(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(td, "train", lambda cfg: pytest.fail("training began"))
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    with pytest.raises(SystemExit, match="is a file; give a folder"):
+        td.main(["--out", str(afile)])
+    assert afile.read_text() == "mine"
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").symlink_to(td.SPEC)  # writing metrics.json would replace the spec it reads
+    with pytest.raises(SystemExit, match="spec"):
+        td.main(["--out", str(out)])
