@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,13 +23,64 @@ class InspectError(UnetdslError):
 
 MAX_VALUE = 2 * 2**20  # no provenance value unetdsl writes comes near this (the spec is at most 1 MiB)
 MAX_ENTRIES = 64
+# what a hostile file could make inspect hold or walk: far above anything unetdsl writes (a TorchScript
+# file of Stable Diffusion's U-Net has ~1,700 members; a safetensors header ~1 kB per tensor; an ONNX
+# model a dozen top-level fields, most of them metadata entries)
+MAX_MEMBERS = 200_000
+MAX_AOTI_METADATA = 16
+MAX_SAFETENSORS_HEADER = 16 * 2**20
+MAX_JSON_OBJECTS = 100_000
+MAX_ONNX_FIELDS = 10_000
+# zip members are read only when stored or deflated (what torch writes) and not encrypted
+READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+def _zip_members(path: Path) -> int:
+    """The member count an archive's end record declares, read before zipfile builds an object per
+    member (a central directory of millions of entries would hold GBs). -1 if no record is found
+    (zipfile then says why)."""
+    with open(path, "rb") as fh:
+        fh.seek(0, 2)
+        size = fh.tell()
+        fh.seek(max(0, size - (22 + 65535)))
+        tail = fh.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + 22 > len(tail):
+        return -1
+    (total,) = struct.unpack("<H", tail[at + 10:at + 12])
+    locator = tail.rfind(b"PK\x06\x07", 0, at)
+    if total == 0xFFFF and locator >= 0 and locator + 20 <= len(tail):  # zip64: the count is in its own record
+        (offset,) = struct.unpack("<Q", tail[locator + 8:locator + 16])
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            record = fh.read(56)
+        if record[:4] == b"PK\x06\x06" and len(record) == 56:
+            (total,) = struct.unpack("<Q", record[32:40])
+    return total
+
+
+def _readable(path: Path, info: zipfile.ZipInfo) -> None:
+    if info.flag_bits & 0x1:
+        raise InspectError(f"{path}: member {info.filename[:100]!r} is encrypted; not a file unetdsl wrote")
+    if info.compress_type not in READABLE:
+        raise InspectError(f"{path}: member {info.filename[:100]!r} uses compression method {info.compress_type}; "
+                           "not a file unetdsl wrote")
 
 
 def _from_zip(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
+    members = _zip_members(path)
+    if members > MAX_MEMBERS:
+        raise InspectError(f"{path}: an archive of {members} members; not a file unetdsl wrote")
+    aoti = 0
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if info.filename.endswith(".wrapper_metadata.json") and "/aotinductor/" in info.filename:
+                aoti += 1
+                if aoti > MAX_AOTI_METADATA:
+                    raise InspectError(f"{path}: more than {MAX_AOTI_METADATA} AOTInductor metadata files; "
+                                       "not a file unetdsl wrote")
+                _readable(path, info)
                 out.update(_aoti_target(archive, info))
                 continue
             marker = "/extra/" + PREFIX
@@ -36,6 +88,7 @@ def _from_zip(path: Path) -> dict[str, str]:
                 continue
             if len(out) >= MAX_ENTRIES:
                 raise InspectError(f"{path}: more than {MAX_ENTRIES} unetdsl entries; not a file unetdsl wrote")
+            _readable(path, info)
             with archive.open(info) as member:  # read at most the limit, whatever the header claims
                 data = member.read(MAX_VALUE + 1)
             if len(data) > MAX_VALUE:
@@ -49,7 +102,7 @@ def _aoti_target(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, s
     the compiled library): the package runs only on a matching platform, device and ISA."""
     with archive.open(info) as member:
         data = member.read(MAX_VALUE + 1)
-    found = json.loads(data) if len(data) <= MAX_VALUE else None
+    found = _json(data) if len(data) <= MAX_VALUE else None
     if not isinstance(found, dict):
         return {}
     parts = [str(found.get(k, "")) for k in ("AOTI_PLATFORM", "AOTI_MACHINE", "AOTI_DEVICE_KEY")]
@@ -68,9 +121,9 @@ def _from_safetensors(path: Path) -> dict[str, str]:
         if len(head) < 8:
             raise InspectError(f"{path}: too short for a safetensors file")
         (size,) = struct.unpack("<Q", head)
-        if size > 100 * 2**20:
-            raise InspectError(f"{path}: implausible safetensors header size {size}")
-        header = json.loads(fh.read(size))
+        if size > MAX_SAFETENSORS_HEADER:
+            raise InspectError(f"{path}: a safetensors header of {size} bytes; not a file unetdsl wrote")
+        header = _json(fh.read(size))
     if not isinstance(header, dict):
         raise InspectError(f"{path}: not a safetensors file (its header is not a JSON object)")
     meta = header.get("__metadata__") or {}
@@ -80,6 +133,21 @@ def _from_safetensors(path: Path) -> dict[str, str]:
     meta = {k: v for k, v in meta.items() if k.startswith(PREFIX) and isinstance(v, str)}
     meta["tensors"] = str(len(tensors))
     return meta
+
+
+def _json(data: bytes) -> object:
+    """json.loads, refusing a document of more than MAX_JSON_OBJECTS objects while it is parsed
+    (a 16 MiB header of `{}`s would otherwise become a million dicts)."""
+    built = 0
+
+    def counted(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        nonlocal built
+        built += 1
+        if built > MAX_JSON_OBJECTS:
+            raise InspectError(f"a JSON document of more than {MAX_JSON_OBJECTS} objects; not a file unetdsl wrote")
+        return dict(pairs)
+
+    return json.loads(data, object_pairs_hook=counted)
 
 
 def _varint(fh: BinaryIO) -> int:
@@ -114,10 +182,16 @@ def _from_onnx(path: Path) -> dict[str, str]:
     fields and *skipping* the others (the graph with its weights is never decoded or held)."""
     out: dict[str, str] = {}
     size = path.stat().st_size
+    fields = 0
     with open(path, "rb") as fh:
         while fh.tell() < size:
+            fields += 1
+            if fields > MAX_ONNX_FIELDS:
+                raise InspectError(f"more than {MAX_ONNX_FIELDS} top-level protobuf fields; not a file unetdsl wrote")
             tag = _varint(fh)
             field_number, wire = tag >> 3, tag & 7
+            if field_number == 0:  # protobuf has no field 0: zeros (a sparse or blank file) are not a model
+                raise InspectError("not an ONNX model (protobuf field number 0)")
             if wire == 0:
                 _varint(fh)
             elif wire == 1:
@@ -164,7 +238,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             meta = _from_safetensors(p)
         else:
             raise InspectError(f"{p}: not a file unetdsl writes (.pt, .pt2, .aoti.pt2, .onnx, .safetensors)")
-    except (zipfile.BadZipFile, ValueError, RecursionError, struct.error, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, RecursionError, struct.error, EOFError, zlib.error,
+            NotImplementedError, RuntimeError, OverflowError, MemoryError) as exc:
+        # corrupt members (a bad CRC, a broken deflate stream) and everything zipfile refuses to decode
         raise InspectError(f"{p}: unreadable ({type(exc).__name__})") from None
     except OSError as exc:
         raise InspectError(f"{p}: cannot read: {exc.strerror or exc}") from None
