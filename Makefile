@@ -43,6 +43,7 @@ fuzz: $(STAMP)
 	$(BIN)/python benchmarks/fuzz_campaign.py
 	$(BIN)/python benchmarks/kill_test.py
 	UNETDSL_FUZZ_SCALE=25 $(BIN)/python -m pytest -q tests/test_stored.py -k drawn
+	$(BIN)/python benchmarks/fuzz_surface.py
 
 # every speed and memory benchmark (~25 minutes on 2 cores); `benchmarks/run.py --table` rewrites the table in docs/measurements.md
 bench: $(STAMP)

@@ -409,7 +409,8 @@ def _bounded(name: str, kind: type) -> Callable[[str], object]:
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         above = value >= low if ends[0] == "[" else value > low
         below = high is None or (value <= high if ends[1] == "]" else value < high)
         if not (above and below and math.isfinite(value)):  # NaN compares false both ways; inf is no rate

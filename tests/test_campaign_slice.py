@@ -45,3 +45,18 @@ def test_kill_slice_never_tears_the_target(tmp_path: Path) -> None:
     kill = bench("kill_test")
     kept, landed, kills, failures = kill.campaign("torchscript", 3, random.Random(0), tmp_path, concurrent_every=3)
     assert failures == [] and kept + landed == kills == 3
+
+
+def test_surface_slice_has_no_escapes() -> None:
+    """A slice of benchmarks/fuzz_surface.py: extends trees (every open watched), converter configs,
+    damaged archives, the training example's flags."""
+    surface = bench("fuzz_surface")
+    counts: Counter[str] = Counter()
+    failures: list[str] = []
+    surface.extends_campaign(40, random.Random(1), counts, failures)
+    surface.config_campaign(400, random.Random(1), counts, failures)
+    surface.flags_campaign(300, random.Random(1), counts, failures)
+    assert failures == []
+    assert counts["extends refused"] > 0 and counts["extends resolved"] > 0
+    assert counts["configs converted"] > 0 and counts["configs refused"] > 0
+    assert counts["flag lines accepted"] > 0 and counts["flag lines refused"] > 0

@@ -254,12 +254,12 @@ def test_file_names_with_escape_sequences_are_printed_escaped(tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     name = "evil\x1b[2J\x1b]0;pwned\x07.yaml"
     write(tmp_path, name, BASE.replace("dim: 16}", "dim: 0}"))
-    child = write(tmp_path, "child.yaml", f'unetdsl: 1\nname: c\nextends: "evil\\e[2J\\e]0;pwned\\a.yaml"\n')
+    child = write(tmp_path, "child.yaml", 'unetdsl: 1\nname: c\nextends: "evil\\e[2J\\e]0;pwned\\a.yaml"\n')
     assert main(["validate", str(child)]) == 1
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "evil\\x1b[2J" in err
     # a cycle and an unreadable file name the files escaped too
-    write(tmp_path, name, f'unetdsl: 1\nextends: child.yaml\n')
+    write(tmp_path, name, 'unetdsl: 1\nextends: child.yaml\n')
     assert main(["validate", str(child)]) == 1
     err = capsys.readouterr().err
     assert "\x1b" not in err and "cycle" in err

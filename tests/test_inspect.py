@@ -15,8 +15,15 @@ import pytest
 
 import unetdsl
 from unetdsl.cli import main
-from unetdsl.inspect import (MAX_AOTI_METADATA, MAX_JSON_OBJECTS, MAX_MEMBERS, MAX_ONNX_FIELDS,
-                             MAX_SAFETENSORS_HEADER, InspectError, read_metadata)
+from unetdsl.inspect import (
+    MAX_AOTI_METADATA,
+    MAX_JSON_OBJECTS,
+    MAX_MEMBERS,
+    MAX_ONNX_FIELDS,
+    MAX_SAFETENSORS_HEADER,
+    InspectError,
+    read_metadata,
+)
 
 from .conftest import TINY
 

@@ -53,7 +53,7 @@ WRONG: list[Any] = ["1e-5", "0.1", "3", "word", "", True, False, None, 1.5, -0.0
 @pytest.mark.parametrize("cls", list(BASES))
 def test_a_wrong_type_at_any_key_is_refused_at_that_key(cls: str) -> None:
     tried = 0
-    for key, (check, allowed) in typed_keys(cls).items():
+    for key, (check, _allowed) in typed_keys(cls).items():
         for value in WRONG:
             if check(value):
                 continue  # a value of the key's kind: not this test's business

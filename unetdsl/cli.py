@@ -96,7 +96,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .estimate import estimate
     from .fsutil import OutputError, check_output
     from .nn.layers import prepacking_off
-    from .resources import ResourceError, check_build
+    from .resources import ResourceError, check_build, check_structure
     from .sample import first_nonfinite, sample_inputs
     from .summary import render
     from .weights import WeightsError
@@ -123,11 +123,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     except ExportError as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
+    if not args.no_resource_check:  # layers past the time bound: refused before the estimator spends minutes
+        try:
+            check_structure(resolved, format=args.format, device=torch.device(args.device))
+        except ResourceError as exc:
+            _err(f"error: {exc}")
+            return EXIT_INVALID
     # the estimate of the check forward (batch 2, sample size) is both the guard and the summary
     est = estimate(resolved, batch=2, dtype=DTYPES[args.dtype], training=False)
     if not args.no_resource_check:
         try:
-            for notice in check_build(est, device=torch.device(args.device), output_dir=target.parent):
+            for notice in check_build(est, device=torch.device(args.device), output_dir=target.parent,
+                                      format=args.format):
                 _err(notice)
         except ResourceError as exc:
             _err(f"error: {exc}")

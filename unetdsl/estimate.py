@@ -54,6 +54,10 @@ _FLOPS: dict[Any, Callable[..., int]] = {
         g.shape, q.shape, k.shape, v.shape),
 }
 
+# the attention kernels, whichever path SDPA takes on the fake CPU tensors
+_ATTENTION = {_FLASH, aten._scaled_dot_product_attention_math, aten._scaled_dot_product_efficient_attention,
+              aten._scaled_dot_product_flash_attention}
+
 # granularities of activation checkpointing a training step is estimated for
 CHECKPOINTING: tuple[str | None, ...] = (None, "block", "level")
 # the training state per parameter in bytes (ZeRO's accounting): AdamW in float32 keeps weights,
@@ -98,6 +102,13 @@ class Estimate:
     parts: list[PartEstimate]
     training_flops: int | None = None  # forward + backward at `batch`
     training: list[TrainingEstimate] = field(default_factory=list)
+    # what costs time besides FLOPs (resources.py's guard): the modules a build constructs, scripts or
+    # traces and reloads, and the attention score elements one forward computes (B x heads x Lq x Lk per
+    # call: softmax and exp per element, which FLOPs miss: at one channel per head they are all the work)
+    modules: int = 0
+    attention_scores: int = 0
+    attention_largest: int = 0  # the score elements of the largest single attention call (a math kernel holds them)
+    written_bytes: int = 0  # every activation one forward writes: the memory traffic of norms, activations, adds
 
     def training_state_bytes(self, scheme: str = "adamw_fp32") -> int:
         return self.parameters * TRAINING_STATE_BYTES[scheme]
@@ -168,6 +179,9 @@ class _Meter(TorchDispatchMode):
         self.field, self.jump = 1, 1  # receptive field and stride product so far
         self.before_bottleneck = True
         self.attention_before_bottleneck = False
+        self.scores = 0  # attention score elements
+        self.written = 0  # bytes of every storage made
+        self.largest_scores = 0
 
     def exclude(self, tensors: Iterator[torch.Tensor]) -> None:
         """Storages that exist before the run (weights, inputs): never counted, even when an op
@@ -186,8 +200,13 @@ class _Meter(TorchDispatchMode):
                 k, s, d = _WINDOWS[packet](*args)
                 self.field += (k - 1) * d * self.jump
                 self.jump *= s
-            elif packet is _FLASH:
+            elif packet in _ATTENTION:
                 self.attention_before_bottleneck = True
+        if packet in _ATTENTION:  # q (B, H, Lq, D), k (B, H, Lk, D)
+            q, k = args[0], args[1]
+            call = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2]
+            self.scores += call
+            self.largest_scores = max(self.largest_scores, call)
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self._track(t.untyped_storage())
@@ -200,6 +219,7 @@ class _Meter(TorchDispatchMode):
         if key in self.owner:  # a view, or an in-place op's result
             return
         nbytes = storage.nbytes()
+        self.written += nbytes
         self.owner[key] = (self.part, nbytes)
         self.live += nbytes
         self.peak = max(self.peak, self.live)
@@ -307,7 +327,8 @@ def check_describable(spec: ResolvedSpec, batch: int, size: list[int]) -> None:
     if elements >= LARGEST_ELEMENTS:
         raise EstimateError(
             f"a forward at batch {batch} x {list(size)} would hold tensors of about 2^{elements.bit_length() - 1} "
-            f"elements, more than unetdsl estimates (2^60; torch cannot describe 2^63 bytes); no machine can run it: use a smaller size or batch")
+            f"elements, more than unetdsl estimates (2^60; torch cannot describe 2^63 bytes); no machine can run it: "
+            "use a smaller size or batch")
 
 
 def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = None,
@@ -341,6 +362,8 @@ def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = Non
         parameter_bytes=sum(t.nbytes for t in (*model.parameters(), *model.buffers())),
         flops=sum(infer.flops.values()), inference_bytes=infer.peak,
         receptive_field=infer.field, global_attention=infer.attention_before_bottleneck, parts=parts,
+        modules=sum(1 for _ in model.modules()), attention_scores=infer.scores, attention_largest=infer.largest_scores,
+        written_bytes=infer.written,
     )
     if training:
         model.train()

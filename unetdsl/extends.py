@@ -11,7 +11,8 @@ the value was written. `extends` is confined: a relative path, resolved against 
 inside the root (the folder of the spec given, or one the caller passes): no absolute paths,
 `~`, URLs, devices, pipes or symlinks out of the tree. A file is quoted in messages only once it
 is known to be a spec (a mapping with `unetdsl: 1`). At most MAX_CHAIN files deep, and the
-loader's bounds (bytes, values) hold for the whole chain together; a cycle is an error naming it. The merged document is what validation, `resolve` and the spec id see.
+loader's bounds (bytes, values) hold for the whole chain together; a cycle is an error naming it.
+The merged document is what validation, `resolve` and the spec id see.
 """
 
 from __future__ import annotations

@@ -1,11 +1,21 @@
 """Refuse builds the machine cannot do, before they start: a spec can validate and still ask for
-hundreds of GB of weights, a 8192^3 activation or an hour of convolutions. The figures come from
-the one estimator (`estimate.py`) and are compared with what the machine has now; the message
-gives both, and how to go ahead anyway (`--no-resource-check`, `check_resources=False`).
+hundreds of GB of weights, a 8192^3 activation, an hour of convolutions, tens of thousands of
+layers to compile or attention whose score matrices are all the work. The figures come from the
+one estimator (`estimate.py`) and are compared with what the machine has now; the message gives
+both, and how to go ahead anyway (`--no-resource-check`, `check_resources=False`).
 
-Estimates are lower bounds of what a build holds (weights once as built, once as the reloaded
-artifact, and the check forward's activations), so a refusal is never a false alarm of the
-estimate's making; the machine's own figure can still be wrong (swap, other processes)."""
+What a build costs, per format (FORMAT_COSTS, measured on this project's 2-core machine, the
+grid in tests/test_resources.py holds the estimate within 2x of measured builds):
+
+  time    modules x the format's seconds per module (construct, script or trace, save, reload)
+          + CHECK_FORWARDS x (convolution FLOPs / this machine's convolution speed
+                              + attention score elements / this machine's score speed)
+  memory  weights as built (float32) + the artifact's weights x (1 + the exporter's extra copies)
+          + the check forward's activations x (1 + the runtime's extra copies)
+          + modules x the format's bytes per module
+
+Before the estimator runs (its fake forward costs ~1.5 ms a module), `check_structure` refuses a
+spec whose layers alone are past the time bound, counted from the resolved spec in microseconds."""
 
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ import torch
 
 from .errors import UnetdslError
 from .estimate import Estimate
+from .spec.resolved import ResolvedSpec
 from .summary import human_bytes, human_flops
 
 # the check forwards a build runs at the sample input: the printed sample, then the eager model
@@ -29,9 +40,45 @@ REFUSE_S = 30 * 60
 NOTICE_S = 60
 # below this much work the machine's speed is not even measured (a few seconds on any machine)
 MEASURE_ABOVE_FLOPS = 1e12
+MEASURE_ABOVE_SCORES = 1e9
+MEASURE_ABOVE_BYTES = 1e9
+# the estimator's own fake forward, per module (measured: 13.7 s for 9,159 modules)
+ESTIMATE_SECONDS_PER_MODULE = 0.0015
 
 OVERRIDE_CLI = "pass --no-resource-check to build anyway"
 OVERRIDE_API = "pass check_resources=False to build anyway"
+
+
+@dataclass(frozen=True)
+class FormatCost:
+    """What building an artifact of one format costs beyond the model itself (measured, see above)."""
+
+    seconds_per_module: float  # construct + script/trace + save + reload + the checks' dispatch
+    bytes_per_module: int  # the compiled or traced graph's share of one module, held at the peak
+    weight_copies: float  # copies of the weights the exporter and its runtime hold beyond the artifact's
+    activation_copies: float  # copies of the check forward's activations the runtime holds (arenas)
+    score_copies: float = 0.0  # score matrices of the largest attention call held at once (a math kernel)
+    score_time: float = 1.0  # time per score relative to this machine's SDPA (the runtime's own kernel)
+    overhead: int = 48 << 20  # the compiler's and runtime's own memory, whatever the model
+
+
+# measured with torch 2.13 on 2 cores (tests/test_resources.py::test_the_guard_is_within_2x_of_real_builds):
+# TorchScript ~5.5 ms and ~75 KiB a module; torch.export traces, saves and reloads at ~6x that; the ONNX
+# exporter (dynamo) at ~40x, and ONNX Runtime holds its own weights and an activation arena; AOTInductor
+# compiles C++ per kernel (minutes for a U-Net), the largest per module
+FORMAT_COSTS: dict[str, FormatCost] = {
+    "torchscript": FormatCost(0.0065, 100 << 10, 0.0, 0.0),
+    "export": FormatCost(0.038, 150 << 10, 1.0, 1.0, overhead=96 << 20),
+    # ONNX Runtime's CPU attention is the math path: score matrices materialised (scores, softmax, a
+    # temporary: 7 GB at one channel per head on 64x64, where flash holds O(tokens)), and ~4x slower per score
+    "onnx": FormatCost(0.1, 200 << 10, 2.0, 1.0, score_copies=3.0, score_time=4.0, overhead=64 << 20),
+    "aoti": FormatCost(0.5, 200 << 10, 2.0, 1.0, overhead=256 << 20),
+}
+# building the modules (construct + initialise) and the estimator's fake forward, per module
+BUILD_SECONDS_PER_MODULE = 0.0002
+# the fewest modules a transformer layer and a ResBlock compile to (norms, projections, attention, MLP)
+MODULES_PER_TRANSFORMER_LAYER = 14
+MODULES_PER_BLOCK = 6
 
 
 class ResourceError(UnetdslError):
@@ -79,6 +126,78 @@ def device_memory(device: torch.device) -> Available | None:
     return None  # meta and others: nothing is allocated, or nothing we can ask
 
 
+def attention_scores_per_second(device: torch.device) -> float:
+    """This machine's speed at attention's per-score work (scale, softmax, exp): SDPA over 16
+    heads of 1,024 tokens with one channel per head, where the scores are all the work (best of
+    three after a warm-up)."""
+    import torch.nn.functional as F
+
+    q = torch.randn(1, 16, 1024, 1, device=device)
+    best = float("inf")
+    with torch.inference_mode():
+        for i in range(4):
+            start = time.perf_counter()
+            F.scaled_dot_product_attention(q, q, q)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:
+                best = min(best, time.perf_counter() - start)
+    return 16 * 1024 * 1024 / best
+
+
+def elementwise_bytes_per_second(device: torch.device) -> float:
+    """This machine's speed at the memory-bound half of a forward (GroupNorm, SiLU, residual adds):
+    bytes written per second by group_norm + silu on a (2, 64, 128, 128) activation."""
+    import torch.nn.functional as F
+
+    x = torch.randn(2, 64, 128, 128, device=device)
+    best = float("inf")
+    with torch.inference_mode():
+        for i in range(4):
+            start = time.perf_counter()
+            F.silu(F.group_norm(x, 32))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i:
+                best = min(best, time.perf_counter() - start)
+    return 2 * x.nbytes / best
+
+
+def modules_at_least(spec: ResolvedSpec) -> int:
+    """A lower bound of the modules `spec` compiles to, from the resolved spec alone (no model is
+    made): every ResBlock, and every transformer layer of every attention block."""
+    total = 0
+    places = [(len(lv.blocks), lv.attention, len(lv.blocks)) for lv in (*spec.encoder, *spec.decoder)]
+    places.append((spec.middle.blocks, spec.middle.attention, 1))  # the middle: at least one attention block
+    for blocks, att, attended in places:
+        layers = 0 if att is None else (att.transformer.depth if att.transformer is not None else 1)
+        total += blocks * MODULES_PER_BLOCK + attended * layers * MODULES_PER_TRANSFORMER_LAYER
+    return total
+
+
+def check_structure(spec: ResolvedSpec, *, format: str = "torchscript", device: torch.device | None = None) -> None:
+    """Refuse, before anything is estimated or built, a spec whose modules alone take longer or
+    hold more than a build may: the estimator's fake forward, the format's compile and the graphs
+    it holds all grow with them (the fuller check_build runs after the estimate)."""
+    modules = modules_at_least(spec)
+    cost = FORMAT_COSTS[format]
+    per_module = cost.seconds_per_module + BUILD_SECONDS_PER_MODULE + ESTIMATE_SECONDS_PER_MODULE
+    seconds = modules * per_module
+    problems = []
+    if seconds > REFUSE_S:
+        problems.append(f"time: at least {modules:,} modules to estimate, build and export as {format} at about "
+                        f"{per_module * 1000:.1f} ms each: "
+                        f"{_duration(seconds)}, more than the {REFUSE_S // 60} minutes a build may take")
+    have = device_memory(device or torch.device("cpu"))
+    graphs = modules * cost.bytes_per_module
+    if have is not None and graphs > have.bytes:
+        problems.append(f"memory: at least {modules:,} modules whose {format} graphs hold about {human_bytes(graphs)}; "
+                        f"{human_bytes(have.bytes)} available ({have.what})")
+    if problems:
+        raise ResourceError("this build cannot run on this machine:\n" + "\n".join(f"  {p}" for p in problems)
+                            + f"\n  shrink the spec (attention depth, blocks, levels), or {OVERRIDE_CLI}")
+
+
 def conv_flops_per_second(device: torch.device) -> float:
     """This machine's speed at the model's bread and butter: a 3x3 convolution, 128 -> 128
     channels on 64x64, channels-last, float32 (best of three after a warm-up)."""
@@ -115,20 +234,51 @@ def check_parameters(parameters: int, *, dtype: torch.dtype, device: torch.devic
             f"or {OVERRIDE_API}")
 
 
-def check_build(e: Estimate, *, device: torch.device, output_dir: Path | None = None) -> list[str]:
+def build_cost(e: Estimate, *, device: torch.device, format: str = "torchscript",
+               measure: bool = True) -> tuple[int, float, list[str]]:
+    """(bytes, seconds, the terms in words) a build of `format` from estimate `e` takes on
+    `device`: the model above. `measure`: time this machine's convolution and attention speed
+    when there is enough of either to matter (else the work is taken as free)."""
+    cost = FORMAT_COSTS[format]
+    weights = e.parameters * 4  # built in float32 before any cast
+    artifact = e.parameter_bytes
+    graph = e.modules * cost.bytes_per_module
+    element = e.parameter_bytes // max(e.parameters, 1) or 4  # the dtype's bytes
+    scores = int(e.attention_largest * element * cost.score_copies)
+    need = int(weights + artifact * (1 + cost.weight_copies) + e.inference_bytes * (1 + cost.activation_copies)
+               + graph + scores + cost.overhead)
+    terms = [f"weights {human_bytes(weights)} (float32, as built)",
+             f"the artifact's weights {human_bytes(artifact)}"
+             + (f" x {1 + cost.weight_copies:g} (the {format} exporter and runtime hold copies)" if cost.weight_copies else ""),
+             f"activations {human_bytes(e.inference_bytes)}"
+             + (f" x {1 + cost.activation_copies:g} (the runtime's arena)" if cost.activation_copies else ""),
+             f"{e.modules:,} modules' graphs {human_bytes(graph)}", f"the {format} runtime {human_bytes(cost.overhead)}"]
+    if scores:
+        terms.append(f"the largest attention's score matrices {human_bytes(scores)} (the {format} runtime holds them)")
+    seconds = e.modules * (cost.seconds_per_module + BUILD_SECONDS_PER_MODULE)
+    if measure and device.type != "meta":
+        if CHECK_FORWARDS * e.flops > MEASURE_ABOVE_FLOPS:
+            seconds += CHECK_FORWARDS * e.flops / conv_flops_per_second(device)
+        if CHECK_FORWARDS * e.written_bytes > MEASURE_ABOVE_BYTES:  # norms, activations, adds: memory-bound
+            seconds += CHECK_FORWARDS * e.written_bytes / elementwise_bytes_per_second(device)
+        if CHECK_FORWARDS * e.attention_scores > MEASURE_ABOVE_SCORES:
+            seconds += CHECK_FORWARDS * e.attention_scores * cost.score_time / attention_scores_per_second(device)
+    return need, seconds, terms
+
+
+def check_build(e: Estimate, *, device: torch.device, output_dir: Path | None = None,
+                format: str = "torchscript") -> list[str]:
     """`unetdsl build`'s guard, from the estimate of the check forward (batch 2, sample size,
     the target dtype). Raises ResourceError; returns notices worth printing (a long build)."""
     problems = []
-    weights = e.parameters * 4  # built in float32 before any cast
+    need, seconds, terms = build_cost(e, device=device, format=format)
     artifact = e.parameter_bytes
-    need = weights + artifact + e.inference_bytes
     size = "x".join(str(s) for s in e.sample_size)
     have = device_memory(device)
     if have is not None and need > have.bytes:
-        problems.append(
-            f"memory: at least {human_bytes(need)} = weights {human_bytes(weights)} (float32, as built) + the reloaded artifact "
-            f"{human_bytes(artifact)} + activations {human_bytes(e.inference_bytes)} (the check forward at batch {e.batch}, "
-            f"{size}); {device} has {human_bytes(have.bytes)} available ({have.what})")
+        problems.append(f"memory: at least {human_bytes(need)} = {' + '.join(terms)} (the check forward at batch "
+                        f"{e.batch}, {size}, exported as {format}); {device} has {human_bytes(have.bytes)} available "
+                        f"({have.what})")
     if output_dir is not None:
         try:
             free = os.statvfs(output_dir)
@@ -139,19 +289,15 @@ def check_build(e: Estimate, *, device: torch.device, output_dir: Path | None = 
             problems.append(f"disk: the artifact holds {human_bytes(artifact)} of weights; {output_dir} has "
                             f"{human_bytes(free_bytes)} free")
     notices = []
-    work = CHECK_FORWARDS * e.flops
-    if work > MEASURE_ABOVE_FLOPS and device.type != "meta":
-        rate = conv_flops_per_second(device)
-        seconds = work / rate
-        figure = (f"{CHECK_FORWARDS} check forwards of {human_flops(e.flops)} each at about {rate / 1e9:.0f} GFLOP/s "
-                  f"(this machine's 3x3 convolution speed): {_duration(seconds)}")
-        if seconds > REFUSE_S:
-            problems.append(f"time: {figure}, more than the {REFUSE_S // 60} minutes a build may take")
-        elif seconds > NOTICE_S:
-            notices.append(f"note: this build runs {figure}")
+    figure = (f"{e.modules:,} modules to build and export as {format}, {CHECK_FORWARDS} check forwards of "
+              f"{human_flops(e.flops)} and {e.attention_scores:,} attention scores each: {_duration(seconds)}")
+    if seconds > REFUSE_S:
+        problems.append(f"time: {figure}, more than the {REFUSE_S // 60} minutes a build may take")
+    elif seconds > NOTICE_S:
+        notices.append(f"note: this build takes {figure}")
     if problems:
         raise ResourceError(
             "this build cannot run on this machine:\n" + "\n".join(f"  {p}" for p in problems)
             + f"\n  shrink the spec (sample_size for activations and time; channels, blocks and levels for "
-              f"weights), or {OVERRIDE_CLI}")
+              f"weights; attention depth and heads for time), or {OVERRIDE_CLI}")
     return notices

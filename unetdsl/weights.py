@@ -195,7 +195,7 @@ def _read_owned(p: Path) -> torch.Tensor:
     try:
         size = os.fstat(fd).st_size
         buffer = torch.empty(size, dtype=torch.uint8)
-        view = memoryview(buffer.numpy()).cast("B")
+        view = memoryview(buffer.numpy()).cast("B")  # type: ignore[arg-type]
         readers = max(1, min(MAX_READERS, torch.get_num_threads(), size // READ_CHUNK))
         if readers > 1 and hasattr(os, "preadv"):
             step = -(-size // readers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+
 def _int(v: Any) -> bool:
     return type(v) is int  # not bool, not "3", not 3.0
 
