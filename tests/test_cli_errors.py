@@ -87,8 +87,11 @@ def test_build_failure_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
     # a long build is announced (a machine doing one forward a minute)
     monkeypatch.setattr(resources, "MEASURE_ABOVE_FLOPS", 0)
     monkeypatch.setattr(resources, "conv_flops_per_second", lambda device: 5e6 / 60)
+    monkeypatch.setattr(resources, "attention_scores_per_second", lambda device: float("inf"))
+    monkeypatch.setattr(resources, "elementwise_bytes_per_second", lambda device: float("inf"))
     assert cli.main(["build", SPEC, "-o", out]) == 0
-    assert "note: this build runs 3 check forwards" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "note: this build takes" in err and "3 check forwards of 5.26 MFLOP" in err and "about 3 minutes" in err
 
 
 def test_summary_options(capsys: pytest.CaptureFixture[str]) -> None:
