@@ -47,8 +47,9 @@ def small(path: Path) -> torch.nn.Module:
 # benchmarks/export_throughput.py exports it to all three)
 HEAVIEST = {"adm-imagenet64-cond", "ddpm-cifar10"}
 # the LDM KL-f8 halves' ONNX files too (~30 s): vae-tiny's ONNX has the same blocks; their
-# torch.export and TorchScript stay in `make test`
-HEAVY_ONNX = {"ldm-kl-f8-encoder", "ldm-kl-f8-decoder"}
+# torch.export and TorchScript stay in `make test`; and ddpm-digits' ONNX (~25 s): tiny's ONNX has its
+# blocks (2D, self-attention, conv down, nearest up), its torch.export stays
+HEAVY_ONNX = {"ldm-kl-f8-encoder", "ldm-kl-f8-decoder", "ddpm-digits"}
 CASES = [
     pytest.param(spec, fmt, id=f"{label(spec)}-{fmt}",
                  marks=([pytest.mark.slow] if spec.stem in HEAVY and fmt != "torchscript" else [])
