@@ -216,7 +216,7 @@ def test_a_spec_of_tens_of_thousands_of_layers_is_refused_before_it_is_estimated
 
 @pytest.mark.heavy
 @pytest.mark.parametrize("name", list(GRID))
-@pytest.mark.parametrize("format", ["torchscript", "onnx"])
+@pytest.mark.parametrize("format", ["torchscript", "export", "onnx"])
 def test_the_guard_is_within_2x_of_real_builds(name: str, format: str, tmp_path: Path) -> None:
     """A fresh process builds the spec as `unetdsl build` does; its wall time and peak RSS (over
     the process after imports) against the guard's figures."""
@@ -240,7 +240,7 @@ r, _ = unetdsl.resolve_spec({str(spec)!r})
 need, seconds, _ = build_cost(estimate(r, batch=2, training=False), device=torch.device("cpu"), format={format!r})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 start = time.perf_counter()
-out = {str(tmp_path / ("m.pt" if format == "torchscript" else "m.onnx"))!r}
+out = {str(tmp_path / ("m" + {"torchscript": ".pt", "export": ".pt2", "onnx": ".onnx"}[format]))!r}
 assert main(["build", {str(spec)!r}, "--format", {format!r}, "--no-resource-check", "-o", out]) == 0
 took = time.perf_counter() - start
 print(json.dumps({{"need": need, "seconds": seconds, "took": took,
