@@ -68,7 +68,7 @@ class FormatCost:
 # compiles C++ per kernel (minutes for a U-Net), the largest per module
 FORMAT_COSTS: dict[str, FormatCost] = {
     "torchscript": FormatCost(0.0065, 100 << 10, 0.0, 0.0),
-    "export": FormatCost(0.038, 150 << 10, 1.0, 1.0, overhead=96 << 20),
+    "export": FormatCost(0.038, 150 << 10, 1.0, 0.0),
     # ONNX Runtime's CPU attention is the math path: score matrices materialised (scores, softmax, a
     # temporary: 7 GB at one channel per head on 64x64, where flash holds O(tokens)), and ~4x slower per score
     "onnx": FormatCost(0.1, 200 << 10, 2.0, 1.0, score_copies=3.0, score_time=4.0, overhead=64 << 20),
