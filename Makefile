@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/unetdsl build $(DEMO_SPEC) -o out/ddpm-cifar10.pt
 
 # everything but the inductor compiles (`make test-inductor`, ~2 minutes more on 2 cores) and the
-# largest specs' slowest exports and compile (`make test-heavy`, ~6 minutes more); ~9 minutes on 2 cores
+# largest specs' slowest exports and compile (`make test-heavy`, ~10 minutes more); ~12-13 minutes on 2 cores
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not inductor and not heavy"
 
