@@ -280,3 +280,25 @@ def test_a_file_that_changes_size_while_read_is_refused(tmp_path: Path, monkeypa
     monkeypatch.setattr(weights, "_read_range", shrinking)
     with pytest.raises(weights.WeightsError, match="shrank while it was read"):
         unetdsl.load(path)
+
+
+@pytest.mark.parametrize("objects", [2, 10])  # the bound, scaled down: at it, and far past it
+def test_a_header_of_more_objects_than_tensors_is_refused_while_parsed(objects: int, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The class inspect closed (a safetensors header of `{}`s built into millions of dicts), on the
+    load path: the object count is bounded as json parses, not after."""
+    import json
+    import struct
+
+    from unetdsl import weights
+
+    monkeypatch.setattr(weights, "MAX_TENSORS", 4)  # 4 tensors: at most 6 objects (tensors, header, metadata)
+    entries = {f"t{i}": {"dtype": "F32", "shape": [1], "data_offsets": [4 * i, 4 * i + 4]} for i in range(objects)}
+    header = json.dumps(entries).encode()
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * (4 * objects))
+    if objects + 1 <= 6:
+        assert len(weights.read_header(path)[0]) == objects
+        return
+    with pytest.raises(weights.WeightsError, match="more than 6 JSON objects"):
+        weights.read_header(path)

@@ -69,13 +69,26 @@ class Entry:
         return self.dtype.is_floating_point
 
 
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise WeightsError(f"the header names tensor {key!r} twice (readers disagree on which one wins)")
-        seen[key] = value
-    return seen
+def _header_hook() -> Any:
+    """json.loads' object hook for a header: duplicate names refused, and at most one object per
+    allowed tensor (plus the header and its metadata) built while parsing, so a 100 MiB header of
+    `{}`s is refused before it becomes millions of dicts (the bound on the whole, not per entry)."""
+    built = 0
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal built
+        built += 1
+        if built > MAX_TENSORS + 2:
+            raise WeightsError(f"the header holds more than {MAX_TENSORS + 2} JSON objects; at most {MAX_TENSORS} "
+                               "tensors are read")
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise WeightsError(f"the header names tensor {key!r} twice (readers disagree on which one wins)")
+            seen[key] = value
+        return seen
+
+    return hook
 
 
 def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Entry], dict[str, str]]:
@@ -100,7 +113,7 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, Entry], dict[st
     except OSError as exc:
         raise WeightsError(f"{p}: cannot read: {exc.strerror or exc}") from None
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicates)
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_header_hook())
     except WeightsError as exc:
         raise WeightsError(f"{p}: {exc}") from None
     except (ValueError, RecursionError) as exc:
