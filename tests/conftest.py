@@ -14,9 +14,26 @@ def pytest_configure(config: pytest.Config) -> None:
     # `make test` runs one xdist worker per core: each worker's torch takes its share of the cores.
     # Two workers of 2 OpenMP threads each on 2 cores spin against each other (a training step ran
     # 3.5x slower beside another worker than alone); one thread each runs both at full speed.
+    # The processes a test starts (a CLI run, a docs block, torchrun, the C++ runner) take the
+    # worker's share too, through OMP_NUM_THREADS, unless the test sets its own.
+    torch.set_num_threads(share())
+    if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+        os.environ.setdefault("OMP_NUM_THREADS", str(share()))
+
+
+def share() -> int:
+    """The threads a test process runs on: all of torch's default alone, its share under xdist."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
-    if workers:
-        torch.set_num_threads(max(1, DEFAULT_THREADS // int(workers)))
+    return max(1, DEFAULT_THREADS // int(workers)) if workers else DEFAULT_THREADS
+
+
+@pytest.fixture(autouse=True)
+def _threads_restored() -> object:
+    """A test (or a module fixture it pulls in) that changes torch's thread count changes it for
+    that test alone: left at 2 on a 2-worker run, every later test of the worker would spin
+    against the other worker (the digits fixture once did, for the rest of its worker's run)."""
+    yield
+    torch.set_num_threads(share())
 
 
 @pytest.fixture
@@ -48,8 +65,8 @@ def label(path: Path) -> str:
     return f"{path.stem}-twin" if path.parent == TWINS else path.stem
 # files whose tests take longest go to the workers first (make test runs a file per worker), so the
 # run does not end waiting on one of them: longest first, the classic rule for balancing
-SLOWEST_FIRST = ["test_train_digits.py", "test_export.py", "test_campaign_slice.py", "test_docs.py", "test_training.py",
-                 "test_cpp_example.py", "test_compiler.py", "test_estimate.py", "test_resources.py"]
+SLOWEST_FIRST = ["test_cpp_example.py", "test_campaign_slice.py", "test_docs.py", "test_export.py",
+                 "test_train_digits.py", "test_training.py", "test_compiler.py", "test_estimate.py", "test_resources.py"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

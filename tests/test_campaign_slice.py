@@ -31,13 +31,13 @@ def test_fuzz_slice_has_no_escapes() -> None:
     counts: Counter[str] = Counter()
     failures: list[str] = []
     fuzz.scalars(counts, failures, specs=[ROOT / "specs" / "tiny.yaml", ROOT / "specs" / "ddpm-digits.yaml"],
-                 run_every=4)  # every value validated; every fourth accepted spec run too (~2 s each)
+                 run_every=6)  # every value validated; every sixth accepted spec run too (~2 s each)
     fuzz.mutations(100, random.Random(1), counts, failures)
     fuzz.from_schema(60, 1, counts, failures)
     assert failures == []
     assert counts["scalar replacements"] > 1000 and counts["byte mutations"] == 100 and counts["schema specs"] == 60
     assert counts["accepted"] > 50 and counts["refused"] > 1000  # both halves exercised
-    assert counts["ran, back-propagated and scripted"] >= 6
+    assert counts["ran, back-propagated and scripted"] >= 4
     assert counts["estimated"] == counts["ran, back-propagated and scripted"]
 
 
