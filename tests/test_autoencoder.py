@@ -134,7 +134,7 @@ def test_outputs_match_diffusers_eager_scripted_and_back(name: str) -> None:
     f = 2 ** (len(config["block_out_channels"]) - 1)
     z = torch.randn((2, config.get("latent_channels", 4), hw[0] // f, hw[1] // f), generator=g)
     scripted = script(model)
-    with torch.inference_mode():
+    with torch.no_grad():  # (a scripted module in-process: no_grad, not inference_mode; see test_torchscript.py)
         posterior = vae.encode(x).latent_dist
         for ours in (model, scripted):
             assert (ours.encode(x) - posterior.parameters).abs().max().item() <= 1e-5

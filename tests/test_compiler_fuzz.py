@@ -27,4 +27,5 @@ def test_random_specs_build_run_and_script(spec: dict[str, Any]) -> None:
         out = model(*inputs.args())
         assert out.shape == (2, r.out_channels, *r.output_size)
         assert torch.isfinite(out).all()
+    with torch.no_grad(), prepacking_off(model):  # (in-process scripted: no_grad; see test_torchscript.py)
         torch.testing.assert_close(script(model)(*inputs.args()), out, rtol=0, atol=1e-6)
