@@ -76,6 +76,30 @@ def _attention(draw: st.DrawFn, transformer: bool) -> Any:
 
 
 @st.composite
+def _conditions(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """One or two condition groups: every project and into, inputs as they are and through sinusoids
+    (a `none` projection needs the exact width: it is left for the resolver to refuse or not)."""
+    groups = []
+    for g in range(draw(st.integers(1, 2))):
+        inputs = [{"name": f"c{g}_{i}", "width": draw(st.integers(1, 3)),
+                   **({"sinusoid": draw(st.sampled_from([2, 3, 4]))} if draw(st.booleans()) else {})}
+                  for i in range(draw(st.integers(1, 2)))]
+        group: dict[str, Any] = {"inputs": inputs}
+        project = _optional(draw, st.sampled_from(["mlp", "linear"]))
+        if project is not None:
+            group["project"] = project
+        if project == "linear" and draw(st.booleans()):
+            group["bias"] = draw(st.booleans())
+        if project in (None, "mlp") and draw(st.booleans()):
+            group["activation"] = draw(st.sampled_from(names(Activation)))
+        into = _optional(draw, st.sampled_from(["time", "features"]))
+        if into is not None:
+            group["into"] = into
+        groups.append(group)
+    return groups
+
+
+@st.composite
 def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", "decoder", "autoencoder"),
           max_levels: int = 3) -> dict[str, Any]:
     kind = draw(st.sampled_from(kinds))
@@ -130,6 +154,8 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         spec["time"] = time
         if draw(st.booleans()):
             spec["classes"] = 3
+        if draw(st.booleans()):
+            spec["conditions"] = draw(_conditions())
         spec["head"]["divide_by_timestep"] = embedding == "fourier" and draw(st.booleans())
     resample = "upsample" if kind == "decoder" else "downsample"
     for lv in levels[:-1]:

@@ -17,7 +17,7 @@ from unetdsl.sample import sample_inputs
 from unetdsl.spec.resolved import ResolvedSpec
 from unetdsl.torchscript import script
 
-from .conftest import MECHANICS, ROOT, TINY, label
+from .conftest import MECHANICS, ROOT, TINY, TWINS, label
 
 KINDS = {"unet": UNet, "encoder": Encoder, "decoder": Decoder, "autoencoder": AutoencoderKL}
 
@@ -28,10 +28,11 @@ def smallest_size(spec: ResolvedSpec) -> list[int]:
 
 
 # what a miniature twin may change: widths, and the names and head/group counts that follow them
-TWIN_WIDTHS = {"name", "channels", "heads", "head_dim", "groups", "features", "dim", "classes"}
+TWIN_WIDTHS = {"name", "channels", "heads", "head_dim", "groups", "features", "dim", "classes", "context_dim",
+               "width", "sinusoid", "sample_size"}
 
 
-@pytest.mark.parametrize("twin", [p for p in MECHANICS if p.parent.name == "twins"], ids=label)
+@pytest.mark.parametrize("twin", sorted(TWINS.glob("*.yaml")), ids=label)  # (the SDXL twin's full size is meta only)
 def test_a_twin_is_its_spec_at_other_widths(twin: Path) -> None:
     from unetdsl.provenance import differences
 

@@ -135,8 +135,13 @@ def to_diffusers_meta(model: torch.nn.Module) -> torch.nn.Module:
     ("change", "key"),
     [
         ({"num_attention_heads": 8}, "num_attention_heads"),
-        ({"addition_embed_type": "text_time"}, "addition_embed_type"),
-        ({"class_embed_type": "timestep"}, "class_embed_type"),
+        ({"addition_embed_type": "text"}, "addition_embed_type"),  # DeepFloyd IF's pooled text (not yet)
+        ({"addition_embed_type": "text_time"}, "addition_time_embed_dim"),  # its widths missing
+        ({"addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+          "projection_class_embeddings_input_dim": 48}, "projection_class_embeddings_input_dim"),  # 6 x 8: no text
+        ({"class_embed_type": "learned"}, "class_embed_type"),
+        ({"class_embed_type": "projection"}, "projection_class_embeddings_input_dim"),
+        ({"class_embeddings_concat": True}, "class_embeddings_concat"),
         ({"encoder_hid_dim": 64}, "encoder_hid_dim"),
         ({"dual_cross_attention": True}, "dual_cross_attention"),
         ({"mid_block_type": "UNetMidBlock2DSimpleCrossAttn"}, "mid_block_type"),

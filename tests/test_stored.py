@@ -111,7 +111,16 @@ def test_a_level_override_of_an_inherited_setting_survives_save_and_load(tmp_pat
 # --- files of the first stored form --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
+# the example specs there were when the first and second forms were written (make_v2.py wrote both
+# sets): a spec added later has no file of those forms to read
+EARLIER = [p for p in ALL_SPECS if (STORED / f"{p.stem}.v2.json").exists()]
+
+
+def test_every_earlier_spec_has_its_files() -> None:
+    assert len(EARLIER) == 13 and all((STORED / f"{p.stem}.stored.json").exists() for p in EARLIER)
+
+
+@pytest.mark.parametrize("path", EARLIER, ids=lambda p: p.stem)
 def test_stored_specs_of_the_first_form_read_as_the_specs_they_were(path: Path) -> None:
     stored = json.loads((STORED / f"{path.stem}.stored.json").read_text())
     assert stored[ID_KEY].startswith("sha256:")  # the first id definition
@@ -119,7 +128,7 @@ def test_stored_specs_of_the_first_form_read_as_the_specs_they_were(path: Path) 
     assert resolved == unetdsl.resolve_spec(path)[0]
 
 
-@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EARLIER, ids=lambda p: p.stem)
 def test_stored_specs_of_the_second_form_keep_their_meaning_and_their_id(path: Path) -> None:
     # written when the form was made (make_v2.py): a later setting must leave both unchanged
     stored = json.loads((STORED / f"{path.stem}.v2.json").read_text())

@@ -104,7 +104,14 @@ def input_signature(spec: ResolvedSpec, dtype: torch.dtype, fmt: str) -> str:
     t_dtype = "float32" if spec.time.embedding == "fourier" else "int64"
     t = "t: any integer or float dtype, () or (B,)" if fmt == "torchscript" else f"t: {t_dtype} (B,)"
     y = "; y: int64 (B,)" if spec.classes else ""
-    return f"{x}; {t}{y}{_context_signature(spec, dtype)}"
+    return f"{x}; {t}{y}{_context_signature(spec, dtype)}{_cond_signature(spec, dtype)}"
+
+
+def _cond_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
+    if not spec.conditions:
+        return ""
+    shown = str(dtype).removeprefix("torch.")
+    return "; cond: {" + ", ".join(f"{i.name}: {shown} (B, {i.width})" for i in spec.condition_inputs) + "}"
 
 
 def _context_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
@@ -114,15 +121,27 @@ def _context_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
 
 
 def input_names(spec: ResolvedSpec) -> list[str]:
-    """The inputs the model has, in forward's order: x, then t, y and context where it has them."""
+    """The inputs the model has, in forward's order: x, then t, y, context and cond (a mapping of
+    the named conditions) where it has them."""
     present = {"x": True, "t": spec.time is not None, "y": spec.classes is not None,
-               "context": spec.context_dim is not None}
+               "context": spec.context_dim is not None, "cond": bool(spec.conditions)}
     return [name for name, has in present.items() if has]
 
 
-def call_args(inputs: SampleInputs) -> tuple[torch.Tensor, ...]:
-    """The positional inputs an artifact takes: x, then t, y and context where the model has them."""
+def flat_input_names(spec: ResolvedSpec) -> list[str]:
+    """The tensors an artifact takes one by one (ONNX's input names, the C++ runner's order): the
+    inputs, with `cond` replaced by each named condition in the spec's order."""
+    return [n for n in input_names(spec) if n != "cond"] + [i.name for i in spec.condition_inputs]
+
+
+def call_args(inputs: SampleInputs) -> tuple[Any, ...]:
+    """The positional inputs an artifact takes: x, then t, y, context and cond where the model has them."""
     return inputs.present()
+
+
+def flat_args(inputs: SampleInputs) -> tuple[torch.Tensor, ...]:
+    """call_args with `cond` replaced by its tensors, in its (the spec's) order: flat_input_names'."""
+    return tuple(v for a in inputs.present() for v in (a.values() if isinstance(a, dict) else (a,)))
 
 
 def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype) -> list[SampleInputs]:
@@ -175,10 +194,9 @@ def _dynamic_shapes(spec: ResolvedSpec, args: tuple[torch.Tensor, ...]) -> tuple
         # up to the language's cap, and never below the spec's own sample size
         free = Dim(f"size{i}", min=2, max=max(MAX_SAMPLE_SIZE // factor, 2))
         x_dims[2 + i] = factor * free if factor > 1 else free
-    rest: list[dict[int, Any]] = [{0: batch} for _ in args[1:]]
-    if spec.context_dim is not None:  # the context is last: its token count is free too
-        rest[-1] = {0: batch, 1: Dim("tokens", min=2, max=4096)}
-    return (x_dims, *rest)
+    by_name: dict[str, Any] = {"context": {0: batch, 1: Dim("tokens", min=2, max=4096)},  # any token count
+                               "cond": {i.name: {0: batch} for i in spec.condition_inputs}}
+    return (x_dims, *[by_name.get(name, {0: batch}) for name in input_names(spec)[1:]])
 
 
 def _traceable(model: nn.Module, spec: ResolvedSpec) -> nn.Module:
@@ -187,6 +205,8 @@ def _traceable(model: nn.Module, spec: ResolvedSpec) -> nn.Module:
     wrappers: dict[tuple[str, ...], type[nn.Module]] = {
         ("x",): _X, ("x", "t"): _XT, ("x", "t", "y"): _XTY,
         ("x", "context"): _XC, ("x", "t", "context"): _XTC, ("x", "t", "y", "context"): _XTYC,
+        ("x", "t", "cond"): _XTN, ("x", "t", "y", "cond"): _XTYN, ("x", "t", "context", "cond"): _XTCN,
+        ("x", "t", "y", "context", "cond"): _XTYCN,
     }
     return wrappers[tuple(input_names(spec))](model).eval()
 
@@ -229,6 +249,33 @@ class _XTYC(_X):
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
                 context: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.model(x, t, y, context)
+        return out
+
+
+class _XTN(_X):  # the named conditions: one mapping (its tensors are the exported program's inputs)
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
+        out: torch.Tensor = self.model(x, t, None, None, cond)
+        return out
+
+
+class _XTYN(_X):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
+                cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        out: torch.Tensor = self.model(x, t, y, None, cond)
+        return out
+
+
+class _XTCN(_X):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,  # type: ignore[override]
+                cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        out: torch.Tensor = self.model(x, t, None, context, cond)
+        return out
+
+
+class _XTYCN(_X):
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, context: torch.Tensor,  # type: ignore[override]
+                cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        out: torch.Tensor = self.model(x, t, y, context, cond)
         return out
 
 
@@ -292,10 +339,13 @@ def _write_onnx(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
     _require("onnxscript")
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
     args = call_args(_trace_inputs(spec, inputs))
-    names = input_names(spec)
+    names = flat_input_names(spec)
+    # by name: torch.onnx.export takes a trailing dict in `args` for keyword arguments, so `cond` goes as one
+    shapes = dict(zip(input_names(spec), _dynamic_shapes(spec, args), strict=True))
+    keywords = {"cond": args[-1]} if spec.conditions else {}
     program = torch.onnx.export(
-        _traceable(model, spec), args, dynamo=True, input_names=names, output_names=["out"],
-        dynamic_shapes=_dynamic_shapes(spec, args), opset_version=options.get("opset", 18), verbose=False,
+        _traceable(model, spec), args[:-1] if keywords else args, kwargs=keywords, dynamo=True, input_names=names,
+        output_names=["out"], dynamic_shapes=shapes, opset_version=options.get("opset", 18), verbose=False,
     )
     if program is None:  # pragma: no cover - the dynamo exporter always returns a program
         raise ExportError("torch.onnx.export returned nothing")
@@ -327,7 +377,7 @@ def _load_onnx(path: Path, device: torch.device) -> Runner:
     names = [i.name for i in session.get_inputs()]
 
     def run(inp: SampleInputs) -> torch.Tensor:
-        feed = {n: _to_numpy(a) for n, a in zip(names, call_args(inp), strict=True)}
+        feed = {n: _to_numpy(a) for n, a in zip(names, flat_args(inp), strict=True)}
         out = session.run(None, feed)[0]
         return torch.from_numpy(out).to(device)
 

@@ -17,13 +17,21 @@ from torch import nn
 
 from .errors import InternalError
 from .nn.attention import AttentionBlock, NoAttention
+from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, Mlp
 from .nn.layers import activation, conv_nd, norm, zero_module
 from .nn.resblock import ResBlock
 from .nn.sampling import ConvDownsample, InterpolateUpsample, PoolDownsample, ResBlockResample, TransposedUpsample
 from .nn.time import FourierProjection, LearnedProjection, SinusoidalProjection, TimeEmbedding
 from .nn.transformer import SpatialTransformer
 from .nn.unet import AutoencoderKL, Decoder, Encoder, Head, Level, MiddleBlock, UNet
-from .spec.resolved import ResolvedLevel, ResolvedNorm, ResolvedSettings, ResolvedSpec, ResolvedTime
+from .spec.resolved import (
+    ResolvedCondition,
+    ResolvedLevel,
+    ResolvedNorm,
+    ResolvedSettings,
+    ResolvedSpec,
+    ResolvedTime,
+)
 from .spec.vocabulary import NORM_KINDS
 
 # norms that subtract each channel's own mean: a conv bias right before them is dead weight
@@ -128,6 +136,25 @@ class _Compiler:
             "learned": lambda t: LearnedProjection(timesteps=t.timesteps, features=t.features),
         }
 
+    def _projections(self) -> dict[str, Callable[[ResolvedCondition], nn.Module]]:
+        """A condition group's projection, by `project`: joined width -> the width it is added to."""
+        return {
+            "mlp": lambda c: Mlp(c.joined_width, c.width, activation(c.activation)),
+            "linear": lambda c: nn.Linear(c.joined_width, c.width, bias=c.bias),
+            "none": lambda c: nn.Identity(),
+        }
+
+    def conditions(self) -> ConditionEmbeddings | None:
+        s = self.spec
+        if not s.conditions:
+            return None
+        groups = [ConditionGroup(
+            [ConditionInput(name=i.name, width=i.width, sinusoid=SinusoidalProjection(
+                features=i.sinusoid, flip_sin_to_cos=i.flip_sin_to_cos, freq_shift=i.freq_shift,
+                max_period=i.max_period) if i.sinusoid else None) for i in c.inputs],
+            self._projections()[c.project](c), into_features=c.into == "features") for c in s.conditions]
+        return ConditionEmbeddings(groups, [i.name for i in s.condition_inputs])
+
     # --- whole model ----------------------------------------------------------------------
     def build(self) -> nn.Module:
         s = self.spec
@@ -155,7 +182,7 @@ class _Compiler:
         if s.time is not None:
             time_embedding = TimeEmbedding(proj=self._time_projection()[s.time.embedding](s.time),
                                            features=s.time.features, dim=s.time.dim, classes=s.classes,
-                                           act=activation(s.time.activation))
+                                           act=activation(s.time.activation), conditions=self.conditions())
         common: dict[str, Any] = dict(
             dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
             conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),

@@ -120,6 +120,9 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
                  f"into every ResBlock ({t.injection.replace('_', '-')})"]
         if spec.classes is not None:
             label.insert(1, f"+ class embedding ({spec.classes} classes)")
+        if spec.conditions:  # (a fourth line still fits above the U: 64 + 18 + 4 x 15 < TOP_CONDITIONED)
+            names = ", ".join(i.name for i in spec.condition_inputs)
+            label.insert(len(label) - 1, f"+ cond: {names[:40]}{'…' if len(names) > 40 else ''}")
         cw, ch = 300, 18 + LINE * len(label)
         cx = (width - cw) / 2
         out.append(f'<rect x="{cx:.1f}" y="64" width="{cw}" height="{ch}" rx="8" fill="{TIME}" stroke="{TIME_STROKE}"/>')

@@ -262,9 +262,10 @@ def _parts(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
 
 
 @contextmanager
-def _metered(model: nn.Module, inputs: tuple[torch.Tensor | None, ...]) -> Iterator[_Meter]:
+def _metered(model: nn.Module, inputs: tuple[Any, ...]) -> Iterator[_Meter]:
     meter = _Meter()
-    meter.exclude(t for t in (*model.parameters(), *model.buffers(), *inputs) if t is not None)
+    given = [t for a in inputs for t in (a.values() if isinstance(a, dict) else (a,))]  # cond: a mapping of tensors
+    meter.exclude(t for t in (*model.parameters(), *model.buffers(), *given) if t is not None)
     handles = []
     for name, module, after in _parts(model):
         def enter(mod: nn.Module, args: Any, name: str = name) -> None:

@@ -29,6 +29,11 @@ SECTIONS: list[tuple[str, str, str]] = [
     ("time (embedding: sinusoidal)", "SinusoidalTime", "Sinusoidal timestep features (DDPM, ADM, LDM, SD)."),
     ("time (embedding: fourier)", "FourierTime", "Random Fourier features of the noise level (score SDE, NCSN++)."),
     ("time (embedding: learned)", "LearnedTime", "A learned table, one row per integer timestep."),
+    ("conditions[i]", "ConditionSpec",
+     "A group of named vector conditions joined into the time embedding: the model takes them as "
+     "`model(x, t, cond={name: tensor})`, each (B, width). SDXL's added conditions are one group: "
+     "`[{name: text_embeds, width: 1280}, {name: time_ids, width: 6, sinusoid: 256}]`, project mlp, into time."),
+    ("conditions[i].inputs[j]", "ConditionInput", "One named input of a condition group."),
     ("head", "HeadSpec", "The output head."),
     ("init", "InitSpec", "How the weights start."),
     ("latent", "LatentSpec", "An autoencoder's latent space (`model: autoencoder`; on `model: encoder` or "
@@ -43,6 +48,11 @@ Every embedding ends in the same MLP, `linear(features -> dim) -> act -> linear(
 whose output every ResBlock projects and adds to its features (`injection: add`) or uses as a
 scale and shift after its second norm (`injection: scale_shift`, guided-diffusion's
 `use_scale_shift_norm`). A class embedding (`classes`), if any, is added to the MLP's output.
+Condition groups (`conditions`) join in the order written: each group's inputs concatenated (an
+input with `sinusoid: F` gives width x F values: each value through the sinusoid below, with the
+time section's settings), projected (`mlp`, `linear` or `none`), and added to the features before
+the MLP (`into: features`, EDM's label vectors) or to the MLP's output (`into: time`, diffusers'
+`add_embedding` and `class_embedding`).
 
 **sinusoidal** (`features` = F, half = F // 2, computed in float32 whatever the model's dtype):
 

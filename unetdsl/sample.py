@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -16,13 +17,14 @@ class SampleInputs:
     t: torch.Tensor | None  # (B,)
     y: torch.Tensor | None  # (B,) class labels
     context: torch.Tensor | None = None  # (B, tokens, context_dim)
+    cond: dict[str, torch.Tensor] | None = None  # {name: (B, width)}, in the spec's order
 
-    def args(self) -> tuple[torch.Tensor | None, ...]:
-        """The model's positional arguments: forward(x, t, y, context)."""
-        return (self.x, self.t, self.y, self.context)
+    def args(self) -> tuple[Any, ...]:
+        """The model's positional arguments: forward(x, t, y, context, cond)."""
+        return (self.x, self.t, self.y, self.context, self.cond)
 
-    def present(self) -> tuple[torch.Tensor, ...]:
-        """The inputs the model has, in order (what an exported artifact takes)."""
+    def present(self) -> tuple[Any, ...]:
+        """The inputs the model has, in order (what an exported artifact takes; cond a mapping)."""
         return tuple(a for a in self.args() if a is not None)
 
 
@@ -50,7 +52,12 @@ def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None 
     context = None
     if spec.context_dim is not None:
         context = torch.randn(batch, tokens, spec.context_dim, generator=g).to(device=device, dtype=dtype)
-    return SampleInputs(x, t, y, context)
+    cond = None
+    if spec.conditions:  # vectors; values a sinusoid embeds are sizes and steps (SDXL's time_ids): 0..1024
+        cond = {i.name: (torch.randint(0, 1025, (batch, i.width), generator=g).to(dtype) if i.sinusoid
+                         else torch.randn(batch, i.width, generator=g).to(dtype)).to(device)
+                for i in spec.condition_inputs}
+    return SampleInputs(x, t, y, context, cond)
 
 
 def first_nonfinite(model: torch.nn.Module, inputs: SampleInputs) -> str | None:

@@ -86,6 +86,12 @@ def render(spec: ResolvedSpec, e: Estimate, device: str = "cpu") -> str:
             lines.append(f"  {how + ':':30} activations kept {human_bytes(t.kept_bytes):>10}, "
                          f"peak with gradients {human_bytes(t.peak_bytes):>10}, "
                          f"step total {human_bytes(e.step_bytes(t)):>10}")
+    for i, group in enumerate(spec.conditions):  # (their weights are in the time row)
+        joined = " + ".join(f"{c.name} ({c.width}" + (f" x sinusoid {c.sinusoid})" if c.sinusoid else ")")
+                            for c in group.inputs)
+        where = "the time embedding" if group.into == "time" else "the time features"
+        lines.append(f"{'conditions' if i == 0 else '':12} {joined} = {group.joined_width} -> {group.project} -> "
+                     f"added to {where} ({group.width})")
     seen = "attention before it sees the whole input" if e.global_attention else "no attention before it"
     lines.append(f"receptive field at the bottleneck: {e.receptive_field} positions per side by convolution; {seen}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ diffusers is imported only where a live UNet2DModel is made (`to_diffusers`).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -148,9 +149,12 @@ def _read_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> tuple[di
     return data, source, positions
 
 
-def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, name: str | None = None) -> Spec:
-    """A UNet2DModel config -> a validated Spec. Refuses, naming the key, anything unetdsl would not
-    compute identically; every problem is located in the config (config.json:line:col)."""
+def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, name: str | None = None,
+                        time_ids: int = condition.TIME_IDS) -> Spec:
+    """A UNet2DModel, UNet2DConditionModel or AutoencoderKL config -> a validated Spec. Refuses,
+    naming the key, anything unetdsl would not compute identically; every problem is located in the
+    config (config.json:line:col). `time_ids`: how many SDXL micro-conditioning values a
+    `text_time` model takes (6 for SDXL base, 5 for the refiner; the config does not say)."""
     raw, source, positions = _read_config(config)
     problems: list[Problem] = []
 
@@ -182,7 +186,8 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
             if key not in condition.DEFAULTS and key not in METADATA_KEYS:
                 refuse(key, raw[key], f"unknown UNet2DConditionModel config key {key!r}: refusing rather than ignoring it")
         cond = condition.condition_data(raw, lambda k, v, why, allowed: refuse(k, v, why, allowed), pick_in,
-                                        {"injections": INJECTIONS, "activations": ACTIVATIONS}, name or _name(raw))
+                                        {"injections": INJECTIONS, "activations": ACTIVATIONS}, name or _name(raw),
+                                        time_ids)
         if problems or cond is None:
             raise SpecError(problems)
         return _checked(cond, len(cond["encoder"]["levels"]), where, condition.config_path)
@@ -391,6 +396,9 @@ def unetdsl_key(key: str, spec: ResolvedSpec) -> str:
         for pattern, repl in _RENAMES:
             rest = pattern.sub(repl, rest)
         return f"{half}.{rest}"
+    for prefix, group in condition.condition_prefixes(spec).items():  # class_embedding / add_embedding
+        if key.startswith(prefix):
+            return f"time_embedding.conditions.groups.{group}.project.{key[len(prefix):]}"
     if key == "time_proj.weight":  # GaussianFourierProjection.weight, or the learned nn.Embedding
         assert spec.time is not None
         return "time_embedding.time_proj.table.weight" if spec.time.embedding == "learned" else "time_embedding.time_proj.weight"
@@ -420,14 +428,16 @@ def map_state_dict(state: Mapping[str, torch.Tensor], spec: ResolvedSpec,
     return {ours: state[theirs] for ours, theirs in map_names(state, spec, source).items()}
 
 
-def from_diffusers(unet: nn.Module, *, name: str | None = None) -> nn.Module:
-    """A live UNet2DModel -> the equivalent unetdsl model, every tensor used and every parameter
-    filled, in the same train/eval mode as `unet`."""
+def from_diffusers(unet: nn.Module, *, name: str | None = None, time_ids: int = condition.TIME_IDS) -> nn.Module:
+    """A live UNet2DModel / UNet2DConditionModel -> the equivalent unetdsl model, every tensor used
+    and every parameter filled, in the same train/eval mode as `unet` (`time_ids`: see
+    spec_from_diffusers)."""
     from ..api import build_model
     from ..weights import check_weights
 
     # a live model's config lacks the `_class_name` its config.json has: the class says it
-    spec = spec_from_diffusers({"_class_name": type(unet).__name__, **dict(unet.config)}, name=name)  # type: ignore[arg-type]
+    spec = spec_from_diffusers({"_class_name": type(unet).__name__, **dict(unet.config)}, name=name,  # type: ignore[arg-type]
+                               time_ids=time_ids)
     model = build_model(spec)
     mapped = map_state_dict(unet.state_dict(), model.spec, "the UNet2DModel's weights")  # type: ignore[arg-type]
     check_weights(model, mapped, "the UNet2DModel's weights")
@@ -451,8 +461,9 @@ def config_for(spec: ResolvedSpec) -> dict[str, Any]:
     each proven by converting it back."""
     if spec.model == "autoencoder":  # the Stable Diffusion VAE's class
         return proven(autoencoder.autoencoder_config(spec), spec, spec_from_diffusers)
-    if _conditioned(spec):  # the Stable Diffusion class: transformer attention, a text context
-        return proven(condition.condition_config(spec), spec, spec_from_diffusers)
+    if _conditioned(spec):  # the Stable Diffusion class: transformer attention, a text context, conditions
+        time_ids = next((i.width for i in spec.condition_inputs if i.name == "time_ids"), condition.TIME_IDS)
+        return proven(condition.condition_config(spec), spec, functools.partial(spec_from_diffusers, time_ids=time_ids))
     return {"_class_name": "UNet2DModel", **diffusers_config(spec)}
 
 
@@ -581,8 +592,8 @@ def _block_types(levels: list[ResolvedLevel], key: str, names: tuple[str, str, s
 
 def _conditioned(spec: ResolvedSpec) -> bool:
     places = [*spec.encoder, spec.middle, *spec.decoder]
-    return spec.context_dim is not None or any(p.attention is not None and p.attention.type == "transformer"
-                                               for p in places)
+    return spec.context_dim is not None or bool(spec.conditions) or any(
+        p.attention is not None and p.attention.type == "transformer" for p in places)
 
 
 def to_diffusers(model: nn.Module) -> nn.Module:

@@ -45,9 +45,15 @@ READ = {
     "layers_per_block", "downsample_padding", "mid_block_scale_factor", "dropout", "act_fn", "norm_num_groups",
     "norm_eps", "cross_attention_dim", "transformer_layers_per_block", "attention_head_dim", "use_linear_projection",
     "num_class_embeds", "upcast_attention", "resnet_time_scale_shift", "time_embedding_type", "time_embedding_dim",
-    "conv_out_kernel",
-    "addition_embed_type_num_heads",  # read by diffusers only with an addition_embed_type, which is refused
+    "conv_out_kernel", "class_embed_type", "addition_embed_type", "addition_time_embed_dim",
+    "projection_class_embeddings_input_dim",
+    "addition_embed_type_num_heads",  # read by diffusers only with addition_embed_type "text", which is refused
 }
+# SDXL's micro-conditioning: time_ids per sample (original size, crop, target size: 6; the refiner's
+# 5 put an aesthetic score in place of the target size). The config states only the joined width
+# text_embeds + time_ids x addition_time_embed_dim, so the count is a choice of the caller's.
+TIME_IDS = 6
+CLASS_EMBED_TYPES = ("timestep", "identity", "projection", "simple_projection")
 # a default that is also one of the values a key may take without changing anything
 ALSO_FINE: dict[str, tuple[Any, ...]] = {"mid_block_only_cross_attention": (None, False)}
 
@@ -58,7 +64,8 @@ MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
 # the kind of every key unetdsl reads (a test holds TYPES to READ), checked before any rule reads it
 TYPES = {"sample_size": "size", "block_out_channels": "ints", "down_block_types": "strs", "up_block_types": "strs",
          "mid_block_type": "str?", "act_fn": "str", "resnet_time_scale_shift": "str", "time_embedding_type": "str",
-         "num_class_embeds": "int?", "time_embedding_dim": "int?",
+         "num_class_embeds": "int?", "time_embedding_dim": "int?", "class_embed_type": "str?",
+         "addition_embed_type": "str?", "addition_time_embed_dim": "int?", "projection_class_embeddings_input_dim": "int?",
          **dict.fromkeys(("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups", "downsample_padding",
                           "conv_out_kernel", "addition_embed_type_num_heads"), "int"),
          **dict.fromkeys(("freq_shift", "mid_block_scale_factor", "dropout", "norm_eps"), "number"),
@@ -73,7 +80,7 @@ def _ok_int(v: Any) -> bool:
 
 
 def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str, Any], str, dict[str, Any]], Any],
-                   tables: dict[str, dict[str, Any]], name: str) -> dict[str, Any] | None:
+                   tables: dict[str, dict[str, Any]], name: str, time_ids: int = TIME_IDS) -> dict[str, Any] | None:
     """Spec data for a UNet2DConditionModel config (None when a problem makes it unbuildable;
     every problem is reported through `refuse`)."""
     for key, value in raw.items():
@@ -178,17 +185,66 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     if attending:
         data["context_dim"] = c["cross_attention_dim"]
     data["encoder"]["asymmetric_padding"] = c["downsample_padding"] == 0  # stated: either is someone's default
-    if c["num_class_embeds"] is not None:
+    if c["num_class_embeds"] is not None and c["class_embed_type"] is None:  # (diffusers ignores it beside a type)
         data["classes"] = c["num_class_embeds"]
+    groups = _condition_groups(c, refuse, time, activation, time_ids)
+    if groups:
+        data["conditions"] = groups
     if c["center_input_sample"]:
         data["center_input"] = True
     return data
+
+
+def _condition_groups(c: dict[str, Any], refuse: Refuse, time: dict[str, Any], activation: str,
+                      time_ids: int) -> list[dict[str, Any]]:
+    """diffusers' class_embedding (class_embed_type) and add_embedding (addition_embed_type
+    text_time) as condition groups, in the order its forward adds them. Their inputs take the
+    names of diffusers' arguments: class_labels, and added_cond_kwargs' text_embeds and time_ids."""
+    groups: list[dict[str, Any]] = []
+    projection = c["projection_class_embeddings_input_dim"]
+    kind = c["class_embed_type"]
+    if kind is not None:
+        needs_projection = kind in ("projection", "simple_projection")
+        if kind not in CLASS_EMBED_TYPES:
+            refuse("class_embed_type", kind, f"class_embed_type {kind!r} has no unetdsl equivalent",
+                   ", ".join(CLASS_EMBED_TYPES))
+        elif needs_projection and projection is None:
+            refuse("projection_class_embeddings_input_dim", projection,
+                   f"class_embed_type {kind!r} needs the width of the class vectors", "an int")
+        elif kind == "timestep":  # the class labels through the time section's sinusoid, then an MLP (act_fn)
+            groups.append({"inputs": [{"name": "class_labels", "width": 1, "sinusoid": time["features"]}],
+                           "project": "mlp", "activation": activation})
+        elif kind == "identity":  # added as they are: (B, time embedding dim)
+            groups.append({"inputs": [{"name": "class_labels", "width": c["time_embedding_dim"] or 4 * time["features"]}],
+                           "project": "none"})
+        else:  # projection: TimestepEmbedding (SiLU); simple_projection: one linear layer
+            groups.append({"inputs": [{"name": "class_labels", "width": projection}],
+                           "project": "mlp" if kind == "projection" else "linear"})
+    add = c["addition_embed_type"]
+    if add is not None:
+        if add != "text_time":
+            refuse("addition_embed_type", add, f"addition_embed_type {add!r} (DeepFloyd IF's attention-pooled text, "
+                   "Kandinsky's image embeddings) has no unetdsl equivalent yet", "text_time, null")
+        elif not (type(c["addition_time_embed_dim"]) is int and type(projection) is int):
+            refuse("addition_time_embed_dim", c["addition_time_embed_dim"], "addition_embed_type 'text_time' needs "
+                   "addition_time_embed_dim and projection_class_embeddings_input_dim", "an int each")
+        elif projection - time_ids * c["addition_time_embed_dim"] < 1:
+            refuse("projection_class_embeddings_input_dim", projection,
+                   f"too narrow for {time_ids} time_ids of {c['addition_time_embed_dim']} features and a text embedding",
+                   f"more than {time_ids * c['addition_time_embed_dim']}")
+        else:  # SDXL: concat(text_embeds, sinusoid(each time id)) -> TimestepEmbedding (SiLU) -> added
+            groups.append({"inputs": [
+                {"name": "text_embeds", "width": projection - time_ids * c["addition_time_embed_dim"]},
+                {"name": "time_ids", "width": time_ids, "sinusoid": c["addition_time_embed_dim"]}], "project": "mlp"})
+    return groups
 
 
 def config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, ...] | None:
     """The config key a setting of a converted UNet2DConditionModel spec came from."""
     if path[:1] == ("context_dim",):
         return ("cross_attention_dim",)
+    if path[:1] == ("conditions",):
+        return ("projection_class_embeddings_input_dim",)
     if len(path) >= 5 and path[0] in ("encoder", "decoder", "middle") and "attention" in path:
         field = str(path[path.index("attention") + 1]) if path.index("attention") + 1 < len(path) else ""
         return {"heads": ("attention_head_dim",), "depth": ("transformer_layers_per_block",),
@@ -199,9 +255,45 @@ def config_path(path: tuple[str | int, ...], levels: int) -> tuple[str | int, ..
     return None
 
 
+def condition_prefixes(spec: ResolvedSpec) -> dict[str, int]:
+    """diffusers' module prefix of each condition group the converter writes, by its inputs' names
+    (class_labels: class_embedding; text_embeds and time_ids: add_embedding) -> the group's index."""
+    out: dict[str, int] = {}
+    for g, group in enumerate(spec.conditions):
+        names = {i.name for i in group.inputs}
+        if names == {"class_labels"}:
+            out["class_embedding."] = g
+        elif names == {"text_embeds", "time_ids"}:
+            out["add_embedding."] = g
+    return out
+
+
 # --- unetdsl -> diffusers -------------------------------------------------------------------------
 def _one_or_list(values: list[Any]) -> Any:
     return values[0] if len(set(map(repr, values))) == 1 else list(values)
+
+
+def _conditions_config(spec: ResolvedSpec) -> dict[str, Any]:
+    """The class_embed_type / addition_embed_type keys of the spec's condition groups, unproven
+    (what they cannot say, the proof of the whole config refuses)."""
+    out: dict[str, Any] = {}
+    for group in spec.conditions:
+        by_name = {i.name: i for i in group.inputs}
+        if set(by_name) == {"class_labels"}:
+            labels = by_name["class_labels"]
+            out["class_embed_type"] = ("timestep" if labels.sinusoid else "identity" if group.project == "none"
+                                       else "projection" if group.project == "mlp" else "simple_projection")
+            if not labels.sinusoid and group.project != "none":
+                out["projection_class_embeddings_input_dim"] = labels.width
+        elif set(by_name) == {"text_embeds", "time_ids"}:
+            ids = by_name["time_ids"]
+            out |= {"addition_embed_type": "text_time", "addition_time_embed_dim": ids.sinusoid,
+                    "projection_class_embeddings_input_dim": by_name["text_embeds"].width + ids.width * ids.sinusoid}
+        else:
+            raise SpecError([Problem(("conditions",), "UNet2DConditionModel takes class_labels (class_embed_type) "
+                                     "and text_embeds with time_ids (addition_embed_type text_time) only (outside "
+                                     "its vocabulary)")])
+    return out
 
 
 def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
@@ -260,6 +352,7 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         "resnet_time_scale_shift": {v: k for k, v in INJECTIONS.items()}[spec.time.injection],
         "time_embedding_dim": spec.time.dim,
         "conv_out_kernel": spec.head.kernel_size,
+        **_conditions_config(spec),
     }
     return config  # proven by the caller (diffusers.config_for): converted back, the same spec
 

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .conditions import ConditionEmbeddings
+
 
 class SinusoidalProjection(nn.Module):
     """t (B,) -> (B, features): [sin, cos](t * f_i), f_i = exp(-ln(max_period) * i / (half - shift)).
@@ -76,22 +78,37 @@ class TimeEmbedding(nn.Module):
     optional class-label embedding added to it. t: () or (B,) -> (B, dim)."""
 
     def __init__(self, *, proj: nn.Module, features: int, dim: int, classes: Optional[int],
-                 act: Optional[nn.Module] = None):
+                 act: Optional[nn.Module] = None, conditions: Optional[ConditionEmbeddings] = None):
         super().__init__()
         self.time_proj = proj
         self.linear_1 = nn.Linear(features, dim)
         self.act = act if act is not None else nn.SiLU()
         self.linear_2 = nn.Linear(dim, dim)
         self.class_embedding = None if classes is None else nn.Embedding(classes, dim)
+        # named vector conditions (nn/conditions.ConditionEmbeddings), registered last: the state
+        # dict's order of models without them is unchanged
+        self.conditions = conditions
 
-    def forward(self, t: torch.Tensor, batch: int, y: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, batch: int, y: Optional[torch.Tensor],
+                cond: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
         t = t.reshape(-1)
         if t.shape[0] == 1 and batch != 1:
             t = t.expand(batch)  # one timestep for the whole batch
         if t.shape[0] != batch:
             raise ValueError(f"unetdsl: got {t.shape[0]} timesteps for a batch of {batch}; give one, or one per sample")
+        conditions = self.conditions
+        if conditions is None:
+            if cond is not None:  # never ignored, as labels below
+                raise ValueError("unetdsl: this model takes no conditions (its spec has no conditions section): "
+                                 "call it without cond")
+        else:
+            cond = conditions.check(cond)
         emb = self.time_proj(t).to(self.linear_1.weight.dtype)  # (B, features)
+        if conditions is not None and cond is not None:
+            emb = conditions.add(emb, cond, True)  # EDM's label vectors join the features
         emb = self.linear_2(self.act(self.linear_1(emb)))  # (B, dim)
+        if conditions is not None and cond is not None:
+            emb = conditions.add(emb, cond, False)  # diffusers' add_embedding / class_embedding join here
         if self.class_embedding is None:
             if y is not None:  # never ignored: a caller passing labels to an unconditional model has the wrong model
                 raise ValueError("unetdsl: this model is not class-conditional (its spec has no classes): call model(x, t)")

@@ -201,14 +201,15 @@ class _Net(nn.Module):
                 raise ValueError(f"unetdsl: every spatial size must be a multiple of {self.size_multiple} "
                                  f"(the total downsampling); got {list(x.shape[2:])}")
 
-    def _embed(self, x: torch.Tensor, t: Optional[torch.Tensor], y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    def _embed(self, x: torch.Tensor, t: Optional[torch.Tensor], y: Optional[torch.Tensor],
+               cond: Optional[dict[str, torch.Tensor]]) -> Optional[torch.Tensor]:
         if self.time_embedding is None:
-            if t is not None or y is not None:
-                raise ValueError("unetdsl: this model has no time (or class) conditioning: call model(x)")
+            if t is not None or y is not None or cond is not None:
+                raise ValueError("unetdsl: this model has no time (or class, or condition) embedding: call model(x)")
             return None
         if t is None:
             raise ValueError("unetdsl: this model is conditioned on the timestep: call model(x, t)")
-        return self.time_embedding(t, x.shape[0], y)  # (B, T)
+        return self.time_embedding(t, x.shape[0], y, cond)  # (B, T)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         if self.center_input:
@@ -216,11 +217,12 @@ class _Net(nn.Module):
         return in_layout(self.conv_in(x), self.channels_last, self.min_positions)
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
-                context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, Cin, *S), t () | (B,), y (B,), context (B, T, context_dim) -> (B, Cout, *S')."""
+                context: Optional[torch.Tensor] = None, cond: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        """x (B, Cin, *S), t () | (B,), y (B,), context (B, T, context_dim), cond {name: (B, width)}
+        -> (B, Cout, *S')."""
         self._check(x)
         self._check_context(x, context)
-        temb = self._embed(x, t, y)
+        temb = self._embed(x, t, y, cond)
         if self.post_quant_conv is not None:
             x = self.post_quant_conv(x)  # (B, latent, *S)
         h = self._stem(x)
@@ -292,8 +294,8 @@ class AutoencoderKL(nn.Module):
         self.scaling_factor = scaling_factor
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
-                context: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if t is not None or y is not None or context is not None:
+                context: Optional[torch.Tensor] = None, cond: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        if t is not None or y is not None or context is not None or cond is not None:
             raise ValueError("unetdsl: an autoencoder takes images only: call model(x)")
         mean = self.encode(x)[:, : self.latent_channels]  # the posterior's mode
         return self.decode(mean)

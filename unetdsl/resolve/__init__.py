@@ -23,6 +23,7 @@ from ..spec.resolved import ResolvedLatent, ResolvedSpec
 from ..spec.settings import DEFAULTS
 from .attention import uses_context
 from .channels import resolve_flow
+from .conditions import resolve_conditions
 from .context import Context
 from .inherit import default
 from .norms import report_groups
@@ -58,6 +59,7 @@ def _resolve(ctx: Context) -> ResolvedSpec:
     time = resolve_time(spec.time, flow.stem)
     if time is not None:
         check_time(ctx, time)
+    conditions = resolve_conditions(ctx, spec.conditions, time)
     report_groups(ctx)
     if ctx.problems:
         raise SpecError(ctx.problems)
@@ -73,6 +75,7 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         time=time,
         classes=spec.classes,
         context_dim=spec.context_dim,
+        conditions=conditions,
         latent=_latent(spec),
         stem_channels=flow.stem,
         encoder=flow.encoder,

@@ -16,6 +16,8 @@ from .settings import DEFAULTS, TIME_SETTINGS, describe, doc
 from .vocabulary import (
     Activation,
     AttentionType,
+    ConditionInto,
+    ConditionProject,
     Downsample,
     ModelKind,
     NormType,
@@ -32,6 +34,10 @@ MAX_CHANNELS = 8192
 MAX_LEVELS = 16
 MAX_SAMPLE_SIZE = 2**20
 MAX_BLOCKS = 16
+MAX_CONDITIONS = 16  # named condition inputs in all, over every group
+MAX_CONDITION_WIDTH = 65536
+# names the model's own arguments take (and ONNX's input names): a condition may not take them
+RESERVED_CONDITION_NAMES = ("x", "t", "y", "context", "cond")
 
 
 def _refuse_bool(value: object) -> object:
@@ -274,6 +280,38 @@ class LatentSpec(StrictModel):
                               "the artifact's metadata), never applied inside it, as diffusers."))
 
 
+class ConditionInput(StrictModel):
+    """One named vector the model takes in `cond`: (B, width) per call ((B,) also where width is 1)."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                      description="Its key in `cond` (and its ONNX input name): a Python identifier; not x, t, y, "
+                      "context or cond.")
+    width: Annotated[int, Field(ge=1, le=MAX_CONDITION_WIDTH)] = Field(description="Values per sample.")
+    sinusoid: Annotated[int, Field(ge=2, le=MAX_CHANNELS)] | None = Field(
+        None, description="Each value through a sinusoid of this many features first (the time section's own "
+        "flip_sin_to_cos, freq_shift and max_period; diffusers' add_time_proj): width x sinusoid features. "
+        "Omit to take the values as they are.")
+
+
+class ConditionSpec(StrictModel):
+    """A group of named conditions joined into the time embedding: the inputs concatenated in order
+    (each as is, or through a sinusoid), projected, and added (diffusers' add_embedding for SDXL's
+    text_time and class_embedding for its class_embed_type values; EDM's map_label and map_augment)."""
+
+    inputs: list[ConditionInput] = Field(min_length=1, max_length=MAX_CONDITIONS,
+                                         description="The group's inputs, concatenated in this order.")
+    project: ConditionProject | None = Field(None, description=doc(
+        "condition.project", "mlp: linear -> activation -> linear (diffusers' TimestepEmbedding) | linear (one "
+        "layer) | none (added as it is: the joined width must be the width it is added to)."))
+    bias: bool | None = Field(None, description=doc("condition.bias", "The linear projection's bias. project: linear "
+                                                    "only (an mlp always has them)."))
+    activation: Activation | None = Field(None, description=doc(
+        "condition.activation", "Between the mlp's two layers. project: mlp only."))
+    into: ConditionInto | None = Field(None, description=doc(
+        "condition.into", "time: added to the time embedding after its MLP (diffusers) | features: added to the "
+        "timestep's features before the MLP (EDM)."))
+
+
 class Spec(StrictModel):
     """A unetdsl model specification (format version 1)."""
 
@@ -306,6 +344,10 @@ class Spec(StrictModel):
         "shape (B, tokens, context_dim) (e.g. CLIP text states: 768 for SD 1.x, 1024 for SD 2.x). Every "
         "transformer attention block cross-attends to it."
     )
+    conditions: list[ConditionSpec] | None = Field(
+        None, min_length=1, max_length=MAX_CONDITIONS,
+        description="Named vector conditions joined into the time embedding: the model takes them as "
+        "model(x, t, cond={name: tensor}) (SDXL's text_embeds and time_ids). Needs a time section.")
     defaults: LevelSettings | None = Field(None, description="Settings every level and the middle inherit.")
     encoder: EncoderSpec | None = Field(None, description="Downsampling path (unet, encoder).")
     middle: MiddleSpec | None = Field(None, description="Blocks at the lowest resolution.")

@@ -16,6 +16,8 @@ from .vocabulary import (
     NORM_KINDS,
     Activation,
     AttentionType,
+    ConditionInto,
+    ConditionProject,
     Downsample,
     ModelKind,
     NormType,
@@ -142,6 +144,44 @@ class ResolvedTime(_Frozen):
         return data | {name: getattr(self, name) for name in TIME_SETTINGS}
 
 
+class ResolvedConditionInput(_Frozen):
+    name: str
+    width: int
+    sinusoid: int  # features per value through a sinusoid; 0: the values as they are
+    flip_sin_to_cos: bool  # the sinusoid's settings (the time section's when sinusoidal); unused at 0
+    freq_shift: float
+    max_period: float
+
+    @property
+    def embedded_width(self) -> int:
+        return self.width * (self.sinusoid or 1)
+
+    def view(self) -> dict[str, Any]:
+        return {"name": self.name, "width": self.width, **({"sinusoid": self.sinusoid} if self.sinusoid else {})}
+
+
+class ResolvedCondition(_Frozen):
+    inputs: list[ResolvedConditionInput]
+    project: ConditionProject
+    bias: bool  # linear only (an mlp has biases; none has no weights)
+    activation: Activation  # mlp only
+    into: ConditionInto
+    width: int  # what it is added to: the time embedding's dim (into time) or its features (into features)
+
+    @property
+    def joined_width(self) -> int:
+        """The inputs concatenated: (B, sum of embedded widths)."""
+        return sum(i.embedded_width for i in self.inputs)
+
+    def view(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"inputs": [i.view() for i in self.inputs], "project": self.project, "into": self.into}
+        if self.project == "linear":
+            data["bias"] = self.bias
+        if self.project == "mlp":
+            data["activation"] = self.activation
+        return data
+
+
 class ResolvedLatent(_Frozen):
     channels: int
     quant_conv: bool
@@ -175,6 +215,7 @@ class ResolvedSpec(_Frozen):
     classes: int | None
     context_dim: int | None = None  # width of the context the transformer blocks attend to
     latent: ResolvedLatent | None = None  # autoencoders and their halves
+    conditions: list[ResolvedCondition] = []  # named vector conditions, in the order they are added
     stem_channels: int  # conv_in: in_channels -> stem_channels
     encoder: list[ResolvedLevel]
     middle: ResolvedMiddle
@@ -189,6 +230,11 @@ class ResolvedSpec(_Frozen):
     def downsampling_factor(self) -> int:
         """How much the input must be divisible by: 2 per encoder downsample."""
         return 2 ** sum(1 for lv in self.encoder if lv.downsample is not None)
+
+    @property
+    def condition_inputs(self) -> list[ResolvedConditionInput]:
+        """Every named condition the model takes in `cond`, in declaration order."""
+        return [i for c in self.conditions for i in c.inputs]
 
     @property
     def output_size(self) -> list[int]:
@@ -248,6 +294,8 @@ class ResolvedSpec(_Frozen):
             data["classes"] = self.classes
         if self.context_dim is not None:
             data["context_dim"] = self.context_dim
+        if self.conditions:
+            data["conditions"] = [c.view() for c in self.conditions]
         if self.latent is not None:
             data["latent"] = self.latent.model_dump()
         if self.head.norm is not None:  # once every level is explicit, defaults only feed the head's norm

@@ -84,6 +84,11 @@ DEFAULTS: dict[str, Any] = {
     "init.zero_out": False,
     "center_input": False,
     "latent.scaling_factor": 1.0,
+    # a condition group (diffusers' add_embedding / class_embedding, EDM's map_label)
+    "condition.project": "mlp",
+    "condition.into": "time",
+    "condition.bias": True,
+    "condition.activation": "silu",
 }
 
 

@@ -15,6 +15,8 @@ Upsample = Literal["nearest", "bilinear", "transposed", "resblock"]
 TimeEmbedding = Literal["sinusoidal", "fourier", "learned"]
 TimeInjection = Literal["add", "scale_shift"]
 AttentionType = Literal["self", "transformer"]
+ConditionProject = Literal["mlp", "linear", "none"]
+ConditionInto = Literal["time", "features"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,97 @@
+"""Named vector conditions joined into the time embedding (diffusers' add_embedding and
+class_embedding, EDM's map_label): each input (B, width) as is, or each of its values through a
+sinusoid (B, width x features); a group's inputs concatenated in order, projected, and added.
+Every check of a call's `cond` happens here, in scripted code too."""
+
+from typing import Final, Optional
+
+import torch
+from torch import nn
+
+
+class ConditionInput(nn.Module):
+    """cond[name] (B, width) | (B,) where width is 1 -> (B, width) or (B, width x features)."""
+
+    name: Final[str]
+    width: Final[int]
+
+    def __init__(self, *, name: str, width: int, sinusoid: Optional[nn.Module]):
+        super().__init__()
+        self.name, self.width = name, width
+        self.sinusoid = sinusoid  # a SinusoidalProjection, or None: the values as they are
+
+    def forward(self, cond: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
+        v = cond[self.name]  # present: ConditionEmbeddings checked the keys first
+        if v.dim() == 1 and self.width == 1:
+            v = v.unsqueeze(1)  # one value per sample, given as (B,)
+        if v.dim() != 2 or v.shape[0] != batch or v.shape[1] != self.width:
+            raise ValueError(f"unetdsl: condition '{self.name}' has shape {list(v.shape)}; "
+                             f"expected ({batch}, {self.width})")
+        if self.sinusoid is None:
+            return v
+        return self.sinusoid(v.reshape(-1)).reshape(batch, -1)  # (B x width, F) -> (B, width x F)
+
+
+class Mlp(nn.Module):
+    """linear -> act -> linear (diffusers' TimestepEmbedding, its names)."""
+
+    def __init__(self, width_in: int, width_out: int, act: nn.Module):
+        super().__init__()
+        self.linear_1 = nn.Linear(width_in, width_out)
+        self.act = act
+        self.linear_2 = nn.Linear(width_out, width_out)
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(v)))
+
+
+class ConditionGroup(nn.Module):
+    """A group's inputs joined: (B, sum of embedded widths) -> project -> (B, width it joins)."""
+
+    into_features: Final[bool]
+
+    def __init__(self, inputs: list[ConditionInput], project: nn.Module, into_features: bool):
+        super().__init__()
+        self.inputs = nn.ModuleList(inputs)
+        self.project = project  # Mlp, nn.Linear or nn.Identity
+        self.into_features = into_features
+
+    def forward(self, cond: dict[str, torch.Tensor], batch: int, dtype: torch.dtype) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        for inp in self.inputs:
+            parts.append(inp(cond, batch))
+        return self.project(torch.cat(parts, dim=1).to(dtype))
+
+
+class ConditionEmbeddings(nn.Module):
+    """The model's condition groups, and the check of a call's `cond` against the names they take."""
+
+    names: list[str]
+
+    def __init__(self, groups: list[ConditionGroup], names: list[str]):
+        super().__init__()
+        self.groups = nn.ModuleList(groups)
+        self.names = names
+
+    def check(self, cond: Optional[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if cond is None:
+            raise ValueError(f"unetdsl: this model takes conditions {self.names}: call model(x, t, cond=...) "
+                             "with a tensor for each")
+        missing: list[str] = []
+        for n in self.names:
+            if n not in cond:
+                missing.append(n)
+        extra: list[str] = []
+        for k in cond.keys():  # noqa: SIM118 (TorchScript iterates a Dict's keys())
+            if k not in self.names:
+                extra.append(k)
+        if len(missing) > 0 or len(extra) > 0:
+            raise ValueError(f"unetdsl: cond lacks {missing} and has unknown {extra}; this model takes exactly {self.names}")
+        return cond
+
+    def add(self, emb: torch.Tensor, cond: dict[str, torch.Tensor], features: bool) -> torch.Tensor:
+        """emb plus every group that joins here (before the MLP: features; after it: the time embedding)."""
+        for group in self.groups:
+            if group.into_features == features:
+                emb = emb + group(cond, emb.shape[0], emb.dtype)
+        return emb
