@@ -77,13 +77,13 @@ def test_latent_rules(change: tuple[str, str], where: str | None, says: str | No
 
 
 def test_a_standalone_half_with_a_latent_section() -> None:
-    decoder = (ROOT / "specs" / "ldm-kl-f8-decoder.yaml").read_text() + "latent: {channels: 4}\n"
+    decoder = (ROOT / "specs" / "ldm-kl-f8-decoder.yaml").read_text() + "latent: {channels: 4, scaling_factor: 0.18215}\n"
     spec, _ = resolve_spec(decoder)
     assert spec.latent is not None and spec.latent.post_quant_conv and not spec.latent.quant_conv
     assert "post_quant_conv.weight" in build_model(spec, device="meta").state_dict()
     assert any("the quant conv is the encoder's" in r
-               for r in problems(decoder.replace("latent: {channels: 4}", "latent: {channels: 4, quant_conv: true}")))
-    wider = decoder.replace("latent: {channels: 4}", "latent: {channels: 8}")
+               for r in problems(decoder.replace("{channels: 4,", "{channels: 4, quant_conv: true,")))
+    wider = decoder.replace("latent: {channels: 4,", "latent: {channels: 8,")
     assert any("latent takes 8 channels" in r for r in problems(wider))
 
 

@@ -264,3 +264,28 @@ def test_summary_line_of_the_sdxl_conditions(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert ("conditions   text_embeds (16) + time_ids (6 x sinusoid 8) = 64 -> mlp -> added to the time "
             "embedding (128)") in out
+
+
+# --- no silent wrong models (issue 23, item 7) ----------------------------------------------------
+def test_a_transformer_block_must_state_its_heads() -> None:
+    text = TINY.replace("middle: {blocks: 2, attention: {heads: 2}}", "middle: {blocks: 2, attention: {type: transformer}}")
+    assert text != TINY
+    found = problems(text + "context_dim: 4\n")
+    line = 1 + text.splitlines().index("middle: {blocks: 2, attention: {type: transformer}}")
+    assert [(p, at) for p, at, _ in found] == [("middle.attention", line)]  # one problem, where it is written
+    assert "states its heads" in found[0][2]
+    for given in ("heads: 2", "head_dim: 4"):
+        resolve_spec(text.replace("{type: transformer}", f"{{type: transformer, {given}}}") + "context_dim: 4\n")
+    # self-attention keeps its documented default of one head
+    assert resolve_spec(TINY.replace("{blocks: 2, attention: {heads: 2}}", "{blocks: 2, attention: true}"))[0] \
+        .middle.attention.heads == 1  # type: ignore[union-attr]
+
+
+def test_a_latent_section_states_its_scaling_factor() -> None:
+    vae = (ROOT / "specs" / "vae-tiny.yaml").read_text()
+    assert "scaling_factor: 0.18215" in vae
+    found = problems(vae.replace(", scaling_factor: 0.18215", ""))
+    assert [p for p, _, _ in found] == ["latent"]
+    with pytest.raises(SpecError) as info:
+        resolve_spec(vae.replace(", scaling_factor: 0.18215", ""))
+    assert "SDXL's: 0.13025" in info.value.problems[0].hint  # type: ignore[operator]

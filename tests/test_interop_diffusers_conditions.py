@@ -6,6 +6,7 @@ weights both ways, outputs to 1e-5 in float32, eager and scripted; SDXL base cou
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,3 +105,40 @@ def test_sdxl_base_counts_exactly_on_meta() -> None:
     group = model.time_embedding.conditions.groups[0]  # type: ignore[union-attr,index]
     assert sum(p.numel() for p in group.parameters()) == 5_245_440  # Linear(2816, 1280), SiLU, Linear(1280, 1280)
     assert sum(p.numel() for p in to_diffusers_meta(model).parameters()) == 2_567_463_684
+
+
+def test_cli_converts_a_refiner_shaped_folder_with_its_time_ids(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from unetdsl.cli import main
+    from unetdsl.torchscript import load
+
+    config = {**CONFIGS["text-time-flip-shift"], "projection_class_embeddings_input_dim": 12 + 5 * 8}  # 5 ids
+    unet = make(config)
+    unet.save_pretrained(tmp_path / "unet")
+    spec, weights, out = tmp_path / "spec.yaml", tmp_path / "w.safetensors", tmp_path / "m.pt"
+    folder = str(tmp_path / "unet")
+    assert main(["convert", "diffusers", folder, "-o", str(spec), "--time-ids", "5", "--weights", str(weights)]) == 0
+    assert "{name: time_ids, width: 5, sinusoid: 8}" in spec.read_text()
+    assert main(["build", str(spec), "--weights", str(weights), "-o", str(out)]) == 0  # checked with its cond
+    (x, t, context), _, _ = call(config)
+    text, ids = torch.randn(3, 12), torch.tensor([[1024.0, 1024, 0, 0, 6.0]] * 3)
+    with torch.no_grad():
+        want = unet(x, t, encoder_hidden_states=context, added_cond_kwargs={"text_embeds": text, "time_ids": ids}).sample
+        got = load(out)(x, t, None, context, {"text_embeds": text, "time_ids": ids})
+    assert (got - want).abs().max().item() <= 1e-5
+    for bad in ("0", "x", "-1"):
+        with pytest.raises(SystemExit) as info:
+            main(["convert", "diffusers", folder, "-o", str(tmp_path / "s2.yaml"), "--time-ids", bad])
+        assert info.value.code == 2 and "--time-ids" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cls", ["ControlNetModel", "UNet1DModel", "Transformer2DModel"])
+def test_a_class_not_converted_is_one_problem_naming_it(cls: str) -> None:
+    from unetdsl import SpecError
+
+    config = {"_class_name": cls, "down_block_types": 3, "block_out_channels": "x", "conditioning_channels": 3}
+    with pytest.raises(SpecError) as info:
+        spec_from_diffusers(config)
+    (problem,) = info.value.problems  # the class, not a flood about keys that belong to another class
+    assert problem.path == ("_class_name",) and f"'{cls}' is not a class unetdsl converts" in problem.message
+    assert problem.allowed == "UNet2DModel, UNet2DConditionModel, AutoencoderKL"

@@ -33,7 +33,7 @@ def test_a_context_needs_a_block_that_attends_to_it_and_only_cross_needs_a_conte
     assert any(r.startswith("<string>:15:14:") and "context_dim: the model takes a context, and no attention block "
                "attends to it" in r for r in problems(no_block))
     only_cross = TINY.replace("middle: {blocks: 2, attention: {heads: 2}}",
-                              "middle: {blocks: 2, attention: {type: transformer, only_cross: true}}")
+                              "middle: {blocks: 2, attention: {type: transformer, heads: 2, only_cross: true}}")
     assert any("middle.attention.only_cross" in r and "set context_dim" in r for r in problems(only_cross))
 
 

@@ -17,6 +17,19 @@ def problems(text: str) -> list[unetdsl.Problem]:
     return exc.value.problems
 
 
+@pytest.mark.parametrize("value", ["cross", "cross_attention", "Cross"])
+def test_cross_attention_points_at_the_transformer_block(value: str) -> None:
+    [p] = problems(TINY.replace("attention: {heads: 2}}\nmiddle", f"attention: {{type: {value}, heads: 2}}}}\nmiddle"))
+    assert p.dotted_path == "encoder.levels.1.attention.type" and p.hint == "unetdsl calls this 'transformer'"
+
+
+def test_a_condition_name_is_told_what_it_may_be() -> None:
+    [p] = problems(TINY + "conditions: [{inputs: [{name: 1x, width: 2}]}]\n")
+    assert p.dotted_path == "conditions.0.inputs.0.name" and p.allowed is not None and "Python identifier" in p.allowed
+    [p] = problems(TINY.replace("name: tiny", "name: -x"))
+    assert p.allowed is not None and p.allowed.startswith("letters, digits, '.', '_' and '-'")
+
+
 def test_positional_gets_the_sinusoidal_hint() -> None:
     [p] = problems(TINY.replace("embedding: sinusoidal", "embedding: positional"))
     assert p.dotted_path == "time.embedding" and p.hint == "unetdsl calls this 'sinusoidal'"
@@ -30,6 +43,11 @@ def test_positional_gets_the_sinusoidal_hint() -> None:
     ("num_head_channels", "level", "attention: {head_dim: N}"),
     ("ch_mult", "", "latent-diffusion's name"),
     ("use_scale_shift_norm", "", "time: {injection: scale_shift}"),
+    ("cross_attention_dim", "", "in unetdsl: context_dim"),
+    ("transformer_layers_per_block", "level", "depth: N"),
+    ("addition_embed_type", "", "conditions: [{inputs: [{name: text_embeds"),
+    ("encoder_hid_dim", "", "not yet in unetdsl"),
+    ("class_embed_type", "", "named class_labels"),
 ])
 def test_other_tools_names_point_at_ours(key: str, where: str, says: str) -> None:
     text = (TINY.replace("- {channels: 8, blocks: 1,", f"- {{channels: 8, blocks: 1, {key}: 1,") if where

@@ -260,7 +260,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .weights import WeightsError
 
     try:
-        resolved = convert_pretrained(args.folder, args.output, args.weights, name=args.name)
+        resolved = convert_pretrained(args.folder, args.output, args.weights, name=args.name, time_ids=args.time_ids)
     except (WeightsError, OutputError) as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
@@ -374,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="SPEC.yaml", required=True)
     p.add_argument("--weights", metavar="OUT.safetensors", help="also write the mapped weights")
     p.add_argument("--name", help="the spec's name (default: from the folder's config)")
+    p.add_argument("--time-ids", type=_count("--time-ids"), default=6, metavar="N",
+                   help="SDXL-style models (addition_embed_type text_time): how many time_ids the model takes, "
+                   "which the config does not say (6 for SDXL base, 5 for the refiner; default 6)")
 
     sub.add_parser("schema", help="print the JSON Schema of the language",
                    description="Print the JSON Schema (draft 2020-12) that editors use to check specs.")

@@ -43,6 +43,13 @@ SOURCE = "diffusers config"
 CLASSES = ("UNet2DModel", "UNet2DConditionModel", "AutoencoderKL")
 
 # config keys that describe the file, not the model
+# classes people convert that unetdsl does not yet, with what they are
+NOT_YET = {
+    "ControlNetModel": "ControlNet, a U-Net's encoder with a hint embedding and zero convolutions, is not yet in "
+                       "unetdsl's language",
+    "UNet1DModel": "diffusers' 1D U-Net (Dance Diffusion) has its own block vocabulary, not yet converted",
+    "UNet3DConditionModel": "video U-Nets with temporal layers are not yet in unetdsl's language",
+}
 METADATA_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "_use_default_values"}
 
 # every UNet2DModel.__init__ argument, with its default (diffusers 0.2x-0.4x)
@@ -192,14 +199,17 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
             raise SpecError(problems)
         return _checked(cond, len(cond["encoder"]["levels"]), where, condition.config_path)
 
+    if not isinstance(cls, str) or cls != "UNet2DModel":  # the class first: its keys mean nothing to another's rules
+        named = repr(cls) if isinstance(cls, str) else describe(cls)
+        refuse("_class_name", cls, f"{named} is not a class unetdsl converts "
+               f"({NOT_YET.get(cls, 'its keys would be read as another class') if isinstance(cls, str) else 'not a name'})",
+               ", ".join(CLASSES))
+        raise SpecError(problems)
     for key, (check, allowed) in KEY_TYPES.items():
         if key in raw and not check(raw[key]):
             refuse(key, raw[key], "wrong type", allowed)
     if problems:
         raise SpecError(problems)
-    if not isinstance(cls, str) or cls != "UNet2DModel":
-        refuse("_class_name", cls, "only UNet2DModel and UNet2DConditionModel configs are converted",
-               "UNet2DModel, UNet2DConditionModel")
     for key in raw:
         if key not in DEFAULTS and key not in METADATA_KEYS:
             refuse(key, raw[key], f"unknown UNet2DModel config key {key!r}: refusing rather than ignoring it")
@@ -626,7 +636,8 @@ WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 
 def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLike[str],
-                       weights_out: str | os.PathLike[str] | None = None, *, name: str | None = None) -> ResolvedSpec:
+                       weights_out: str | os.PathLike[str] | None = None, *, name: str | None = None,
+                       time_ids: int = condition.TIME_IDS) -> ResolvedSpec:
     """Read `config.json` (+ the safetensors weights) of a local diffusers UNet2DModel folder; write a
     validated spec YAML and, if asked, the mapped weights as a unetdsl checkpoint. No network."""
     import yaml
@@ -640,7 +651,7 @@ def convert_pretrained(folder: str | os.PathLike[str], spec_out: str | os.PathLi
     check_output(spec_out, inputs=reads)  # both outputs, before anything is read or written
     if weights_out is not None:
         check_output(weights_out, inputs={**reads, "spec output": spec_out})
-    spec = spec_from_diffusers(root / "config.json", name=name)
+    spec = spec_from_diffusers(root / "config.json", name=name, time_ids=time_ids)
     model = None
     if weights_out is not None:
         path = root / WEIGHTS_FILE

@@ -60,6 +60,10 @@ def _resolve(ctx: Context) -> ResolvedSpec:
     if time is not None:
         check_time(ctx, time)
     conditions = resolve_conditions(ctx, spec.conditions, time)
+    if spec.latent is not None and spec.latent.scaling_factor is None:
+        # no silent 1: the published autoencoders' latents are scaled (a diffusion model trained on them expects it)
+        ctx.fail(("latent",), "a latent section states its scaling_factor", hint="add `scaling_factor: X` "
+                 "(Stable Diffusion 1.x/2.x's VAE: 0.18215; SDXL's: 0.13025; 1 for unscaled latents)")
     report_groups(ctx)
     if ctx.problems:
         raise SpecError(ctx.problems)
@@ -98,7 +102,7 @@ def _latent(spec: Spec) -> ResolvedLatent | None:
         # each conv defaults on where its half is
         quant_conv=default(lat.quant_conv, spec.model in ("autoencoder", "encoder")),
         post_quant_conv=default(lat.post_quant_conv, spec.model in ("autoencoder", "decoder")),
-        scaling_factor=float(default(lat.scaling_factor, DEFAULTS["latent.scaling_factor"])),
+        scaling_factor=float(lat.scaling_factor if lat.scaling_factor is not None else 1.0),  # (refused when absent)
     )
 
 

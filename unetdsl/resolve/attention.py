@@ -1,5 +1,6 @@
-"""Attention: its type, `heads` or `head_dim` (neither: one head) against the channels of its
-level, and a transformer block's own settings (refused on plain self-attention)."""
+"""Attention: its type, `heads` or `head_dim` (neither: one head of self-attention; a transformer
+block must state them) against the channels of its level, and a transformer block's own settings
+(refused on plain self-attention)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,13 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
             if getattr(att, name) is not None:
                 ctx.fail((*ap, name), f"{name} is a setting of the transformer attention block",
                          found=_shown(getattr(att, name)), hint="add `type: transformer`, or remove it")
+    if kind == "transformer" and att.heads is None and att.head_dim is None:
+        # one head would load a published model's weights (the shapes do not depend on heads) and compute
+        # something else: SD 1.5 written with its 8 heads forgotten validated and ran, silently wrong
+        ctx.fail(ap, "a transformer block states its heads: the weights do not say, and a wrong count loads them "
+                 "and computes something else", hint="add `heads: N` or `head_dim: N` (Stable Diffusion 1.x: "
+                 "heads: 8; 2.x and XL: head_dim: 64; a diffusers UNet2DConditionModel's attention_head_dim is "
+                 "its heads)")  # (resolved on with one head, so that no rule downstream reports a second problem)
     if att.head_dim is not None:
         if channels % att.head_dim:
             ctx.fail((*ap, "head_dim"), f"head_dim {att.head_dim} does not divide the level's {channels} channels",

@@ -81,7 +81,8 @@ class AttentionSpec(StrictModel):
     Transformer2DModel): norm, proj_in, `depth` x [LayerNorm -> self-attention, LayerNorm ->
     cross-attention to the context (when the spec has context_dim), LayerNorm -> GEGLU
     feed-forward (4 x channels)], proj_out, residual; q/k/v without bias.
-    Give `heads` or `head_dim`, not both; neither means one head."""
+    Give `heads` or `head_dim`, not both; self-attention with neither has one head, a transformer block
+    must state one (its weights do not say how many heads it has)."""
 
     type: AttentionType | None = Field(None, description=doc("attention.type", "self | transformer."))
 
@@ -275,9 +276,10 @@ class LatentSpec(StrictModel):
         None, description="A 1x1 conv on the latent before the decoder (diffusers' use_post_quant_conv). Default "
         "true where there is a decoder (autoencoder, decoder).")
     scaling_factor: Annotated[float, Field(gt=0.0, le=1e6)] | None = Field(
-        None, description=doc("latent.scaling_factor", "What a diffusion model's latents are multiplied by "
-                              "(0.18215 for Stable Diffusion's VAE). Carried with the model (model.scaling_factor, "
-                              "the artifact's metadata), never applied inside it, as diffusers."))
+        None, description="What a diffusion model's latents are multiplied by (0.18215 for Stable Diffusion "
+        "1.x/2.x's VAE, 0.13025 for SDXL's; 1 for unscaled). Required: there is no default that is right for "
+        "the published autoencoders. Carried with the model (model.scaling_factor, the artifact's metadata), never "
+        "applied inside it, as diffusers.")
 
 
 class ConditionInput(StrictModel):

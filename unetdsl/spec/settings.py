@@ -83,7 +83,6 @@ DEFAULTS: dict[str, Any] = {
     "head.divide_by_timestep": False,
     "init.zero_out": False,
     "center_input": False,
-    "latent.scaling_factor": 1.0,
     # a condition group (diffusers' add_embedding / class_embedding, EDM's map_label)
     "condition.project": "mlp",
     "condition.into": "time",

@@ -26,6 +26,18 @@ SYNONYMS = {
     "gn": "group",
     "groupnorm": "group",
     "scale-shift": "scale_shift",
+    # cross-attention is a layer of the transformer block (with context_dim), not an attention type
+    "cross": "transformer",
+    "cross_attention": "transformer",
+    "crossattention": "transformer",
+    "spatial_transformer": "transformer",
+}
+# what a pattern-checked string may be, by its pattern (the name of a spec, of a condition)
+PATTERNS = {
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$": "letters, digits, '.', '_' and '-' (starting with a letter or digit), "
+                                         "at most 64",
+    r"^[A-Za-z_][A-Za-z0-9_]{0,63}$": "a Python identifier: letters, digits and '_', not starting with a digit, "
+                                      "at most 64",
 }
 
 
@@ -77,6 +89,19 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "in_ch": ("latent-diffusion", "in_channels"),
     "out_ch": ("latent-diffusion", "out_channels"),
     "resamp_with_conv": ("latent-diffusion", "encoder: {downsample: conv}, decoder: {upsample: nearest} (+ conv)"),
+    # diffusers UNet2DConditionModel (Stable Diffusion, SDXL, DeepFloyd IF)
+    "cross_attention_dim": ("diffusers", "context_dim (the width of the context every transformer block "
+                                         "cross-attends to)"),
+    "transformer_layers_per_block": ("diffusers", "attention: {type: transformer, depth: N} on a level"),
+    "use_linear_projection": ("diffusers", "attention: {type: transformer, linear_projection: true} on a level"),
+    "addition_embed_type": ("diffusers", "conditions: [{inputs: [{name: text_embeds, width: 1280}, {name: "
+                                         "time_ids, width: 6, sinusoid: 256}]}] for SDXL's text_time"),
+    "addition_time_embed_dim": ("diffusers", "conditions[i].inputs[j].sinusoid (the features of each time id)"),
+    "projection_class_embeddings_input_dim": ("diffusers", "the widths of a condition group's inputs (conditions)"),
+    "class_embed_type": ("diffusers", "conditions: a group of one input named class_labels (project mlp, linear "
+                                      "or none; sinusoid for 'timestep')"),
+    "encoder_hid_dim": ("diffusers", "not yet in unetdsl (DeepFloyd IF's text projection): project the text "
+                                     "states to context_dim before calling the model"),
 }
 
 
@@ -153,7 +178,7 @@ def _allowed(err: dict[str, Any]) -> str | None:
     if t == "too_long":
         return f"at most {ctx.get('max_length')} item(s)"
     if t == "string_pattern_mismatch":
-        return "letters, digits, '.', '_' and '-' (starting with a letter or digit), at most 64"
+        return PATTERNS.get(str(ctx.get("pattern")), f"matching {ctx.get('pattern')}")
     if t == "string_too_long":
         return f"at most {ctx.get('max_length')} characters"
     return None
