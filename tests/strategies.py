@@ -78,11 +78,12 @@ def _attention(draw: st.DrawFn, transformer: bool) -> Any:
 @st.composite
 def _conditions(draw: st.DrawFn) -> list[dict[str, Any]]:
     """One or two condition groups: every project and into, inputs as they are and through sinusoids
-    (a `none` projection needs the exact width: it is left for the resolver to refuse or not)."""
+    (at least 4 features: the drawn freq_shift is at most 1, and a sinusoid needs half its features
+    above it; a `none` projection needs the exact width, so it is not drawn)."""
     groups = []
     for g in range(draw(st.integers(1, 2))):
         inputs = [{"name": f"c{g}_{i}", "width": draw(st.integers(1, 3)),
-                   **({"sinusoid": draw(st.sampled_from([2, 3, 4]))} if draw(st.booleans()) else {})}
+                   **({"sinusoid": draw(st.sampled_from([4, 5, 6]))} if draw(st.booleans()) else {})}
                   for i in range(draw(st.integers(1, 2)))]
         group: dict[str, Any] = {"inputs": inputs}
         project = _optional(draw, st.sampled_from(["mlp", "linear"]))

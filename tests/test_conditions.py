@@ -289,3 +289,17 @@ def test_a_latent_section_states_its_scaling_factor() -> None:
     with pytest.raises(SpecError) as info:
         resolve_spec(vae.replace(", scaling_factor: 0.18215", ""))
     assert "SDXL's: 0.13025" in info.value.problems[0].hint  # type: ignore[operator]
+
+
+def test_a_sinusoid_narrower_than_twice_the_freq_shift_is_refused() -> None:
+    """(Found by the stored-spec property: sinusoid 2 with freq_shift 1 made every output NaN.)"""
+    shifted = with_conditions("conditions:\n  - inputs: [{name: s, width: 1, sinusoid: SIZE}]\n").replace(
+        "embedding: sinusoidal", "embedding: sinusoidal, freq_shift: 1")
+    assert "freq_shift: 1" in shifted
+    for size in (2, 3):  # half 1: 1 - 1 = 0
+        found = problems(shifted.replace("SIZE", str(size)))
+        assert [p for p, _, _ in found] == ["conditions.0.inputs.0.sinusoid"] and "NaN" in found[0][2]
+    model = unetdsl.build_model(shifted.replace("SIZE", "4"), seed=0).eval()  # half 2: the first that works
+    inputs = sample_inputs(model.spec, batch=2)
+    with torch.no_grad():
+        assert torch.isfinite(model(*inputs.args())).all()

@@ -39,6 +39,12 @@ def resolve_conditions(ctx: Context, groups: list[ConditionSpec] | None,
                          "each name is one key of `cond`", found=inp.name)
             seen.setdefault(inp.name, (g, i))
             flip, shift, period = sinusoid
+            half = (inp.sinusoid or 0) // 2
+            if inp.sinusoid and shift >= half:  # the time section's rule (check_time), at this input's width
+                ctx.fail(("conditions", g, "inputs", i, "sinusoid"), f"the time section's freq_shift {shift:g} is not "
+                         f"below half of these {inp.sinusoid} features ({half}): the frequency exponent divides by "
+                         "their difference, so every output is NaN", found=str(inp.sinusoid),
+                         allowed=f"more than {2 * int(shift) + 1}" if float(shift).is_integer() else None)
             inputs.append(ResolvedConditionInput(name=inp.name, width=inp.width, sinusoid=inp.sinusoid or 0,
                                                  flip_sin_to_cos=bool(flip), freq_shift=float(shift),
                                                  max_period=float(period)))
