@@ -198,7 +198,8 @@ def test_a_saved_model_loads_and_computes_the_same(tmp_path: Path) -> None:
 
 
 # the export mechanics at the least cost (the twin's 20 transformer layers take torch.export and the ONNX
-# exporter ~2 minutes): a context and both kinds of group, one transformer block
+# exporter ~2 minutes): a context, both kinds of group, one transformer block of depth 2 with linear
+# projections (text-tiny's blocks: its own ONNX export is in `make test-heavy`)
 EXPORTED = """\
 unetdsl: 1
 name: conditioned
@@ -216,7 +217,7 @@ defaults: {norm: {groups: 4}}
 encoder:
   levels:
     - {channels: 8, blocks: 1}
-    - {channels: 16, blocks: 1, attention: {type: transformer, heads: 2}}
+    - {channels: 16, blocks: 1, attention: {type: transformer, heads: 2, depth: 2, linear_projection: true}}
 middle: {blocks: 1}
 """
 
@@ -256,14 +257,14 @@ def test_summary_and_diagram_show_the_conditions(tmp_path: Path) -> None:
     assert "+ cond: text_embeds, time_ids" in (tmp_path / "d.svg").read_text()
 
 
-def test_summary_line_of_the_sdxl_conditions(capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_lines_of_the_conditions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from unetdsl.cli import main
 
-    shallow = ["--set", "encoder.levels.2.attention.depth=1", "--set", "middle.attention.depth=1"]  # (seconds, not 30)
-    assert main(["summary", str(TWIN), *shallow]) == 0
+    (tmp_path / "c.yaml").write_text(EXPORTED)
+    assert main(["summary", str(tmp_path / "c.yaml")]) == 0
     out = capsys.readouterr().out
-    assert ("conditions   text_embeds (16) + time_ids (6 x sinusoid 8) = 64 -> mlp -> added to the time "
-            "embedding (128)") in out
+    assert "conditions   text_embeds (6) + time_ids (3 x sinusoid 4) = 18 -> mlp -> added to the time embedding (16)" in out
+    assert "             label (5) = 5 -> linear -> added to the time features (8)" in out
 
 
 # --- no silent wrong models (issue 23, item 7) ----------------------------------------------------

@@ -49,7 +49,9 @@ HEAVIEST = {"adm-imagenet64-cond", "ddpm-cifar10"}
 # the LDM KL-f8 halves' ONNX files too (~30 s): vae-tiny's ONNX has the same blocks; their
 # torch.export and TorchScript stay in `make test`; and ddpm-digits' ONNX (~25 s): tiny's ONNX has its
 # blocks (2D, self-attention, conv down, nearest up), its torch.export stays
-HEAVY_ONNX = {"ldm-kl-f8-encoder", "ldm-kl-f8-decoder", "ddpm-digits"}
+# and text-tiny's (~55 s): tests/test_conditions.py exports its blocks (a depth-2 transformer with linear
+# projections attending to a context) to ONNX, with conditions besides
+HEAVY_ONNX = {"ldm-kl-f8-encoder", "ldm-kl-f8-decoder", "ddpm-digits", "text-tiny"}
 CASES = [
     pytest.param(spec, fmt, id=f"{label(spec)}-{fmt}",
                  marks=([pytest.mark.slow] if spec.stem in HEAVY and fmt != "torchscript" else [])
