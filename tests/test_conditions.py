@@ -304,3 +304,13 @@ def test_a_sinusoid_narrower_than_twice_the_freq_shift_is_refused() -> None:
     inputs = sample_inputs(model.spec, batch=2)
     with torch.no_grad():
         assert torch.isfinite(model(*inputs.args())).all()
+
+
+@pytest.mark.inductor
+def test_a_conditioned_model_compiles_with_aotinductor(tmp_path: Path) -> None:
+    """`make test-inductor` (~1 minute of C++): the package takes `cond` as a mapping (AOTInductor
+    flattens it by the exported program's input spec), checked after writing at two sizes."""
+    model = unetdsl.build_model(EXPORTED, seed=0)
+    report = export(model, tmp_path / "m.aoti.pt2", format="aoti")
+    assert [shape for shape, _ in report.checks] == [[2, 4, 8, 8], [3, 4, 4, 4]] and report.max_abs_diff < 1e-4
+    assert "cond: {text_embeds" in read_metadata(tmp_path / "m.aoti.pt2")["unetdsl/inputs"]
