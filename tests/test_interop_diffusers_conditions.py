@@ -132,7 +132,7 @@ def test_cli_converts_a_refiner_shaped_folder_with_its_time_ids(tmp_path: Path,
         assert info.value.code == 2 and "--time-ids" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cls", ["ControlNetModel", "UNet1DModel", "Transformer2DModel"])
+@pytest.mark.parametrize("cls", ["UNet1DModel", "Transformer2DModel", "UNet3DConditionModel"])
 def test_a_class_not_converted_is_one_problem_naming_it(cls: str) -> None:
     from unetdsl import SpecError
 
@@ -141,4 +141,4 @@ def test_a_class_not_converted_is_one_problem_naming_it(cls: str) -> None:
         spec_from_diffusers(config)
     (problem,) = info.value.problems  # the class, not a flood about keys that belong to another class
     assert problem.path == ("_class_name",) and f"'{cls}' is not a class unetdsl converts" in problem.message
-    assert problem.allowed == "UNet2DModel, UNet2DConditionModel, AutoencoderKL"
+    assert problem.allowed == "UNet2DModel, UNet2DConditionModel, AutoencoderKL, ControlNetModel"

@@ -16,14 +16,15 @@ from .spec import ResolvedSpec, Spec
 from .version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import build_model, load
+    from .api import build_model, controlnet_from_unet, load
     from .artifacts import export
     from .nn.layers import set_prepacking
     from .training import set_activation_checkpointing, training_units
     from .weights import load_weights, save
 
 # torch is heavy: only these pull it in, and only when first asked for.
-_LAZY = {"build_model": "api", "export": "artifacts", "save": "weights", "load": "api", "load_weights": "weights",
+_LAZY = {"build_model": "api", "controlnet_from_unet": "api", "export": "artifacts", "save": "weights", "load": "api",
+         "load_weights": "weights",
          "set_activation_checkpointing": "training", "training_units": "training",
          "set_prepacking": "nn.layers"}
 
@@ -45,6 +46,7 @@ __all__ = [
     "UnetdslError",
     "__version__",
     "build_model",
+    "controlnet_from_unet",
     "export",
     "load",
     "load_spec",

@@ -116,3 +116,29 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
         raise WeightsError(f"{path}: {exc}{hint}") from None
     # built on meta and filled from the file in place, in the layout of the target device
     return build_model(resolved, device=device, weights=path).eval()
+
+
+def controlnet_from_unet(unet: nn.Module, *, hint_channels: int = 3, embedding: Sequence[int] = (16, 32, 96, 256),
+                         name: str | None = None, seed: int | None = None) -> nn.Module:
+    """A ControlNet for the unetdsl U-Net `unet`, as diffusers' `ControlNetModel.from_unet` makes
+    one (the usual start of training): the U-Net's spec with `model: controlnet` and the hint
+    embedding's `hint_channels` and stage widths `embedding`; its stem, time embedding (with its
+    conditions), encoder and middle copied from `unet`; the hint embedding drawn (from `seed`),
+    its last conv and every zero conv zero, so that the pair computes what `unet` alone does.
+    On the device and in the dtype and train/eval mode of `unet`."""
+    from .errors import InternalError
+
+    spec: ResolvedSpec | None = getattr(unet, "spec", None)
+    if spec is None or spec.model != "unet":
+        raise ValueError("controlnet_from_unet takes a U-Net built by unetdsl (model: unet)")
+    view = spec.view() | {"model": "controlnet", "name": name or f"{spec.name[:53]}-controlnet",
+                          "controlnet": {"hint_channels": hint_channels, "embedding": list(embedding)}}
+    param = next(unet.parameters())
+    model = build_model(view, device=param.device, dtype=param.dtype, seed=seed)
+    own = model.state_dict()
+    trunk = {k: v for k, v in unet.state_dict().items() if k in own}  # stem, time embedding, encoder, middle
+    added = set(own) - set(trunk)
+    if any(not k.startswith("controlnet_") for k in added):  # the trunk is the U-Net's by construction
+        raise InternalError(f"a ControlNet's trunk differs from its U-Net's: {sorted(added)[:3]}")
+    model.load_state_dict(trunk, strict=False)
+    return model.train(unet.training)

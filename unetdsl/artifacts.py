@@ -14,6 +14,7 @@ carries the resolved spec, spec id, unetdsl version, dtype and device it was mad
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import warnings
@@ -124,14 +125,21 @@ def input_names(spec: ResolvedSpec) -> list[str]:
     """The inputs the model has, in forward's order: x, then t, y, context and cond (a mapping of
     the named conditions) where it has them."""
     present = {"x": True, "t": spec.time is not None, "y": spec.classes is not None,
-               "context": spec.context_dim is not None, "cond": bool(spec.conditions)}
+               "context": spec.context_dim is not None, "cond": bool(spec.conditions),
+               "hint": spec.controlnet is not None}
     return [name for name, has in present.items() if has]
 
 
 def flat_input_names(spec: ResolvedSpec) -> list[str]:
     """The tensors an artifact takes one by one (ONNX's input names, the C++ runner's order): the
     inputs, with `cond` replaced by each named condition in the spec's order."""
-    return [n for n in input_names(spec) if n != "cond"] + [i.name for i in spec.condition_inputs]
+    names = input_names(spec)
+    return [flat for n in names for flat in ([i.name for i in spec.condition_inputs] if n == "cond" else [n])]
+
+
+def output_names(spec: ResolvedSpec) -> list[str]:
+    """What an artifact returns: `out`, or a ControlNet's residuals `residual_0` ... (the last the middle's)."""
+    return [f"residual_{i}" for i in range(len(spec.residual_channels))] if spec.controlnet is not None else ["out"]
 
 
 def call_args(inputs: SampleInputs) -> tuple[Any, ...]:
@@ -141,7 +149,7 @@ def call_args(inputs: SampleInputs) -> tuple[Any, ...]:
 
 def flat_args(inputs: SampleInputs) -> tuple[torch.Tensor, ...]:
     """call_args with `cond` replaced by its tensors, in its (the spec's) order: flat_input_names'."""
-    return tuple(v for a in inputs.present() for v in (a.values() if isinstance(a, dict) else (a,)))
+    return inputs.tensors()
 
 
 def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype) -> list[SampleInputs]:
@@ -156,7 +164,7 @@ def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype) -
     ]
 
 
-Runner = Callable[[SampleInputs], torch.Tensor]
+Runner = Callable[[SampleInputs], Any]  # a tensor, or a ControlNet's list of residuals
 
 
 # --- formats: how each is written and how a deployment loads it back --------------------------
@@ -182,101 +190,56 @@ def _load_torchscript(path: Path, device: torch.device) -> Runner:
 
 def _dynamic_shapes(spec: ResolvedSpec, args: tuple[torch.Tensor, ...]) -> tuple[dict[int, Any], ...]:
     """Batch free; every spatial size a free multiple of the downsampling factor, at least twice
-    the factor (torch.export specialises a size of 1, so the deepest level keeps >= 2 positions)."""
+    the factor (torch.export specialises a size of 1, so the deepest level keeps >= 2 positions);
+    a ControlNet's hint that size times its hint factor."""
     from torch.export import Dim
 
     from .spec.models import MAX_SAMPLE_SIZE
 
     batch = Dim("batch", min=1, max=4096)
     factor = spec.downsampling_factor
-    x_dims: dict[int, Any] = {0: batch}
-    for i in range(spec.dims):
-        # up to the language's cap, and never below the spec's own sample size
-        free = Dim(f"size{i}", min=2, max=max(MAX_SAMPLE_SIZE // factor, 2))
-        x_dims[2 + i] = factor * free if factor > 1 else free
-    by_name: dict[str, Any] = {"context": {0: batch, 1: Dim("tokens", min=2, max=4096)},  # any token count
+    # up to the language's cap, and never below the spec's own sample size
+    free = [Dim(f"size{i}", min=2, max=max(MAX_SAMPLE_SIZE // factor, 2)) for i in range(spec.dims)]
+
+    def spatial(times: int) -> dict[int, Any]:
+        return {0: batch, **{2 + i: f * times if times > 1 else f for i, f in enumerate(free)}}
+
+    by_name: dict[str, Any] = {"x": spatial(factor), "context": {0: batch, 1: Dim("tokens", min=2, max=4096)},
                                "cond": {i.name: {0: batch} for i in spec.condition_inputs}}
-    return (x_dims, *[by_name.get(name, {0: batch}) for name in input_names(spec)[1:]])
+    if spec.controlnet is not None:
+        by_name["hint"] = spatial(factor * spec.controlnet.hint_factor)
+    return tuple(by_name.get(name, {0: batch}) for name in input_names(spec))
 
 
 def _traceable(model: nn.Module, spec: ResolvedSpec) -> nn.Module:
-    """A forward taking exactly the tensors the model has: torch.export and ONNX trace tensors,
-    not Optionals, and need a fixed signature (no *args)."""
-    wrappers: dict[tuple[str, ...], type[nn.Module]] = {
-        ("x",): _X, ("x", "t"): _XT, ("x", "t", "y"): _XTY,
-        ("x", "context"): _XC, ("x", "t", "context"): _XTC, ("x", "t", "y", "context"): _XTYC,
-        ("x", "t", "cond"): _XTN, ("x", "t", "y", "cond"): _XTYN, ("x", "t", "context", "cond"): _XTCN,
-        ("x", "t", "y", "context", "cond"): _XTYCN,
-    }
-    return wrappers[tuple(input_names(spec))](model).eval()
+    """A forward taking exactly the inputs the model has, by name: torch.export and ONNX trace
+    tensors, not Optionals, and read the parameter names (ONNX's input names, dynamic shapes)."""
+    return _Traceable(model, input_names(spec)).eval()
 
 
-class _X(nn.Module):
-    def __init__(self, model: nn.Module):
+class _Traceable(nn.Module):
+    """forward(<the model's inputs, in input_names' order>) -> model(x, t, y, context, cond[, hint])
+    with None for the inputs the model does not have. The signature is stated (`__signature__`) rather
+    than *args: torch.export binds the example inputs and the dynamic shapes by parameter name."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
         super().__init__()
         self.model = model
+        self.names = tuple(names)
+        call = self._call
+        signature = inspect.Signature(
+            [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in self.names])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(x, None, None)
-        return out
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return call(*signature.bind(*args, **kwargs).args)  # (by position or name, as the signature says)
 
+        forward.__signature__ = signature  # type: ignore[attr-defined]
+        self.forward = forward
 
-class _XT(_X):
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out: torch.Tensor = self.model(x, t, None)
-        return out
-
-
-class _XTY(_X):
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out: torch.Tensor = self.model(x, t, y)
-        return out
-
-
-class _XC(_X):
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out: torch.Tensor = self.model(x, None, None, context)
-        return out
-
-
-class _XTC(_X):
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out: torch.Tensor = self.model(x, t, None, context)
-        return out
-
-
-class _XTYC(_X):
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
-                context: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(x, t, y, context)
-        return out
-
-
-class _XTN(_X):  # the named conditions: one mapping (its tensors are the exported program's inputs)
-    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
-        out: torch.Tensor = self.model(x, t, None, None, cond)
-        return out
-
-
-class _XTYN(_X):
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
-                cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        out: torch.Tensor = self.model(x, t, y, None, cond)
-        return out
-
-
-class _XTCN(_X):
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,  # type: ignore[override]
-                cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        out: torch.Tensor = self.model(x, t, None, context, cond)
-        return out
-
-
-class _XTYCN(_X):
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, context: torch.Tensor,  # type: ignore[override]
-                cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        out: torch.Tensor = self.model(x, t, y, context, cond)
-        return out
+    def _call(self, *args: Any) -> Any:
+        given = dict(zip(self.names, args, strict=True))
+        hint = {"hint": given["hint"]} if "hint" in given else {}
+        return self.model(*(given.get(n) for n in ("x", "t", "y", "context", "cond")), **hint)
 
 
 def _trace_inputs(spec: ResolvedSpec, inputs: SampleInputs) -> SampleInputs:
@@ -340,12 +303,15 @@ def _write_onnx(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
     args = call_args(_trace_inputs(spec, inputs))
     names = flat_input_names(spec)
-    # by name: torch.onnx.export takes a trailing dict in `args` for keyword arguments, so `cond` goes as one
+    # torch.onnx.export takes a trailing dict in `args` for keyword arguments: `cond` (and what follows
+    # it) goes by name
     shapes = dict(zip(input_names(spec), _dynamic_shapes(spec, args), strict=True))
-    keywords = {"cond": args[-1]} if spec.conditions else {}
+    given = list(zip(input_names(spec), args, strict=True))
+    first = next((k for k, (n, _) in enumerate(given) if n == "cond"), len(given))
+    positional, keywords = tuple(a for _, a in given[:first]), dict(given[first:])
     program = torch.onnx.export(
-        _traceable(model, spec), args[:-1] if keywords else args, kwargs=keywords, dynamo=True, input_names=names,
-        output_names=["out"], dynamic_shapes=shapes, opset_version=options.get("opset", 18), verbose=False,
+        _traceable(model, spec), positional, kwargs=keywords, dynamo=True, input_names=names,
+        output_names=output_names(spec), dynamic_shapes=shapes, opset_version=options.get("opset", 18), verbose=False,
     )
     if program is None:  # pragma: no cover - the dynamo exporter always returns a program
         raise ExportError("torch.onnx.export returned nothing")
@@ -376,10 +342,10 @@ def _load_onnx(path: Path, device: torch.device) -> Runner:
     session = ort.InferenceSession(str(path), providers=onnx_providers(device))
     names = [i.name for i in session.get_inputs()]
 
-    def run(inp: SampleInputs) -> torch.Tensor:
+    def run(inp: SampleInputs) -> Any:
         feed = {n: _to_numpy(a) for n, a in zip(names, flat_args(inp), strict=True)}
-        out = session.run(None, feed)[0]
-        return torch.from_numpy(out).to(device)
+        outs = [torch.from_numpy(o).to(device) for o in session.run(None, feed)]
+        return outs if len(outs) > 1 else outs[0]
 
     return run
 
@@ -496,6 +462,16 @@ def export(
         model.train(was_training)
 
 
+def _outputs(out: Any) -> list[torch.Tensor]:
+    """A model's output as a list: one tensor, or a ControlNet's residuals."""
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _shapes(outs: list[torch.Tensor]) -> Any:
+    """How outputs' shapes are told: one shape, or a list of them."""
+    return list(outs[0].shape) if len(outs) == 1 else [list(o.shape) for o in outs]
+
+
 def _write_checked(model: nn.Module, spec: ResolvedSpec, fmt: Format, format: str, target: Path,
                    device: torch.device, dtype: torch.dtype, *, options: dict[str, Any]) -> ExportReport:
     remove_stale_temporaries(target)
@@ -528,17 +504,20 @@ def _write_checked(model: nn.Module, spec: ResolvedSpec, fmt: Format, format: st
                 raise ExportCheckError(f"{fmt.loader_name} of the written file cannot run input {list(inputs.x.shape)}, "
                                        f"which the eager model takes ({type(exc).__name__}: {first}); "
                                        f"{target} was not written") from exc
-            if got.shape != want.shape:
-                raise ExportCheckError(f"{fmt.loader_name} of the written file gives shape {list(got.shape)} for input "
-                                       f"{list(inputs.x.shape)}; the eager model gives {list(want.shape)}; "
+            gots, wants = _outputs(got), _outputs(want)
+            if _shapes(gots) != _shapes(wants):
+                raise ExportCheckError(f"{fmt.loader_name} of the written file gives shape {_shapes(gots)} for input "
+                                       f"{list(inputs.x.shape)}; the eager model gives {_shapes(wants)}; "
                                        f"{target} was not written")
-            diff = (got.float() - want.float()).abs()
-            worst = diff.max().item()
-            allowed = atol + rtol * want.float().abs()
-            if not bool((diff <= allowed).all()):  # also catches NaN
-                raise ExportCheckError(
-                    f"{fmt.loader_name} of the written file disagrees with the eager model on input "
-                    f"{list(inputs.x.shape)}: max |diff| {worst:.3g} (allowed {atol:g} + {rtol:g}*|out| for {dtype}); "
-                    f"{target} was not written")
+            worst = 0.0
+            for g, w in zip(gots, wants, strict=True):
+                diff = (g.float() - w.float()).abs()
+                worst = max(worst, diff.max().item()) if diff.numel() else worst
+                allowed = atol + rtol * w.float().abs()
+                if not bool((diff <= allowed).all()):  # also catches NaN
+                    raise ExportCheckError(
+                        f"{fmt.loader_name} of the written file disagrees with the eager model on input "
+                        f"{list(inputs.x.shape)}: max |diff| {diff.max().item():.3g} (allowed {atol:g} + {rtol:g}*|out| "
+                        f"for {dtype}); {target} was not written")
             report.checks.append((list(inputs.x.shape), worst))
     return report

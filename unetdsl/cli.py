@@ -18,6 +18,7 @@ import yaml
 
 from .errors import InternalError, Problem, SpecError, UnetdslError
 from .frontend import compose, resolve_spec
+from .interop.diffusers_condition import TIME_IDS
 from .version import __version__
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -156,15 +157,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     inputs = sample_inputs(resolved, batch=2, device=args.device, dtype=DTYPES[args.dtype])
     with torch.inference_mode(), prepacking_off(model):  # one forward: packed weights would only cost memory
         out = model(*inputs.args())
+    outs = list(out) if isinstance(out, (list, tuple)) else [out]  # a ControlNet's residuals
     print(render(resolved, est, device=args.device))
-    print(f"sample: input {list(inputs.x.shape)} -> output {list(out.shape)}")
-    if not torch.isfinite(out).all():
+    shown = f"output {list(out.shape)}" if len(outs) == 1 else f"{len(outs)} residuals {[list(o.shape) for o in outs]}"
+    print(f"sample: input {list(inputs.x.shape)} -> {shown}")
+    if not all(torch.isfinite(o).all() for o in outs):
         where = first_nonfinite(model, inputs)
         _err("error: the sample forward produced NaN or Inf" + (f", first in {where}" if where else "")
              + ("" if args.weights else " (with random weights: a spec whose numbers overflow; please report it)"))
         return EXIT_INVALID
-    if not args.weights and not out.any():
-        _err("warning: the randomly initialised model outputs zeros (init.zero_out), so the export check compares "
+    if not args.weights and not any(o.any() for o in outs):
+        why = "a new ControlNet's zero convs" if resolved.controlnet is not None else "init.zero_out"
+        _err(f"warning: the randomly initialised model outputs zeros ({why}), so the export check compares "
              "zeros; pass --weights to check the artifact on real numbers")
     try:
         report = export(model, target, format=args.format, freeze=args.freeze, prepack=not args.no_prepack)
@@ -374,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="SPEC.yaml", required=True)
     p.add_argument("--weights", metavar="OUT.safetensors", help="also write the mapped weights")
     p.add_argument("--name", help="the spec's name (default: from the folder's config)")
-    p.add_argument("--time-ids", type=_count("--time-ids"), default=6, metavar="N",
+    p.add_argument("--time-ids", type=_count("--time-ids"), default=TIME_IDS, metavar="N",
                    help="SDXL-style models (addition_embed_type text_time): how many time_ids the model takes, "
                    "which the config does not say (6 for SDXL base, 5 for the refiner; default 6)")
 

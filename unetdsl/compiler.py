@@ -18,6 +18,7 @@ from torch import nn
 from .errors import InternalError
 from .nn.attention import AttentionBlock, NoAttention
 from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, Mlp
+from .nn.controlnet import ControlNet, HintEmbedding
 from .nn.layers import activation, conv_nd, norm, zero_module
 from .nn.resblock import ResBlock
 from .nn.sampling import ConvDownsample, InterpolateUpsample, PoolDownsample, ResBlockResample, TransposedUpsample
@@ -32,7 +33,7 @@ from .spec.resolved import (
     ResolvedSpec,
     ResolvedTime,
 )
-from .spec.vocabulary import NORM_KINDS
+from .spec.vocabulary import NORM_KINDS, UNET_KINDS
 
 # norms that subtract each channel's own mean: a conv bias right before them is dead weight
 PER_CHANNEL_NORMS = frozenset(name for name, kind in NORM_KINDS.items() if kind.per_channel_mean)
@@ -158,7 +159,7 @@ class _Compiler:
     # --- whole model ----------------------------------------------------------------------
     def build(self) -> nn.Module:
         s = self.spec
-        is_unet = s.model == "unet"
+        is_unet = s.model in UNET_KINDS  # a ControlNet's encoder keeps the skips it gives residuals for
         # built in forward order (encoder, middle, decoder, head, conv_in): a seed's weights depend on it
         down, up = self._down(), self._up()
         # every 2D/3D part may run channels-last; each decides per call by its input's size (nn/unet.py)
@@ -171,6 +172,8 @@ class _Compiler:
             [self.attention(m, m.channels) for _ in range(m.blocks - 1)] if m.attention is not None else [],
             channels_last=cl,
         )
+        if s.controlnet is not None:
+            return self.controlnet(encoder, middle, cl)
         decoder = [Level(*self.level_blocks(lv), upsample=up[lv.upsample](lv) if lv.upsample else None,
                          consume_skips=is_unet, channels_last=cl) for lv in s.decoder]
         h = s.head
@@ -178,25 +181,41 @@ class _Compiler:
         if s.zero_out:
             zero_module(conv_out)
         head = Head(self.norm(h.norm, h.in_channels) if h.norm is not None else None, activation(h.activation), conv_out)
-        time_embedding = None
-        if s.time is not None:
-            time_embedding = TimeEmbedding(proj=self._time_projection()[s.time.embedding](s.time),
-                                           features=s.time.features, dim=s.time.dim, classes=s.classes,
-                                           act=activation(s.time.activation), conditions=self.conditions())
-        common: dict[str, Any] = dict(
-            dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
-            conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),
-            time_embedding=time_embedding, encoder=encoder, middle=middle, decoder=decoder, head=head,
-            center_input=s.center_input,
-            divide_by_timestep=h.divide_by_timestep, channels_last=cl,
-            context_dim=s.context_dim or 0,
-        )
+        common = self.common(encoder, middle, cl) | dict(
+            decoder=decoder, head=head, divide_by_timestep=h.divide_by_timestep)
         if s.latent is not None and s.latent.quant_conv:  # the moments: (B, 2L, *S) -> (B, 2L, *S)
             common["quant_conv"] = conv_nd(self.dims, 2 * s.latent.channels, 2 * s.latent.channels, 1)
         if s.latent is not None and s.latent.post_quant_conv:  # the latent: (B, L, *S) -> (B, L, *S)
             common["post_quant_conv"] = conv_nd(self.dims, s.latent.channels, s.latent.channels, 1)
         models: dict[str, type[nn.Module]] = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
         return models[s.model](**common)
+
+    def common(self, encoder: list[Level], middle: MiddleBlock, cl: bool) -> dict[str, Any]:
+        """What every model's constructor takes besides its decoder and head."""
+        s = self.spec
+        time_embedding = None
+        if s.time is not None:
+            time_embedding = TimeEmbedding(proj=self._time_projection()[s.time.embedding](s.time),
+                                           features=s.time.features, dim=s.time.dim, classes=s.classes,
+                                           act=activation(s.time.activation), conditions=self.conditions())
+        return dict(
+            dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
+            conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),
+            time_embedding=time_embedding, encoder=encoder, middle=middle, center_input=s.center_input,
+            channels_last=cl, context_dim=s.context_dim or 0,
+        )
+
+    def controlnet(self, encoder: list[Level], middle: MiddleBlock, cl: bool) -> nn.Module:
+        """The U-Net's trunk (stem, time embedding, encoder, middle; built in the U-Net's order), the hint
+        embedding and the zero convs; no decoder, no head."""
+        s = self.spec
+        c = s.controlnet
+        assert c is not None
+        common = self.common(encoder, middle, cl)
+        hint = HintEmbedding(dims=self.dims, hint_channels=c.hint_channels, widths=c.embedding,
+                             out_channels=s.stem_channels)
+        return ControlNet(**common, decoder=[], head=None, hint_embedding=hint, residual_channels=s.residual_channels,
+                          hint_channels=c.hint_channels, hint_factor=c.hint_factor)
 
     def build_autoencoder(self) -> nn.Module:
         """The two halves, each compiled from its own standalone spec (`ResolvedSpec.part`), so

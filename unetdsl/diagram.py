@@ -74,13 +74,15 @@ def _lines(p: PartEstimate) -> list[str]:
         return ["stem (conv_in)", size, f"{p.channels.replace('->', ' → ')} ch", _params(p.parameters)]
     if p.part == "head":
         return ["head", size, f"{p.channels.replace('->', ' → ')} ch", _params(p.parameters)]
+    if p.part == "residuals":  # a ControlNet's outputs
+        return ["residuals", p.channels, "to the U-Net", _params(p.parameters)]
     blocks = f"{p.blocks} ResBlock{'s' if p.blocks != 1 else ''}"
     return [p.part, f"{size} · {p.channels} ch", blocks, _params(p.parameters)]
 
 
 def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
     """The SVG document (UTF-8 text) for `spec`, labelled with the figures of `e`."""
-    parts = [p for p in e.parts if p.part != "time"]
+    parts = [p for p in e.parts if p.part not in ("time", "hint")]  # (a ControlNet's hint: a line of its own)
     largest = max(max(p.resolution) for p in parts if p.resolution)
 
     def depth(p: PartEstimate) -> int:
@@ -90,7 +92,7 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
     top = TOP_CONDITIONED if spec.time is not None else TOP
     boxes = []
     for i, p in enumerate(parts):
-        kind = p.part.split()[0]
+        kind = {"residuals": "head"}.get(p.part.split()[0], p.part.split()[0])
         row = deepest + 1 if kind == "middle" else depth(p)
         boxes.append(_Box(p, kind, MARGIN + i * COL, top + row * ROW))
     width = MARGIN * 2 + (len(boxes) - 1) * COL + BOX_W
@@ -112,6 +114,13 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
                      f"{human_flops(int(e.flops / e.batch))} per sample at "
                      f"{'×'.join(map(str, e.sample_size))} · {spec.in_channels} → {spec.out_channels} channels",
                      size=12, anchor="start", fill="#555555"))
+    if spec.controlnet is not None:
+        c = spec.controlnet
+        hint = next(p for p in e.parts if p.part == "hint")
+        out.append(_text(width - MARGIN, 30, f"hint {c.hint_channels}×{'×'.join(map(str, hint.resolution or []))} → "
+                         f"{' → '.join(map(str, c.embedding))} → added to the stem · returns "
+                         f"{len(spec.residual_channels)} residuals (each skip, the middle)", size=12, anchor="end",
+                         fill="#555555"))
 
     # conditioning: one box above the U, feeding every ResBlock
     if spec.time is not None:

@@ -259,13 +259,23 @@ def _parts(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
         for side in ("encoder", "decoder"):
             for i, level in enumerate(getattr(net, side, ())):
                 yield f"{side} {i}", level, f"{prefix}stem"
+        hint = getattr(net, "controlnet_cond_embedding", None)
+        if hint is not None:  # a ControlNet: its hint embedding (before the stem's add), its zero convs
+            yield "hint", hint, "stem"
+            for conv in _zero_convs(net):
+                yield "residuals", conv, "residuals"
+
+
+def _zero_convs(controlnet: nn.Module) -> list[nn.Module]:
+    """A ControlNet's zero convs: one per skip, then the middle's."""
+    down: nn.ModuleList = controlnet.get_submodule("controlnet_down_blocks")  # type: ignore[assignment]
+    return [*down, controlnet.get_submodule("controlnet_mid_block")]
 
 
 @contextmanager
-def _metered(model: nn.Module, inputs: tuple[Any, ...]) -> Iterator[_Meter]:
+def _metered(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> Iterator[_Meter]:
     meter = _Meter()
-    given = [t for a in inputs for t in (a.values() if isinstance(a, dict) else (a,))]  # cond: a mapping of tensors
-    meter.exclude(t for t in (*model.parameters(), *model.buffers(), *given) if t is not None)
+    meter.exclude(iter((*model.parameters(), *model.buffers(), *inputs)))
     handles = []
     for name, module, after in _parts(model):
         def enter(mod: nn.Module, args: Any, name: str = name) -> None:
@@ -343,10 +353,11 @@ def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = Non
     mode = FakeTensorMode()
     model = fake_model(spec, mode, dtype)
     with mode:
-        inputs = sample_inputs(spec, batch=batch, size=size, dtype=dtype).args()
+        sample = sample_inputs(spec, batch=batch, size=size, dtype=dtype)
+    inputs = sample.args()
 
     model.eval()
-    with mode, torch.no_grad(), _metered(model, inputs) as infer:
+    with mode, torch.no_grad(), _metered(model, sample.tensors()) as infer:
         model(*inputs)
     if spec.model == "autoencoder":  # each half's rows, the decoder's at the latent size
         latent = [n // spec.downsampling_factor for n in size]
@@ -370,11 +381,12 @@ def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = Non
         model.train()
         for granularity in CHECKPOINTING:
             set_activation_checkpointing(model, granularity)
-            with mode, _metered(model, inputs) as step:
-                out = model(*inputs)
+            with mode, _metered(model, sample.tensors()) as step:
+                outs = model(*inputs)
+                outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]  # a ControlNet's residuals
                 kept = step.kept()
-                F.mse_loss(out, torch.empty_like(out)).backward()
-                del out
+                sum(F.mse_loss(o, torch.empty_like(o)) for o in outs).backward()  # type: ignore[union-attr]
+                del outs
             model.zero_grad(set_to_none=True)
             result.training.append(TrainingEstimate(granularity, sum(kept.values()), step.peak))
             if granularity is None:
@@ -417,6 +429,14 @@ def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int], prefix: str = "
             at = [n // 2 for n in at]
     m = spec.middle
     rows.append(PartEstimate(f"{prefix}middle", list(at), str(m.channels), m.blocks, None, attention(m, at), params("middle")))
+    if spec.controlnet is not None:  # no decoder, no head: the hint embedding, then the zero convs
+        c = spec.controlnet
+        zero = _zero_convs(model)
+        return [rows[0], PartEstimate("hint", [n * c.hint_factor for n in size],
+                                      "->".join(map(str, (c.hint_channels, *c.embedding, spec.stem_channels))),
+                                      None, None, None, params("controlnet_cond_embedding")), *rows[1:],
+                PartEstimate("residuals", None, f"{len(zero)} zero convs", None, None, None,
+                             sum(p.numel() for z in zero for p in z.parameters()))]
     for i, lv in enumerate(spec.decoder):
         rows.append(PartEstimate(f"decoder {i}", list(at), str(lv.channels), len(lv.blocks), lv.upsample,
                                  attention(lv, at), params("decoder", i)))

@@ -18,14 +18,19 @@ class SampleInputs:
     y: torch.Tensor | None  # (B,) class labels
     context: torch.Tensor | None = None  # (B, tokens, context_dim)
     cond: dict[str, torch.Tensor] | None = None  # {name: (B, width)}, in the spec's order
+    hint: torch.Tensor | None = None  # a ControlNet's: (B, hint_channels, *S x hint_factor)
 
     def args(self) -> tuple[Any, ...]:
-        """The model's positional arguments: forward(x, t, y, context, cond)."""
-        return (self.x, self.t, self.y, self.context, self.cond)
+        """The model's positional arguments: forward(x, t, y, context, cond[, hint])."""
+        return (self.x, self.t, self.y, self.context, self.cond, *([self.hint] if self.hint is not None else []))
 
     def present(self) -> tuple[Any, ...]:
         """The inputs the model has, in order (what an exported artifact takes; cond a mapping)."""
         return tuple(a for a in self.args() if a is not None)
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """present() with `cond` replaced by its tensors, in the spec's order (ONNX's inputs)."""
+        return tuple(v for a in self.present() for v in (a.values() if isinstance(a, dict) else (a,)))
 
 
 # the context's token count in sample inputs: CLIP's 77 would only slow every check down; the
@@ -57,7 +62,11 @@ def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None 
         cond = {i.name: (torch.randint(0, 1025, (batch, i.width), generator=g).to(dtype) if i.sinusoid
                          else torch.randn(batch, i.width, generator=g).to(dtype)).to(device)
                 for i in spec.condition_inputs}
-    return SampleInputs(x, t, y, context, cond)
+    hint = None
+    if spec.controlnet is not None:  # an image in [-1, 1]
+        hint_shape = (batch, spec.controlnet.hint_channels, *(s * spec.controlnet.hint_factor for s in shape[2:]))
+        hint = (torch.rand(hint_shape, generator=g) * 2 - 1).to(device=device, dtype=dtype)
+    return SampleInputs(x, t, y, context, cond, hint)
 
 
 def first_nonfinite(model: torch.nn.Module, inputs: SampleInputs) -> str | None:

@@ -34,19 +34,18 @@ from ..spec.models import Spec
 from ..spec.resolved import ResolvedLevel, ResolvedMiddle, ResolvedSpec
 from . import diffusers_autoencoder as autoencoder
 from . import diffusers_condition as condition
+from . import diffusers_controlnet as controlnet
 from .config_types import proven
 from .diffusers_names import ACTIVATIONS, FOURIER_SCALE, INJECTIONS, TIME_EMBEDDINGS, WRITTEN_ACTIVATIONS
 
 SOURCE = "diffusers config"
 
 # the model classes a config may name (its `_class_name`)
-CLASSES = ("UNet2DModel", "UNet2DConditionModel", "AutoencoderKL")
+CLASSES = ("UNet2DModel", "UNet2DConditionModel", "AutoencoderKL", "ControlNetModel")
 
 # config keys that describe the file, not the model
 # classes people convert that unetdsl does not yet, with what they are
 NOT_YET = {
-    "ControlNetModel": "ControlNet, a U-Net's encoder with a hint embedding and zero convolutions, is not yet in "
-                       "unetdsl's language",
     "UNet1DModel": "diffusers' 1D U-Net (Dance Diffusion) has its own block vocabulary, not yet converted",
     "UNet3DConditionModel": "video U-Nets with temporal layers are not yet in unetdsl's language",
 }
@@ -182,19 +181,27 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
         if problems or ae is None:
             raise SpecError(problems)
         return _checked(ae, len(ae["encoder"]["levels"]), where, autoencoder.config_path)
-    if cls == "UNet2DConditionModel":
+    if cls in ("UNet2DConditionModel", "ControlNetModel"):
         def pick_in(c: dict[str, Any], key: str, table: Mapping[str, Any]) -> Any:
             if c[key] not in table:
                 refuse(key, c[key], f"{key} {c[key]!r} has no unetdsl equivalent", ", ".join(map(str, table)))
                 return next(iter(table.values()))
             return table[c[key]]
 
+        known = controlnet.DEFAULTS if cls == "ControlNetModel" else condition.DEFAULTS
         for key in raw:
-            if key not in condition.DEFAULTS and key not in METADATA_KEYS:
-                refuse(key, raw[key], f"unknown UNet2DConditionModel config key {key!r}: refusing rather than ignoring it")
-        cond = condition.condition_data(raw, lambda k, v, why, allowed: refuse(k, v, why, allowed), pick_in,
-                                        {"injections": INJECTIONS, "activations": ACTIVATIONS}, name or _name(raw),
-                                        time_ids)
+            if key not in known and key not in METADATA_KEYS:
+                refuse(key, raw[key], f"unknown {cls} config key {key!r}: refusing rather than ignoring it")
+
+        def unet_data(c: dict[str, Any]) -> dict[str, Any] | None:
+            def told(k: str, v: Any, why: str, allowed: str | None) -> None:
+                if cls == "UNet2DConditionModel" or not k.startswith("up_block_types"):  # (mirrored: said of the down)
+                    refuse(k, v, why, allowed)
+            return condition.condition_data(c, told, pick_in, {"injections": INJECTIONS, "activations": ACTIVATIONS},
+                                            name or _name(raw), time_ids)
+
+        cond = (controlnet.controlnet_data(raw, refuse, unet_data, name or _name(raw)) if cls == "ControlNetModel"
+                else unet_data(raw))
         if problems or cond is None:
             raise SpecError(problems)
         return _checked(cond, len(cond["encoder"]["levels"]), where, condition.config_path)
@@ -471,10 +478,22 @@ def config_for(spec: ResolvedSpec) -> dict[str, Any]:
     each proven by converting it back."""
     if spec.model == "autoencoder":  # the Stable Diffusion VAE's class
         return proven(autoencoder.autoencoder_config(spec), spec, spec_from_diffusers)
+    time_ids = next((i.width for i in spec.condition_inputs if i.name == "time_ids"), condition.TIME_IDS)
+    if spec.model == "controlnet":
+        return _proven_controlnet(spec, functools.partial(spec_from_diffusers, time_ids=time_ids))
     if _conditioned(spec):  # the Stable Diffusion class: transformer attention, a text context, conditions
-        time_ids = next((i.width for i in spec.condition_inputs if i.name == "time_ids"), condition.TIME_IDS)
         return proven(condition.condition_config(spec), spec, functools.partial(spec_from_diffusers, time_ids=time_ids))
     return {"_class_name": "UNet2DModel", **diffusers_config(spec)}
+
+
+def _proven_controlnet(spec: ResolvedSpec, read: Callable[..., Spec]) -> dict[str, Any]:
+    """A ControlNetModel config, proven on the ControlNet's own parts (controlnet.comparable)."""
+    config = controlnet.controlnet_config(spec)
+    try:
+        back: ResolvedSpec | None = resolve(read(config, name=spec.name))
+    except SpecError:
+        back = None  # proven() says why
+    return proven(config, controlnet.comparable(spec, back) if back is not None else spec, read)
 
 
 def _unet2d_config(spec: ResolvedSpec) -> dict[str, Any]:

@@ -217,9 +217,10 @@ class _Net(nn.Module):
         return in_layout(self.conv_in(x), self.channels_last, self.min_positions)
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
-                context: Optional[torch.Tensor] = None, cond: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
-        """x (B, Cin, *S), t () | (B,), y (B,), context (B, T, context_dim), cond {name: (B, width)}
-        -> (B, Cout, *S')."""
+                context: Optional[torch.Tensor] = None, cond: Optional[dict[str, torch.Tensor]] = None,
+                residuals: Optional[list[torch.Tensor]] = None) -> torch.Tensor:
+        """x (B, Cin, *S), t () | (B,), y (B,), context (B, T, context_dim), cond {name: (B, width)},
+        residuals (a U-Net's: a ControlNet's output, one per skip then the middle's) -> (B, Cout, *S')."""
         self._check(x)
         self._check_context(x, context)
         temb = self._embed(x, t, y, cond)
@@ -231,7 +232,14 @@ class _Net(nn.Module):
         for level in self.encoder:
             h, produced = level(h, temb, none, context)
             skips.extend(produced)
+        if residuals is not None:
+            skips = self._added(skips, residuals)
         h = self.middle(h, temb, context)
+        if residuals is not None:
+            if residuals[-1].shape != h.shape:
+                raise ValueError(f"unetdsl: the last residual (the middle's) should have shape {list(h.shape)}, "
+                                 f"got {list(residuals[-1].shape)}")
+            h = h + residuals[-1]  # (B, C, *S/f): the middle's output
         for level in self.decoder:
             # this level's skips, last produced first: the stack pops, the level only reads
             taken = [skips.pop() for _ in range(level.num_skips)]  # type: ignore[arg-type]
@@ -239,6 +247,21 @@ class _Net(nn.Module):
         out = self._finish(h, t)
         if self.quant_conv is not None:
             out = self.quant_conv(out)  # (B, 2 x latent, *S): the posterior's moments
+        return out
+
+    def _added(self, skips: list[torch.Tensor], residuals: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each skip plus its residual (a ControlNet's, diffusers' down_block_additional_residuals)."""
+        if len(self.decoder) == 0 or self.decoder[0].num_skips == 0:
+            raise ValueError("unetdsl: only a U-Net takes residuals (they are added to its skips)")
+        if len(residuals) != len(skips) + 1:
+            raise ValueError(f"unetdsl: this U-Net takes {len(skips) + 1} residuals (one per skip, then the "
+                             f"middle's), got {len(residuals)}")
+        out: list[torch.Tensor] = []
+        for i, skip in enumerate(skips):
+            if residuals[i].shape != skip.shape:
+                raise ValueError(f"unetdsl: residual {i} should have shape {list(skip.shape)}, got "
+                                 f"{list(residuals[i].shape)}")
+            out.append(skip + residuals[i])
         return out
 
     def _check_context(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> None:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ..errors import InternalError, Problem, SpecError, sort_problems
 from ..spec.models import Spec
-from ..spec.resolved import ResolvedLatent, ResolvedSpec
+from ..spec.resolved import ResolvedControlNet, ResolvedLatent, ResolvedSpec
 from ..spec.settings import DEFAULTS
 from .attention import uses_context
 from .channels import resolve_flow
@@ -81,6 +81,7 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         context_dim=spec.context_dim,
         conditions=conditions,
         latent=_latent(spec),
+        controlnet=_controlnet(spec),
         stem_channels=flow.stem,
         encoder=flow.encoder,
         middle=flow.middle,
@@ -90,6 +91,16 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         center_input=default(spec.center_input, DEFAULTS["center_input"]),
         asymmetric_padding=default(spec.encoder.asymmetric_padding if spec.encoder else None,
                                    DEFAULTS["encoder.asymmetric_padding"]),
+    )
+
+
+def _controlnet(spec: Spec) -> ResolvedControlNet | None:
+    c = spec.controlnet
+    if c is None:
+        return None
+    return ResolvedControlNet(
+        hint_channels=default(c.hint_channels, DEFAULTS["controlnet.hint_channels"]),
+        embedding=list(default(c.embedding, DEFAULTS["controlnet.embedding"])),
     )
 
 

@@ -13,6 +13,7 @@ from ..errors import Path
 from ..spec.models import DecoderLevel, EncoderLevel, LevelSettings, MiddleSpec
 from ..spec.resolved import ResolvedBlock, ResolvedHead, ResolvedLevel, ResolvedMiddle
 from ..spec.settings import DEFAULTS, LEVEL_SETTINGS
+from ..spec.vocabulary import UNET_KINDS
 from .attention import resolve_attention
 from .context import Context
 from .inherit import BUILTIN, Setting, default, pick, plain_settings, setting
@@ -82,7 +83,7 @@ def side(ctx: Context, sd: Side, placed: Sequence[tuple[EncoderLevel | DecoderLe
     settings are reported at, the blocks a U-Net decoder level must have or None). Encoder blocks
     push their outputs on the U-Net `skips` stack (and each downsample); decoder blocks pop one
     each. Returns the levels and the channels the last one gives."""
-    unet = ctx.spec.model == "unet"
+    unet = ctx.spec.model in UNET_KINDS
     part = getattr(ctx.spec, sd.name)
     side_default = getattr(part, sd.resample) if part is not None else None
     builtin = DEFAULTS[f"{sd.name}.{sd.resample}"]
@@ -161,12 +162,12 @@ def resolve_flow(ctx: Context) -> Flow:
     )
 
     decoder: list[ResolvedLevel] = []
-    if s.model in ("unet", "autoencoder") or dec_given is not None:
+    if s.model in (*UNET_KINDS, "autoencoder") or dec_given is not None:
         dec_levels = list(dec_given) if dec_given is not None else mirrored(list(enc_levels), encoder)
         # problems in a mirrored level are the encoder level's settings: point there
         placed = [(dlv, ("decoder", "levels", k) if dec_given is not None
                    else ("encoder", "levels", len(enc_levels) - 1 - k),
-                   len(encoder[len(enc_levels) - 1 - k].blocks) + 1 if s.model == "unet" else None)
+                   len(encoder[len(enc_levels) - 1 - k].blocks) + 1 if s.model in UNET_KINDS else None)
                   for k, dlv in enumerate(dec_levels)]
         decoder, prev = side(ctx, DECODER, placed, prev, skips)
     if not decoder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..errors import Path
 from ..spec.models import AttentionSpec, FourierTime, LevelSettings, MiddleSpec, NormSpec, Spec
-from ..spec.vocabulary import NORM_KINDS
+from ..spec.vocabulary import NORM_KINDS, UNET_KINDS
 from .context import Context
 from .inherit import BUILTIN
 
@@ -14,7 +14,7 @@ def check_structure(ctx: Context) -> None:
     """Sections present for the model kind, level counts, sample size, exclusive fields."""
     s = ctx.spec
     kind = s.model
-    if kind in ("unet", "encoder", "autoencoder") and s.encoder is None:
+    if kind in (*UNET_KINDS, "encoder", "autoencoder") and s.encoder is None:
         ctx.fail(("encoder",), f"a model of kind {kind!r} needs an encoder section",
                  allowed="encoder: {levels: [{channels: ...}, ...]}")
     if kind == "decoder":
@@ -36,13 +36,20 @@ def check_structure(ctx: Context) -> None:
                 ctx.fail((key,), f"an autoencoder takes images only: it has no {key}", hint=f"remove {key}")
     if s.latent is not None:
         check_latent(ctx)
-    if kind == "unet" and s.time is None:
-        ctx.fail(("time",), "a U-Net is conditioned on the timestep: the time section is required",
+    if kind == "controlnet" and s.controlnet is None:
+        ctx.fail(("controlnet",), "a ControlNet states what it adds to the U-Net it controls: the controlnet "
+                 "section is required", allowed="controlnet: {hint_channels: 3, embedding: [16, 32, 96, 256]}")
+    if kind != "controlnet" and s.controlnet is not None:
+        ctx.fail(("controlnet",), f"the controlnet section belongs to model: controlnet, not {kind}",
+                 hint="remove it, or set model: controlnet (the rest of the spec is then the U-Net it controls)")
+    if kind in UNET_KINDS and s.time is None:
+        ctx.fail(("time",), f"a {'ControlNet' if kind == 'controlnet' else 'U-Net'} is conditioned on the "
+                 "timestep: the time section is required",
                  allowed="time: {embedding: sinusoidal | fourier | learned, ...}")
     if s.classes is not None and s.time is None:
         ctx.fail(("classes",), "classes are embedded into the time embedding, so they need a time section",
                  hint="add time: {embedding: sinusoidal}")
-    if kind == "unet" and s.encoder is not None and s.decoder is not None and s.decoder.levels is not None:
+    if kind in UNET_KINDS and s.encoder is not None and s.decoder is not None and s.decoder.levels is not None:
         n_enc, n_dec = len(s.encoder.levels), len(s.decoder.levels)
         if n_enc != n_dec:
             ctx.fail(("decoder", "levels"),
@@ -90,8 +97,8 @@ def check_latent(ctx: Context) -> None:
     """A latent section on the model kinds that have one, agreeing with their channels."""
     s, lat = ctx.spec, ctx.spec.latent
     assert lat is not None
-    if s.model == "unet":
-        ctx.fail(("latent",), "a U-Net has no latent section (it is a model of an autoencoder's latents: "
+    if s.model in UNET_KINDS:
+        ctx.fail(("latent",), "a U-Net (or ControlNet) has no latent section (it is a model of an autoencoder's latents: "
                  "its in/out channels are the latent channels)", hint="remove latent, or use model: autoencoder")
     if s.model == "encoder" and s.out_channels != 2 * lat.channels:
         ctx.fail(("out_channels",), f"an encoder to a {lat.channels}-channel latent gives the posterior's mean and "

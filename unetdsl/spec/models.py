@@ -314,6 +314,20 @@ class ConditionSpec(StrictModel):
         "timestep's features before the MLP (EDM)."))
 
 
+class ControlNetSpec(StrictModel):
+    """What a ControlNet adds to the U-Net it controls (diffusers' ControlNetModel): a hint image
+    embedded by 3x3 convs (SiLU after each, a stride-2 conv between consecutive widths, a zero conv to
+    the stem's channels) and added to the stem's output; a zero 1x1 conv on every skip and on the middle's
+    output. The hint is the input's size times 2 ** (len(embedding) - 1) (SD 1.5: 512 x 512 for 64 x 64
+    latents)."""
+
+    hint_channels: Channels | None = Field(None, description=doc(
+        "controlnet.hint_channels", "Channels of the hint image (diffusers' conditioning_channels)."))
+    embedding: list[Channels] | None = Field(None, min_length=1, max_length=MAX_LEVELS, description=doc(
+        "controlnet.embedding", "Widths of the hint embedding's stages (diffusers' "
+        "conditioning_embedding_out_channels); each after the first halves the hint's size."))
+
+
 class Spec(StrictModel):
     """A unetdsl model specification (format version 1)."""
 
@@ -330,7 +344,8 @@ class Spec(StrictModel):
     description: str | None = Field(None, max_length=4000, description="Free text (where it comes from).")
     model: ModelKind = Field(
         "unet", description="unet | encoder | decoder | autoencoder (an encoder to a latent posterior and a decoder "
-        "back, with the latent section: diffusers' AutoencoderKL)")
+        "back, with the latent section: diffusers' AutoencoderKL) | controlnet (the U-Net it controls, written "
+        "whole, with the controlnet section: its encoder and middle, which return residuals for that U-Net)")
     dims: Annotated[Literal[1, 2, 3], NoBool] = Field(2, description="Spatial dimensions: 1 (sequence), 2 (image), 3 (volume).")
     in_channels: Channels = Field(description="Channels of the input.")
     out_channels: Channels = Field(description="Channels of the output.")
@@ -363,3 +378,7 @@ class Spec(StrictModel):
         None, description="The latent space: required by an autoencoder; on an encoder or decoder alone, the half "
         "of an autoencoder it is (its quant conv).")
     init: InitSpec | None = Field(None, description="Initialisation options.")
+    controlnet: ControlNetSpec | None = Field(
+        None, description="What a ControlNet adds to the U-Net the rest of the spec describes (model: controlnet "
+        "only): controlnet(x, t, hint=image, ...) returns one residual per skip and the middle's, which "
+        "unet(x, t, residuals=...) adds.")

@@ -189,6 +189,16 @@ class ResolvedLatent(_Frozen):
     scaling_factor: float
 
 
+class ResolvedControlNet(_Frozen):
+    hint_channels: int
+    embedding: list[int]  # the hint embedding's stage widths; each after the first halves the hint's size
+
+    @property
+    def hint_factor(self) -> int:
+        """How much larger the hint is than the input x: 2 per stride-2 conv of the embedding."""
+        return 2 ** (len(self.embedding) - 1)
+
+
 class ResolvedMiddle(ResolvedSettings):
     channels: int
     blocks: int
@@ -216,6 +226,7 @@ class ResolvedSpec(_Frozen):
     context_dim: int | None = None  # width of the context the transformer blocks attend to
     latent: ResolvedLatent | None = None  # autoencoders and their halves
     conditions: list[ResolvedCondition] = []  # named vector conditions, in the order they are added
+    controlnet: ResolvedControlNet | None = None  # model controlnet: what it adds to the U-Net it controls
     stem_channels: int  # conv_in: in_channels -> stem_channels
     encoder: list[ResolvedLevel]
     middle: ResolvedMiddle
@@ -240,6 +251,27 @@ class ResolvedSpec(_Frozen):
     def output_size(self) -> list[int]:
         up = 2 ** sum(1 for lv in self.decoder if lv.upsample is not None)
         return [s * up // self.downsampling_factor for s in self.sample_size]
+
+    @property
+    def residual_channels(self) -> list[int]:
+        """A U-Net's (or its ControlNet's) residuals: the channels of every skip, in the order they
+        are made (the stem, each encoder block, each downsample), then the middle's output."""
+        skips = [self.stem_channels]
+        for lv in self.encoder:
+            skips += [b.out_channels for b in lv.blocks] + ([lv.channels] if lv.downsample is not None else [])
+        return [*skips, self.middle.channels]
+
+    @property
+    def hint_size(self) -> list[int]:
+        """A ControlNet's hint image's spatial size at the sample size."""
+        assert self.controlnet is not None
+        return [s * self.controlnet.hint_factor for s in self.sample_size]
+
+    def controlled(self) -> ResolvedSpec:
+        """The U-Net a ControlNet spec describes (its own spec, as a U-Net's resolves)."""
+        if self.controlnet is None:
+            raise ValueError(f"controlled() of a {self.model}: only a ControlNet controls a U-Net")
+        return self.model_copy(update={"model": "unet", "controlnet": None})
 
     def part(self, half: str) -> ResolvedSpec:
         """One half of an autoencoder as a standalone model of its own (what deployments ship: the
@@ -298,6 +330,8 @@ class ResolvedSpec(_Frozen):
             data["conditions"] = [c.view() for c in self.conditions]
         if self.latent is not None:
             data["latent"] = self.latent.model_dump()
+        if self.controlnet is not None:
+            data["controlnet"] = self.controlnet.model_dump()
         if self.head.norm is not None:  # once every level is explicit, defaults only feed the head's norm
             data["defaults"] = {"norm": self.head.norm.view()}
         if self.encoder:

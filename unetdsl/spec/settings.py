@@ -88,6 +88,9 @@ DEFAULTS: dict[str, Any] = {
     "condition.into": "time",
     "condition.bias": True,
     "condition.activation": "silu",
+    # a ControlNet's hint embedding (diffusers' ControlNetConditioningEmbedding, SD 1.5's ControlNets)
+    "controlnet.hint_channels": 3,
+    "controlnet.embedding": [16, 32, 96, 256],
 }
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-ModelKind = Literal["unet", "encoder", "decoder", "autoencoder"]
+ModelKind = Literal["unet", "encoder", "decoder", "autoencoder", "controlnet"]
+# the kinds whose channel flow is a U-Net's (a ControlNet is written as the U-Net it controls)
+UNET_KINDS = ("unet", "controlnet")
 NormType = Literal["group", "layer", "instance", "batch"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "mish", "elu"]
 Order = Literal["pre", "post"]
