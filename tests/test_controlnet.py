@@ -313,3 +313,48 @@ def test_controlnet_artifacts_are_checked_on_nonzero_residuals(fmt: str, tmp_pat
     else:
         got = torchscript.load(tmp_path / "cn.torchscript")(*s.args())
     assert close(list(got), want) <= 1e-4
+
+
+@pytest.mark.parametrize("fmt", ["export", "onnx"])
+def test_a_unet_program_takes_residuals_when_built_with_them(fmt: str, tmp_path: Path) -> None:
+    if fmt == "onnx":
+        pytest.importorskip("onnxruntime")
+    spec, _ = resolve_spec(CONTROLNET)
+    unet = perturbed(build_model(spec.controlled(), seed=2))
+    report = unetdsl.export(unet, tmp_path / f"u.{fmt}", format=fmt, residuals=True)
+    assert report.max_abs_diff < 1e-4
+    s = sample_inputs(unet.spec, batch=3, size=[16, 8], seed=5, residuals=True)  # type: ignore[arg-type]
+    assert s.residuals is not None and [list(r.shape[1:]) for r in s.residuals] == [
+        [32, 16, 8]] * 3 + [[32, 8, 4], [64, 8, 4], [64, 8, 4]]
+    with torch.no_grad():
+        want = unet(*s.args())
+        assert (want - unet(s.x, s.t, None, s.context)).abs().max() > 1e-3
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(tmp_path / "u.onnx"), providers=["CPUExecutionProvider"])
+        names = [i.name for i in session.get_inputs()]
+        assert names == ["x", "t", "context", *(f"residual_{i}" for i in range(6))]
+        got = torch.from_numpy(session.run(None, {n: a.numpy() for n, a in zip(names, s.tensors(), strict=True)})[0])
+    else:
+        got = torch.export.load(str(tmp_path / "u.export")).module()(*s.present())
+    assert (got - want).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize(("model", "fmt", "words"), [
+    ("unet", "torchscript", "a TorchScript U-Net always takes them"),
+    ("controlnet", "export", "only a U-Net takes a ControlNet's residuals, not a controlnet"),
+])
+def test_residuals_are_refused_where_they_do_nothing(model: str, fmt: str, words: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from unetdsl.artifacts import ExportError
+    from unetdsl.cli import main
+
+    spec, _ = resolve_spec(CONTROLNET)
+    built = build_model(spec.controlled() if model == "unet" else spec, seed=0)
+    with pytest.raises(ExportError, match=words):
+        unetdsl.export(built, tmp_path / "m.out", format=fmt, residuals=True)
+    path = tmp_path / "s.yaml"
+    path.write_text(__import__("json").dumps(built.spec.view()))  # type: ignore[union-attr]
+    code = main(["build", str(path), "--format", fmt, "--residuals", "-o", str(tmp_path / "m.out")])
+    assert code != 0 and words in capsys.readouterr().err and not (tmp_path / "m.out").exists()

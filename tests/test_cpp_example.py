@@ -159,3 +159,106 @@ def test_aoti_package_provenance_is_read_without_loading_it(aoti_package: tuple[
     compiled = torch._inductor.aoti_load_package(str(path)).get_metadata()
     assert compiled["unetdsl/spec_id"] == model.spec.spec_id  # type: ignore[union-attr]
     assert compiled["unetdsl/format"] == "aoti"
+
+
+# --- conditions, a ControlNet, and the pair ------------------------------------------------------
+SDXL_TWIN = ROOT / "tests" / "fixtures" / "twins" / "sdxl-base-unet.yaml"
+
+
+def write(tmp_path: Path, arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    for name, a in arrays.items():
+        a.tofile(tmp_path / f"{name}.bin")
+    return {name: str(tmp_path / f"{name}.bin") for name in arrays}
+
+
+def test_cpp_program_feeds_named_conditions_to_an_sdxl_shaped_unet(run_model: Path, tmp_path: Path) -> None:
+    model = build_model(SDXL_TWIN, seed=3)
+    export(model, tmp_path / "m.pt")
+    rng = np.random.default_rng(4)
+    a = {"x": rng.standard_normal((2, 4, 16, 24)).astype(np.float32), "t": np.array([7.0, 640.0], dtype=np.float32),
+         "c": rng.standard_normal((2, 9, 32)).astype(np.float32),
+         "text": rng.standard_normal((2, 16)).astype(np.float32),
+         "ids": np.array([[512, 512, 0, 0, 512, 512], [768, 1024, 64, 0, 1024, 1024]], dtype=np.float32)}
+    f = write(tmp_path, a)
+    # the conditions in another order than the spec's: by name
+    command = [str(run_model), str(tmp_path / "m.pt"), str(tmp_path / "out.bin"), f["x"], "2,4,16,24", f["t"],
+               "--context", f["c"], "9,32", "--cond", "time_ids", f["ids"], "6", "--cond", "text_embeds", f["text"], "16"]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(2, 4, 16, 24)
+    with torch.no_grad():
+        ref = load(tmp_path / "m.pt")(torch.from_numpy(a["x"]), torch.from_numpy(a["t"]), None, torch.from_numpy(a["c"]),
+                                     {"text_embeds": torch.from_numpy(a["text"]), "time_ids": torch.from_numpy(a["ids"])})
+    np.testing.assert_allclose(out, ref.numpy(), rtol=0, atol=1e-5)
+    # a missing condition is the model's own clear error, through libtorch
+    proc = subprocess.run(command[:-4], capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "time_ids" in proc.stderr and "text_embeds" in proc.stderr
+
+
+def controlnet_pair() -> tuple[torch.nn.Module, torch.nn.Module]:
+    from .test_controlnet import CONTROLNET, perturbed
+
+    spec = {**CONTROLNET, "conditions": [{"inputs": [{"name": "pooled", "width": 5}]}]}
+    cn = perturbed(build_model(spec, seed=0))
+    unet = perturbed(build_model(cn.spec.controlled(), seed=1), seed=1)  # type: ignore[union-attr,operator]
+    return cn, unet
+
+
+def pair_inputs(tmp_path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    rng = np.random.default_rng(5)
+    a = {"x": rng.standard_normal((3, 4, 16, 8)).astype(np.float32), "t": np.array([1.0, 50.0, 999.0], np.float32),
+         "c": rng.standard_normal((3, 6, 16)).astype(np.float32), "p": rng.standard_normal((3, 5)).astype(np.float32),
+         "h": rng.uniform(-1, 1, (3, 3, 32, 16)).astype(np.float32)}
+    return a, write(tmp_path, a)
+
+
+def test_cpp_program_runs_a_controlnet_and_the_pair(run_model: Path, tmp_path: Path) -> None:
+    cn, unet = controlnet_pair()
+    export(cn, tmp_path / "cn.pt")
+    export(unet, tmp_path / "unet.pt")
+    a, f = pair_inputs(tmp_path)
+    common = [f["x"], "3,4,16,8", f["t"], "--context", f["c"], "6,16", "--cond", "pooled", f["p"], "5",
+              "--hint", f["h"], "3,32,16", "--scale", "0.5"]
+    x, t, c, p, h = (torch.from_numpy(a[k]) for k in "xtcph")
+    with torch.no_grad():
+        residuals = cn(x, t, context=c, cond={"pooled": p}, hint=h, scale=0.5)
+        want = unet(x, t, context=c, cond={"pooled": p}, residuals=residuals)
+    # the ControlNet alone: its residuals one after another, each shape on a line
+    proc = subprocess.run([str(run_model), str(tmp_path / "cn.pt"), str(tmp_path / "res.bin"), *common],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    shapes = [list(map(int, line.split(","))) for line in proc.stdout.split()]
+    assert shapes == [list(r.shape) for r in residuals]
+    flat = np.fromfile(tmp_path / "res.bin", dtype=np.float32)
+    np.testing.assert_allclose(flat, torch.cat([r.reshape(-1) for r in residuals]).numpy(), rtol=0, atol=1e-5)
+    # the pair: the ControlNet's residuals into the U-Net, in C++
+    proc = subprocess.run([str(run_model), str(tmp_path / "unet.pt"), str(tmp_path / "out.bin"), *common,
+                           "--controlnet", str(tmp_path / "cn.pt")], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(3, 4, 16, 8)
+    np.testing.assert_allclose(out, want.numpy(), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        assert (want - unet(x, t, context=c, cond={"pooled": p})).abs().max() > 1e-3  # the residuals count
+    # a hint given to a U-Net alone is refused, naming what the model takes
+    proc = subprocess.run([str(run_model), str(tmp_path / "unet.pt"), str(tmp_path / "out.bin"), *common],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 1 and "--hint is a ControlNet's input" in proc.stderr
+
+
+@pytest.mark.inductor
+def test_cpp_program_runs_an_aoti_controlnet_pair(run_model: Path, tmp_path: Path) -> None:
+    cn, unet = controlnet_pair()
+    export(cn, tmp_path / "cn.aoti.pt2", format="aoti")
+    export(unet, tmp_path / "unet.aoti.pt2", format="aoti", residuals=True)
+    a, f = pair_inputs(tmp_path)
+    x, t, c, p, h = (torch.from_numpy(a[k]) for k in "xtcph")
+    with torch.no_grad():
+        want = unet(x, t, context=c, cond={"pooled": p},
+                    residuals=cn(x, t, context=c, cond={"pooled": p}, hint=h, scale=0.5))
+    proc = subprocess.run([str(run_model), str(tmp_path / "unet.aoti.pt2"), str(tmp_path / "out.bin"), f["x"], "3,4,16,8",
+                           f["t"], "--context", f["c"], "6,16", "--cond", "pooled", f["p"], "5", "--hint", f["h"],
+                           "3,32,16", "--scale", "0.5", "--controlnet", str(tmp_path / "cn.aoti.pt2")],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(3, 4, 16, 8)
+    np.testing.assert_allclose(out, want.numpy(), rtol=0, atol=1e-4)

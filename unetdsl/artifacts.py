@@ -78,7 +78,8 @@ class ExportReport:
         return max(d for _, d in self.checks)
 
 
-def metadata(spec: ResolvedSpec, dtype: torch.dtype, device: torch.device, fmt: str) -> dict[str, str]:
+def metadata(spec: ResolvedSpec, dtype: torch.dtype, device: torch.device, fmt: str,
+             residuals: bool = False) -> dict[str, str]:
     """Provenance stored inside every exported file."""
     return {
         SPEC_KEY: spec.stored_json(),
@@ -88,12 +89,12 @@ def metadata(spec: ResolvedSpec, dtype: torch.dtype, device: torch.device, fmt: 
         FORMAT_KEY: fmt,
         DTYPE_KEY: str(dtype).removeprefix("torch."),
         DEVICE_KEY: device.type,
-        FORWARD_KEY: f"forward({', '.join(input_names(spec))})",
-        INPUTS_KEY: input_signature(spec, dtype, fmt),
+        FORWARD_KEY: f"forward({', '.join(input_names(spec, residuals))})",
+        INPUTS_KEY: input_signature(spec, dtype, fmt, residuals),
     }
 
 
-def input_signature(spec: ResolvedSpec, dtype: torch.dtype, fmt: str) -> str:
+def input_signature(spec: ResolvedSpec, dtype: torch.dtype, fmt: str, residuals: bool = False) -> str:
     """The dtype and shape each input of the artifact takes. TorchScript runs the model's Python-level
     code, so `t` may be any integer or float dtype there; torch.export and ONNX fix each input's
     dtype at export: `t` is int64 timesteps for sinusoidal and learned embeddings (what diffusers'
@@ -105,7 +106,15 @@ def input_signature(spec: ResolvedSpec, dtype: torch.dtype, fmt: str) -> str:
     t_dtype = "float32" if spec.time.embedding == "fourier" else "int64"
     t = "t: any integer or float dtype, () or (B,)" if fmt == "torchscript" else f"t: {t_dtype} (B,)"
     y = "; y: int64 (B,)" if spec.classes else ""
-    return f"{x}; {t}{y}{_context_signature(spec, dtype)}{_cond_signature(spec, dtype)}"
+    shown = str(dtype).removeprefix("torch.")
+    last = ""
+    if spec.controlnet is not None:
+        last = f"; hint: {shown} (B, {spec.controlnet.hint_channels}, {spatial} x {spec.controlnet.hint_factor})"
+    elif residuals:
+        last = "; residuals: [" + ", ".join(f"{shown} (B, {c}, {spatial}" + (f" / {k})" if k > 1 else ")")
+                                            for c, k in zip(spec.residual_channels, spec.residual_scales,
+                                                            strict=True)) + "]"
+    return f"{x}; {t}{y}{_context_signature(spec, dtype)}{_cond_signature(spec, dtype)}{last}"
 
 
 def _cond_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
@@ -121,20 +130,23 @@ def _context_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
     return f"; context: {str(dtype).removeprefix('torch.')} (B, T, {spec.context_dim}), any token count T"
 
 
-def input_names(spec: ResolvedSpec) -> list[str]:
+def input_names(spec: ResolvedSpec, residuals: bool = False) -> list[str]:
     """The inputs the model has, in forward's order: x, then t, y, context and cond (a mapping of
-    the named conditions) where it has them."""
+    the named conditions) where it has them; a ControlNet's hint; a controlled U-Net's residuals
+    (a list) where `residuals`."""
     present = {"x": True, "t": spec.time is not None, "y": spec.classes is not None,
                "context": spec.context_dim is not None, "cond": bool(spec.conditions),
-               "hint": spec.controlnet is not None}
+               "hint": spec.controlnet is not None, "residuals": residuals}
     return [name for name, has in present.items() if has]
 
 
-def flat_input_names(spec: ResolvedSpec) -> list[str]:
+def flat_input_names(spec: ResolvedSpec, residuals: bool = False) -> list[str]:
     """The tensors an artifact takes one by one (ONNX's input names, the C++ runner's order): the
-    inputs, with `cond` replaced by each named condition in the spec's order."""
-    names = input_names(spec)
-    return [flat for n in names for flat in ([i.name for i in spec.condition_inputs] if n == "cond" else [n])]
+    inputs, with `cond` replaced by each named condition in the spec's order and `residuals` by
+    residual_0, residual_1, ... (the last the middle's)."""
+    flat = {"cond": [i.name for i in spec.condition_inputs],
+            "residuals": [f"residual_{i}" for i in range(len(spec.residual_channels))]}
+    return [f for n in input_names(spec, residuals) for f in flat.get(n, [n])]
 
 
 def output_names(spec: ResolvedSpec) -> list[str]:
@@ -152,15 +164,17 @@ def flat_args(inputs: SampleInputs) -> tuple[torch.Tensor, ...]:
     return inputs.tensors()
 
 
-def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype) -> list[SampleInputs]:
+def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype,
+                 residuals: bool = False) -> list[SampleInputs]:
     """The sample input (batch 2, sample size) and a second batch size and spatial size: another
     multiple of the downsampling factor, leaving at least 2 positions at the deepest level."""
     factor = spec.downsampling_factor
     base = spec.sample_size
     second = [factor * 2 if s != factor * 2 else factor * 3 for s in base]
     return [
-        sample_inputs(spec, batch=2, device=device, dtype=dtype, seed=0),
-        sample_inputs(spec, batch=3, size=second, device=device, dtype=dtype, seed=1, tokens=SAMPLE_TOKENS - 3),
+        sample_inputs(spec, batch=2, device=device, dtype=dtype, seed=0, residuals=residuals),
+        sample_inputs(spec, batch=3, size=second, device=device, dtype=dtype, seed=1, tokens=SAMPLE_TOKENS - 3,
+                      residuals=residuals),
     ]
 
 
@@ -188,7 +202,7 @@ def _load_torchscript(path: Path, device: torch.device) -> Runner:
     return lambda inp: module(*inp.args())
 
 
-def _dynamic_shapes(spec: ResolvedSpec, args: tuple[torch.Tensor, ...]) -> tuple[dict[int, Any], ...]:
+def _dynamic_shapes(spec: ResolvedSpec, args: tuple[Any, ...], residuals: bool = False) -> tuple[Any, ...]:
     """Batch free; every spatial size a free multiple of the downsampling factor, at least twice
     the factor (torch.export specialises a size of 1, so the deepest level keeps >= 2 positions);
     a ControlNet's hint that size times its hint factor."""
@@ -208,13 +222,14 @@ def _dynamic_shapes(spec: ResolvedSpec, args: tuple[torch.Tensor, ...]) -> tuple
                                "cond": {i.name: {0: batch} for i in spec.condition_inputs}}
     if spec.controlnet is not None:
         by_name["hint"] = spatial(factor * spec.controlnet.hint_factor)
-    return tuple(by_name.get(name, {0: batch}) for name in input_names(spec))
+    by_name["residuals"] = [spatial(factor // k) for k in spec.residual_scales]  # (each skip's own size)
+    return tuple(by_name.get(name, {0: batch}) for name in input_names(spec, residuals))
 
 
-def _traceable(model: nn.Module, spec: ResolvedSpec) -> nn.Module:
+def _traceable(model: nn.Module, spec: ResolvedSpec, residuals: bool = False) -> nn.Module:
     """A forward taking exactly the inputs the model has, by name: torch.export and ONNX trace
     tensors, not Optionals, and read the parameter names (ONNX's input names, dynamic shapes)."""
-    return _Traceable(model, input_names(spec)).eval()
+    return _Traceable(model, input_names(spec, residuals)).eval()
 
 
 class _Traceable(nn.Module):
@@ -238,8 +253,8 @@ class _Traceable(nn.Module):
 
     def _call(self, *args: Any) -> Any:
         given = dict(zip(self.names, args, strict=True))
-        hint = {"hint": given["hint"]} if "hint" in given else {}
-        return self.model(*(given.get(n) for n in ("x", "t", "y", "context", "cond")), **hint)
+        last = {n: given[n] for n in ("hint", "residuals") if n in given}
+        return self.model(*(given.get(n) for n in ("x", "t", "y", "context", "cond")), **last)
 
 
 def _trace_inputs(spec: ResolvedSpec, inputs: SampleInputs) -> SampleInputs:
@@ -247,14 +262,16 @@ def _trace_inputs(spec: ResolvedSpec, inputs: SampleInputs) -> SampleInputs:
     factor = spec.downsampling_factor
     if all(s // factor >= 2 for s in inputs.x.shape[2:]):
         return inputs
-    return sample_inputs(spec, batch=2, size=[2 * factor] * spec.dims, device=inputs.x.device, dtype=inputs.x.dtype)
+    return sample_inputs(spec, batch=2, size=[2 * factor] * spec.dims, device=inputs.x.device, dtype=inputs.x.dtype,
+                         residuals=inputs.residuals is not None)
 
 
 def _write_export(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[str, str],
                   options: dict[str, Any]) -> None:
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
     args = call_args(_trace_inputs(spec, inputs))
-    program = torch.export.export(_traceable(model, spec), args, dynamic_shapes=_dynamic_shapes(spec, args))
+    res = inputs.residuals is not None
+    program = torch.export.export(_traceable(model, spec, res), args, dynamic_shapes=_dynamic_shapes(spec, args, res))
     torch.export.save(program, str(path), extra_files=meta)
 
 
@@ -276,7 +293,8 @@ def _write_aoti(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
         raise ExportError("the aoti format compiles C++: install g++ (or put a c++ compiler on PATH)")
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
     args = call_args(_trace_inputs(spec, inputs))
-    program = torch.export.export(_traceable(model, spec), args, dynamic_shapes=_dynamic_shapes(spec, args))
+    res = inputs.residuals is not None
+    program = torch.export.export(_traceable(model, spec, res), args, dynamic_shapes=_dynamic_shapes(spec, args, res))
     # no_grad: inductor freezes only with grad disabled (compile_fx), and silently does not otherwise
     with torch.no_grad(), warnings.catch_warnings(), aoti_packing.packing(options.get("prepack", True)) as packed:
         warnings.simplefilter("ignore", UserWarning)  # inductor's notices on its cache; the check after writing is ours
@@ -302,17 +320,24 @@ def _write_onnx(model: nn.Module, inputs: SampleInputs, path: Path, meta: dict[s
     _require("onnxscript")
     spec: ResolvedSpec = model.spec  # type: ignore[assignment]
     args = call_args(_trace_inputs(spec, inputs))
-    names = flat_input_names(spec)
+    res = inputs.residuals is not None
+    names = flat_input_names(spec, res)
     # torch.onnx.export takes a trailing dict in `args` for keyword arguments: `cond` (and what follows
     # it) goes by name
-    shapes = dict(zip(input_names(spec), _dynamic_shapes(spec, args), strict=True))
-    given = list(zip(input_names(spec), args, strict=True))
+    shapes = dict(zip(input_names(spec, res), _dynamic_shapes(spec, args, res), strict=True))
+    given = list(zip(input_names(spec, res), args, strict=True))
     first = next((k for k, (n, _) in enumerate(given) if n == "cond"), len(given))
     positional, keywords = tuple(a for _, a in given[:first]), dict(given[first:])
-    program = torch.onnx.export(
-        _traceable(model, spec), positional, kwargs=keywords, dynamo=True, input_names=names,
-        output_names=output_names(spec), dynamic_shapes=shapes, opset_version=options.get("opset", 18), verbose=False,
-    )
+    with warnings.catch_warnings():
+        # the exporter's notes on its own bookkeeping: that axes with one constraint share one name (a
+        # ControlNet's outputs, a U-Net's residuals), and torch's pytree deprecation inside it
+        warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning)
+        program = torch.onnx.export(
+            _traceable(model, spec, res), positional, kwargs=keywords, dynamo=True, input_names=names,
+            output_names=output_names(spec), dynamic_shapes=shapes, opset_version=options.get("opset", 18),
+            verbose=False,
+        )
     if program is None:  # pragma: no cover - the dynamo exporter always returns a program
         raise ExportError("torch.onnx.export returned nothing")
     program.save(str(path))
@@ -393,7 +418,7 @@ TRACED_BY_EXPORT = ("export", "aoti")
 
 
 def check_request(spec: ResolvedSpec, format: str, target: Path, *, device: torch.device, dtype: torch.dtype,
-                  freeze: bool = False, prepack: bool = True) -> None:
+                  freeze: bool = False, prepack: bool = True, residuals: bool = False) -> None:
     """Everything about an export request that can be refused before a model is built: the
     format and its options, the output's name, the dtype and device, the sizes the format's
     program can take. Raises ExportError; the CLI calls it before the build, export() again."""
@@ -405,6 +430,11 @@ def check_request(spec: ResolvedSpec, format: str, target: Path, *, device: torc
     if not prepack and not ((format == "torchscript" and freeze) or format == "aoti"):
         raise ExportError("prepack=False applies to frozen TorchScript (freeze=True) and to aoti packages only: "
                           "nothing else packs weights")
+    if residuals and spec.model != "unet":
+        raise ExportError(f"residuals: only a U-Net takes a ControlNet's residuals, not a {spec.model}")
+    if residuals and format == "torchscript":
+        raise ExportError("residuals applies to the traced formats (export, onnx, aoti): a TorchScript U-Net "
+                          "always takes them, as unet(x, t, ..., residuals=[...])")
     if format == "aoti" and not target.name.endswith(".pt2"):
         raise ExportError(f"{target}: an AOTInductor package is a .pt2 file (torch._inductor.aoti_load_package "
                           f"reads no other name): name it e.g. {target.with_suffix('.aoti.pt2').name}")
@@ -431,6 +461,7 @@ def export(
     freeze: bool = False,
     prepack: bool = True,
     opset: int = 18,
+    residuals: bool = False,
 ) -> ExportReport:
     """Write `model` (built by unetdsl, on the device and in the dtype to export for) as `format`,
     reload it, and compare it with the eager model. Raises ExportCheckError (nothing written) if
@@ -441,6 +472,9 @@ def export(
     packs them (`unetdsl.torchscript_packing`): the file then loads on the CPU only; `prepack=False`
     keeps the plain frozen graph. An `aoti` package is always frozen; on the CPU its convolution
     weights are packed when it is compiled (`unetdsl.aoti_packing`), unless `prepack=False`.
+    `residuals` (export, onnx, aoti; a U-Net): the program also takes a ControlNet's residuals, a
+    list of one tensor per skip and the middle's (ONNX: inputs residual_0, ...), and adds them as
+    `unet(..., residuals=...)` does; a TorchScript U-Net always takes them.
     Either option given where it does nothing is refused."""
     spec: ResolvedSpec | None = getattr(model, "spec", None)
     if spec is None:
@@ -448,7 +482,8 @@ def export(
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     target = Path(path) if path is not None else default_path(spec, format) if format in FORMATS else Path(spec.name)
-    check_request(spec, format, target, device=device, dtype=dtype, freeze=freeze, prepack=prepack)
+    check_request(spec, format, target, device=device, dtype=dtype, freeze=freeze, prepack=prepack,
+                  residuals=residuals)
     fmt = FORMATS[format]
     target = check_output(target)
     # an artifact is an inference graph: export in eval mode, then give the model back as it came
@@ -457,7 +492,7 @@ def export(
     model.eval()
     try:
         return _write_checked(model, spec, fmt, format, target, device, dtype,
-                              options={"freeze": freeze, "prepack": prepack, "opset": opset})
+                              options={"freeze": freeze, "prepack": prepack, "opset": opset, "residuals": residuals})
     finally:
         model.train(was_training)
 
@@ -475,14 +510,15 @@ def _shapes(outs: list[torch.Tensor]) -> Any:
 def _write_checked(model: nn.Module, spec: ResolvedSpec, fmt: Format, format: str, target: Path,
                    device: torch.device, dtype: torch.dtype, *, options: dict[str, Any]) -> ExportReport:
     remove_stale_temporaries(target)
-    checks = check_inputs(spec, device, dtype)
+    residuals = bool(options.get("residuals"))
+    checks = check_inputs(spec, device, dtype, residuals)
     with torch.inference_mode(), prepacking_off(model):  # the plain convolutions: no packed copies to hold
         expected = [model(*c.args()) for c in checks]
     atol, rtol = TOLERANCE[dtype]
     report = ExportReport(target, format)
     with atomic_path(target) as tmp:
         try:
-            fmt.write(model, checks[0], tmp, metadata(spec, dtype, device, format), options)
+            fmt.write(model, checks[0], tmp, metadata(spec, dtype, device, format, residuals), options)
         except ExportError:
             raise
         except Exception as exc:  # the exporter refused a model unetdsl built: a bug here or upstream

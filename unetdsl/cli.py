@@ -120,7 +120,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:  # the format's own refusals (output name, sizes, dtype on this device), also before the build
         check_request(resolved, args.format, target, device=torch.device(args.device), dtype=DTYPES[args.dtype],
-                      freeze=args.freeze, prepack=not args.no_prepack)
+                      freeze=args.freeze, prepack=not args.no_prepack, residuals=args.residuals)
     except ExportError as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
@@ -171,7 +171,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         _err(f"warning: the randomly initialised model outputs zeros ({why}), so the export check compares "
              "zeros; pass --weights to check the artifact on real numbers")
     try:
-        report = export(model, target, format=args.format, freeze=args.freeze, prepack=not args.no_prepack)
+        report = export(model, target, format=args.format, freeze=args.freeze, prepack=not args.no_prepack,
+                        residuals=args.residuals)
     except ExportError as exc:
         _err(f"error: {exc}")
         return EXIT_INVALID
@@ -325,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", action="store_true",
                    help="torch.jit.freeze the TorchScript module (on the CPU its convolution weights are also "
                         "packed for oneDNN when the file loads: a CPU-only file, as fast as eager)")
+    p.add_argument("--residuals", action="store_true",
+                   help="export, onnx, aoti: the U-Net's program also takes a ControlNet's residuals (one per skip, "
+                   "then the middle's; a TorchScript U-Net always takes them)")
     p.add_argument("--no-prepack", action="store_true",
                    help="with --freeze on the CPU: keep the plain frozen graph (a file that loads on any device); "
                         "with --format aoti: compile without packed convolution weights")

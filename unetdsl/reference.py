@@ -38,6 +38,11 @@ SECTIONS: list[tuple[str, str, str]] = [
     ("init", "InitSpec", "How the weights start."),
     ("latent", "LatentSpec", "An autoencoder's latent space (`model: autoencoder`; on `model: encoder` or "
      "`decoder`, the half of an autoencoder it is)."),
+    ("controlnet", "ControlNetSpec",
+     "What a ControlNet adds to the U-Net the rest of the spec describes (`model: controlnet`; write it as "
+     "`extends: the-unet.yaml` plus this section): `controlnet(x, t, hint=image, context=c, cond=...)` returns one "
+     "residual per skip of that U-Net, then the middle's, which `unet(x, t, context=c, residuals=...)` adds. "
+     "Several ControlNets: sum their residuals one by one."),
 ]
 
 FORMULAS = """\

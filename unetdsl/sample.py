@@ -19,18 +19,22 @@ class SampleInputs:
     context: torch.Tensor | None = None  # (B, tokens, context_dim)
     cond: dict[str, torch.Tensor] | None = None  # {name: (B, width)}, in the spec's order
     hint: torch.Tensor | None = None  # a ControlNet's: (B, hint_channels, *S x hint_factor)
+    residuals: list[torch.Tensor] | None = None  # a controlled U-Net's: a ControlNet's output
 
     def args(self) -> tuple[Any, ...]:
-        """The model's positional arguments: forward(x, t, y, context, cond[, hint])."""
-        return (self.x, self.t, self.y, self.context, self.cond, *([self.hint] if self.hint is not None else []))
+        """The model's positional arguments: forward(x, t, y, context, cond[, hint | residuals])."""
+        last = self.hint if self.hint is not None else self.residuals
+        return (self.x, self.t, self.y, self.context, self.cond, *([last] if last is not None else []))
 
     def present(self) -> tuple[Any, ...]:
         """The inputs the model has, in order (what an exported artifact takes; cond a mapping)."""
         return tuple(a for a in self.args() if a is not None)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        """present() with `cond` replaced by its tensors, in the spec's order (ONNX's inputs)."""
-        return tuple(v for a in self.present() for v in (a.values() if isinstance(a, dict) else (a,)))
+        """present() with `cond` replaced by its tensors, in the spec's order, and `residuals` by its
+        (ONNX's inputs)."""
+        return tuple(v for a in self.present()
+                     for v in (a.values() if isinstance(a, dict) else a if isinstance(a, list) else (a,)))
 
 
 # the context's token count in sample inputs: CLIP's 77 would only slow every check down; the
@@ -48,7 +52,9 @@ _TIMESTEPS: dict[str, Callable[[ResolvedTime, int, torch.Generator], torch.Tenso
 
 def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None = None, seed: int = 0,
                   device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                  tokens: int = SAMPLE_TOKENS) -> SampleInputs:
+                  tokens: int = SAMPLE_TOKENS, residuals: bool = False) -> SampleInputs:
+    """Inputs for `spec` at `batch` x `size`; with `residuals`, a U-Net's residuals too (what a
+    ControlNet of it gives: one per skip, then the middle's)."""
     g = torch.Generator().manual_seed(seed)
     shape = (batch, spec.in_channels, *(size or spec.sample_size))
     x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
@@ -66,7 +72,11 @@ def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None 
     if spec.controlnet is not None:  # an image in [-1, 1]
         hint_shape = (batch, spec.controlnet.hint_channels, *(s * spec.controlnet.hint_factor for s in shape[2:]))
         hint = (torch.rand(hint_shape, generator=g) * 2 - 1).to(device=device, dtype=dtype)
-    return SampleInputs(x, t, y, context, cond, hint)
+    res = None
+    if residuals:  # small: a ControlNet's zero convs start at zero
+        res = [(torch.randn(batch, c, *(n // scale for n in shape[2:]), generator=g) * 0.1).to(device=device, dtype=dtype)
+               for c, scale in zip(spec.residual_channels, spec.residual_scales, strict=True)]
+    return SampleInputs(x, t, y, context, cond, hint, res)
 
 
 def first_nonfinite(model: torch.nn.Module, inputs: SampleInputs) -> str | None:

@@ -165,6 +165,7 @@ class _Net(nn.Module):
     channels_last: Final[bool]
     min_positions: Final[int]
     context_dim: Final[int]  # 0: the model takes no context
+    takes_residuals: Final[bool]  # a U-Net: its decoder consumes skips a ControlNet's residuals are added to
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
                  time_embedding: Optional[TimeEmbedding], encoder: list[Level], middle: MiddleBlock,
@@ -186,6 +187,7 @@ class _Net(nn.Module):
         self.encoder = nn.ModuleList(encoder)  # registered after the head: the state dict's order is the artifacts'
         self.middle = middle
         self.decoder = nn.ModuleList(decoder)
+        self.takes_residuals = bool(decoder) and decoder[0].num_skips > 0
         # an autoencoder's halves: 1x1 convs on the moments after the head (encoder) and on the
         # latent before the stem (decoder), registered last (they are new, the order is the artifacts')
         self.quant_conv = quant_conv
@@ -251,7 +253,7 @@ class _Net(nn.Module):
 
     def _added(self, skips: list[torch.Tensor], residuals: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each skip plus its residual (a ControlNet's, diffusers' down_block_additional_residuals)."""
-        if len(self.decoder) == 0 or self.decoder[0].num_skips == 0:
+        if not self.takes_residuals:
             raise ValueError("unetdsl: only a U-Net takes residuals (they are added to its skips)")
         if len(residuals) != len(skips) + 1:
             raise ValueError(f"unetdsl: this U-Net takes {len(skips) + 1} residuals (one per skip, then the "

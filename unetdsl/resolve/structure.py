@@ -98,7 +98,8 @@ def check_latent(ctx: Context) -> None:
     s, lat = ctx.spec, ctx.spec.latent
     assert lat is not None
     if s.model in UNET_KINDS:
-        ctx.fail(("latent",), "a U-Net (or ControlNet) has no latent section (it is a model of an autoencoder's latents: "
+        kind = "ControlNet" if s.model == "controlnet" else "U-Net"
+        ctx.fail(("latent",), f"a {kind} has no latent section (it is a model of an autoencoder's latents: "
                  "its in/out channels are the latent channels)", hint="remove latent, or use model: autoencoder")
     if s.model == "encoder" and s.out_channels != 2 * lat.channels:
         ctx.fail(("out_channels",), f"an encoder to a {lat.channels}-channel latent gives the posterior's mean and "

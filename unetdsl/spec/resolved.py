@@ -262,6 +262,17 @@ class ResolvedSpec(_Frozen):
         return [*skips, self.middle.channels]
 
     @property
+    def residual_scales(self) -> list[int]:
+        """How much smaller than the input each residual is per side (residual_channels' order)."""
+        scales, at = [1], 1
+        for lv in self.encoder:
+            scales += [at] * len(lv.blocks)
+            if lv.downsample is not None:
+                at *= 2
+                scales.append(at)
+        return [*scales, at]
+
+    @property
     def hint_size(self) -> list[int]:
         """A ControlNet's hint image's spatial size at the sample size."""
         assert self.controlnet is not None
