@@ -71,8 +71,11 @@ def _attention(draw: st.DrawFn, transformer: bool) -> Any:
     if transformer:
         choices += [{"type": "transformer", "heads": 2},
                     {"type": "transformer", "head_dim": 4, "depth": 2, "linear_projection": True, "upcast": True,
-                     "norm_eps": 1e-5, "layer_norm_eps": 1e-6}]
-    return draw(st.sampled_from(choices))
+                     "norm_eps": 1e-5, "layer_norm_eps": 1e-6},
+                    {"type": "joint", "head_dim": 2},  # (they need a context: specs() gives them one)
+                    {"type": "joint", "heads": 1, "only_cross": True, "context_norm_groups": 2, "norm": False}]
+    drawn = draw(st.sampled_from(choices))
+    return dict(drawn) if isinstance(drawn, dict) else drawn  # a copy: specs() may add to it
 
 
 @st.composite
@@ -174,11 +177,15 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
             spec["out_channels"] = 2 * latent
         if kind == "decoder":
             spec["in_channels"] = latent
-    attends = [a for a in [*(lv.get("attention") for lv in levels), middle.get("attention")]
-               if isinstance(a, dict) and a.get("type") == "transformer"]
-    if attends and draw(st.booleans()):
+    attending = [a for a in [*(lv.get("attention") for lv in levels), middle.get("attention")]
+                 if isinstance(a, dict) and a.get("type") in ("transformer", "joint")]
+    attends = [a for a in attending if a.get("type") == "transformer"]
+    joint = len(attends) < len(attending)  # a joint block needs the context
+    if attending and (joint or draw(st.booleans())):
         spec["context_dim"] = draw(st.sampled_from([4, 6]))
         if draw(st.booleans()):
+            spec["context_input_dim"] = draw(st.sampled_from([3, 5]))
+        if attends and draw(st.booleans()):
             attends[0]["only_cross"] = True
     return spec
 

@@ -260,7 +260,7 @@ def test_the_pair_matches_diffusers_unet_with_additional_residuals() -> None:
     ({"global_pool_conditions": True}, "global_pool_conditions", "averaged over positions"),
     ({"conditioning_embedding_out_channels": "16"}, "conditioning_embedding_out_channels", "wrong type"),
     ({"up_block_types": ["UpBlock2D"]}, "up_block_types", "unknown ControlNetModel config key"),
-    ({"down_block_types": ["CrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"]}, "down_block_types",
+    ({"down_block_types": ["CrossAttnDownBlock2D", "KCrossAttnDownBlock2D"]}, "down_block_types",
      "unsupported down block"),
 ])
 def test_what_unetdsl_cannot_compute_is_refused_by_key(change: dict[str, Any], key: str, words: str) -> None:
@@ -358,3 +358,25 @@ def test_residuals_are_refused_where_they_do_nothing(model: str, fmt: str, words
     path.write_text(__import__("json").dumps(built.spec.view()))  # type: ignore[union-attr]
     code = main(["build", str(path), "--format", fmt, "--residuals", "-o", str(tmp_path / "m.out")])
     assert code != 0 and words in capsys.readouterr().err and not (tmp_path / "m.out").exists()
+
+
+def test_summary_and_diagram_show_the_hint_and_the_residuals() -> None:
+    import xml.etree.ElementTree as ET
+
+    from unetdsl.diagram import render_svg
+    from unetdsl.estimate import estimate
+    from unetdsl.summary import render
+
+    spec, _ = resolve_spec(CONTROLNET)
+    e = estimate(spec, batch=1, training=False)
+    parts = {p.part: p for p in e.parts}
+    assert list(parts) == ["stem", "hint", "time", "encoder 0", "encoder 1", "middle", "residuals"]
+    # the hint embedding: conv_in 3->8 (224), a keep conv 8->8 (584), a stride-2 conv 8->16 (1,168), conv_out 16->32 (4,640)
+    assert parts["hint"].parameters == 224 + 584 + 1168 + 4640 and parts["hint"].resolution == [16, 16]
+    assert parts["residuals"].parameters == 4 * (32 * 32 + 32) + 2 * (64 * 64 + 64)  # six zero 1x1 convs
+    assert e.parameters == sum(p.parameters for p in e.parts)
+    text = render(spec, e)
+    assert "3->8->16->32" in text and "6 zero convs" in text and "decoder" not in text
+    root = ET.fromstring(render_svg(spec, e))
+    words = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+    assert "returns 6 residuals" in words and "hint 3×16×16 → 8 → 16" in words

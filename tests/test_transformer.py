@@ -25,7 +25,7 @@ def test_transformer_settings_on_self_attention_are_refused_where_written() -> N
                for r in rendered)
     assert any("upcast is a setting of the transformer attention block" in r and "found:   true" in r
                for r in rendered)
-    assert all("add `type: transformer`" in r for r in rendered)
+    assert all("set `type: transformer`" in r for r in rendered)
 
 
 def test_a_context_needs_a_block_that_attends_to_it_and_only_cross_needs_a_context() -> None:

@@ -46,7 +46,8 @@ def test_positional_gets_the_sinusoidal_hint() -> None:
     ("cross_attention_dim", "", "in unetdsl: context_dim"),
     ("transformer_layers_per_block", "level", "depth: N"),
     ("addition_embed_type", "", "conditions: [{inputs: [{name: text_embeds"),
-    ("encoder_hid_dim", "", "not yet in unetdsl"),
+    ("encoder_hid_dim", "", "context_input_dim: the context's width as given"),
+    ("cross_attention_norm", "level", "context_norm_groups"),
     ("class_embed_type", "", "named class_labels"),
 ])
 def test_other_tools_names_point_at_ours(key: str, where: str, says: str) -> None:

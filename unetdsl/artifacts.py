@@ -127,7 +127,8 @@ def _cond_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
 def _context_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
     if spec.context_dim is None:
         return ""
-    return f"; context: {str(dtype).removeprefix('torch.')} (B, T, {spec.context_dim}), any token count T"
+    width = spec.context_input_dim or spec.context_dim
+    return f"; context: {str(dtype).removeprefix('torch.')} (B, T, {width}), any token count T"
 
 
 def input_names(spec: ResolvedSpec, residuals: bool = False) -> list[str]:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import InternalError
-from .nn.attention import AttentionBlock, NoAttention
+from .nn.attention import AttentionBlock, JointAttention, NoAttention
 from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, Mlp
 from .nn.controlnet import ControlNet, HintEmbedding
 from .nn.layers import activation, conv_nd, norm, zero_module
@@ -85,13 +85,23 @@ class _Compiler:
 
     # --- registry of attention kinds: type -> builder(level settings, channels) ---------------
     def _attention(self) -> dict[str, Callable[[ResolvedSettings, int], nn.Module]]:
-        return {"self": self._self_attention, "transformer": self._transformer}
+        return {"self": self._self_attention, "transformer": self._transformer, "joint": self._joint}
 
     def _self_attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
         assert settings.attention is not None
         pre_norm = self.norm(settings.norm, channels) if settings.attention.norm else nn.Identity()
         return AttentionBlock(channels=channels, heads=settings.attention.heads, norm=pre_norm,
                               zero_out=self.spec.zero_out)
+
+    def _joint(self, settings: ResolvedSettings, channels: int) -> nn.Module:
+        att = settings.attention
+        assert att is not None and att.joint is not None and self.spec.context_dim is not None
+        pre_norm = self.norm(settings.norm, channels) if att.norm else nn.Identity()
+        groups = att.joint.context_norm_groups
+        # over the context's features, as a (B, D, T) sequence: GroupNorm's eps is diffusers' (1e-5)
+        context_norm = nn.GroupNorm(groups, self.spec.context_dim, eps=1e-5) if groups else None
+        return JointAttention(channels=channels, heads=att.heads, context_dim=self.spec.context_dim, norm=pre_norm,
+                              context_norm=context_norm, only_cross=att.joint.only_cross, zero_out=self.spec.zero_out)
 
     def _transformer(self, settings: ResolvedSettings, channels: int) -> nn.Module:
         att, tf = settings.attention, settings.attention.transformer if settings.attention else None
@@ -203,6 +213,7 @@ class _Compiler:
             conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),
             time_embedding=time_embedding, encoder=encoder, middle=middle, center_input=s.center_input,
             channels_last=cl, context_dim=s.context_dim or 0,
+            context_proj=nn.Linear(s.context_input_dim, s.context_dim) if s.context_input_dim and s.context_dim else None,
         )
 
     def controlnet(self, encoder: list[Level], middle: MiddleBlock, cl: bool) -> nn.Module:

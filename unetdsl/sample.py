@@ -62,7 +62,8 @@ def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None 
     y = torch.randint(0, spec.classes, (batch,), generator=g).to(device) if spec.classes is not None else None
     context = None
     if spec.context_dim is not None:
-        context = torch.randn(batch, tokens, spec.context_dim, generator=g).to(device=device, dtype=dtype)
+        width = spec.context_input_dim or spec.context_dim  # (the model projects a context_input_dim one itself)
+        context = torch.randn(batch, tokens, width, generator=g).to(device=device, dtype=dtype)
     cond = None
     if spec.conditions:  # vectors; values a sinusoid embeds are sizes and steps (SDXL's time_ids): 0..1024
         cond = {i.name: (torch.randint(0, 1025, (batch, i.width), generator=g).to(dtype) if i.sinusoid

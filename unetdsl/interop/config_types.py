@@ -38,6 +38,7 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "strs": (_list(_str), "a list of 1 to 8 names"),
     "int?": (lambda v: v is None or _int(v), "null or an int"),
     "str?": (lambda v: v is None or _str(v), "null or a name"),
+    "bool?": (lambda v: v is None or _bool(v), "null, true or false"),
     "size": (lambda v: v is None or _int(v) or _list(_int, 3)(v), "null, an int, or a list of ints"),
     # one value for every level or a list of them: the converter checks the entries and the length
     "per level": (lambda v: _int(v) or _bool(v) or _list(lambda x: _int(x) or _bool(x))(v),

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Problem, SpecError
-from ..spec.resolved import ResolvedSettings, ResolvedSpec, ResolvedTransformer
+from ..spec.resolved import ResolvedAttention, ResolvedSettings, ResolvedSpec, ResolvedTransformer
 from .config_types import Refuse, wrong_levels, wrong_types
 from .diffusers_names import INJECTIONS, WRITTEN_ACTIVATIONS
 
@@ -46,7 +46,8 @@ READ = {
     "norm_eps", "cross_attention_dim", "transformer_layers_per_block", "attention_head_dim", "use_linear_projection",
     "num_class_embeds", "upcast_attention", "resnet_time_scale_shift", "time_embedding_type", "time_embedding_dim",
     "conv_out_kernel", "class_embed_type", "addition_embed_type", "addition_time_embed_dim",
-    "projection_class_embeddings_input_dim",
+    "projection_class_embeddings_input_dim", "encoder_hid_dim", "encoder_hid_dim_type", "cross_attention_norm",
+    "mid_block_only_cross_attention",
     "addition_embed_type_num_heads",  # read by diffusers only with addition_embed_type "text", which is refused
 }
 # SDXL's micro-conditioning: time_ids per sample (original size, crop, target size: 6; the refiner's
@@ -55,17 +56,27 @@ READ = {
 TIME_IDS = 6
 CLASS_EMBED_TYPES = ("timestep", "identity", "projection", "simple_projection")
 # a default that is also one of the values a key may take without changing anything
-ALSO_FINE: dict[str, tuple[Any, ...]] = {"mid_block_only_cross_attention": (None, False)}
+ALSO_FINE: dict[str, tuple[Any, ...]] = {}
 
-DOWN_BLOCKS = {"CrossAttnDownBlock2D": True, "DownBlock2D": False}  # name -> has a transformer
-UP_BLOCKS = {"CrossAttnUpBlock2D": True, "UpBlock2D": False}
-MID_BLOCKS = {"UNetMidBlock2DCrossAttn", None}
+# block type -> (its attention: None | transformer | joint, how it resamples). The joint (SimpleCrossAttn)
+# blocks resample with a ResNet block, as ResnetDownsampleBlock2D / ResnetUpsampleBlock2D do
+DOWN_BLOCKS: dict[str, tuple[str | None, str]] = {
+    "CrossAttnDownBlock2D": ("transformer", "conv"), "DownBlock2D": (None, "conv"),
+    "SimpleCrossAttnDownBlock2D": ("joint", "resblock"), "ResnetDownsampleBlock2D": (None, "resblock")}
+UP_BLOCKS: dict[str, tuple[str | None, str]] = {
+    "CrossAttnUpBlock2D": ("transformer", "nearest"), "UpBlock2D": (None, "nearest"),
+    "SimpleCrossAttnUpBlock2D": ("joint", "resblock"), "ResnetUpsampleBlock2D": (None, "resblock")}
+MID_BLOCKS: dict[str | None, str | None] = {"UNetMidBlock2DCrossAttn": "transformer",
+                                            "UNetMidBlock2DSimpleCrossAttn": "joint", None: None}
+CROSS_ATTENTION_NORMS = {None: 0, "group_norm": 32}  # -> context_norm_groups (diffusers' default group count)
 
 # the kind of every key unetdsl reads (a test holds TYPES to READ), checked before any rule reads it
 TYPES = {"sample_size": "size", "block_out_channels": "ints", "down_block_types": "strs", "up_block_types": "strs",
          "mid_block_type": "str?", "act_fn": "str", "resnet_time_scale_shift": "str", "time_embedding_type": "str",
          "num_class_embeds": "int?", "time_embedding_dim": "int?", "class_embed_type": "str?",
          "addition_embed_type": "str?", "addition_time_embed_dim": "int?", "projection_class_embeddings_input_dim": "int?",
+         "encoder_hid_dim": "int?", "encoder_hid_dim_type": "str?", "cross_attention_norm": "str?",
+         "mid_block_only_cross_attention": "bool?",
          **dict.fromkeys(("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups", "downsample_padding",
                           "conv_out_kernel", "addition_embed_type_num_heads"), "int"),
          **dict.fromkeys(("freq_shift", "mid_block_scale_factor", "dropout", "norm_eps"), "number"),
@@ -112,14 +123,34 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     if c["downsample_padding"] not in (0, 1):
         refuse("downsample_padding", c["downsample_padding"], "only 1 (symmetric) or 0 (right/bottom) padding", "0, 1")
     if c["mid_block_type"] not in MID_BLOCKS:
-        refuse("mid_block_type", c["mid_block_type"], "unsupported middle block", "UNetMidBlock2DCrossAttn, null")
+        refuse("mid_block_type", c["mid_block_type"], "unsupported middle block", ", ".join(map(str, MID_BLOCKS)))
+        c["mid_block_type"] = None
+    if c["cross_attention_norm"] not in CROSS_ATTENTION_NORMS:
+        refuse("cross_attention_norm", c["cross_attention_norm"], "only a group norm of the context (or none) "
+               "before the joint attention's key/value projections", "group_norm, null")
+    hid, hid_type = c["encoder_hid_dim"], c["encoder_hid_dim_type"]
+    if hid is not None and hid_type is None:
+        hid_type = "text_proj"  # as diffusers itself reads it (with a deprecation notice)
+    if hid_type not in (None, "text_proj") or (hid_type is not None and hid is None):
+        refuse("encoder_hid_dim_type", hid_type, "only a linear projection of the text states (text_proj, with "
+               "encoder_hid_dim)", "text_proj, null")
+    joint = any(DOWN_BLOCKS.get(b, (None,))[0] == "joint" for b in (*downs, *ups)) or \
+        MID_BLOCKS.get(c["mid_block_type"]) == "joint"
+    if joint and c["norm_eps"] != 1e-5:  # diffusers' SimpleCrossAttn GroupNorm keeps its own eps
+        refuse("norm_eps", c["norm_eps"], "the joint (SimpleCrossAttn) attention's norm has eps 1e-5 whatever "
+               "norm_eps says; unetdsl's attention uses its level's norm", "1e-5")
     if c["time_embedding_type"] != "positional":
         refuse("time_embedding_type", c["time_embedding_type"],
                "only the positional (sinusoidal) time embedding is converted for this class", "positional")
     if c["conv_out_kernel"] not in (1, 3):
         refuse("conv_out_kernel", c["conv_out_kernel"], "the output conv is 1x1 or 3x3", "1, 3")
 
-    def transformer(i: int, cross_only: bool) -> dict[str, Any]:
+    def attention(kind: str, i: int, cross_only: bool, up: int | None = None) -> dict[str, Any]:
+        if kind == "joint":
+            # SimpleCrossAttn: attention_head_dim is the head dim there, and an up block k takes entry k of
+            # the list, not reversed as every other per-level list (diffusers' UNet2DConditionModel.__init__)
+            return {"type": "joint", "head_dim": heads[i if up is None else up], "only_cross": cross_only,
+                    "context_norm_groups": CROSS_ATTENTION_NORMS.get(c["cross_attention_norm"], 0)}
         return {"type": "transformer", "heads": heads[i], "depth": depth[i],
                 "linear_projection": c["use_linear_projection"], "only_cross": cross_only,
                 "upcast": c["upcast_attention"]}
@@ -130,12 +161,13 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
         if block not in DOWN_BLOCKS:
             refuse(f"down_block_types.{i}", block, "unsupported down block", ", ".join(DOWN_BLOCKS))
             continue
+        kind, resample = DOWN_BLOCKS[block]
         level: dict[str, Any] = {"channels": ch, "blocks": blocks[i]}
-        if DOWN_BLOCKS[block]:
-            level["attention"] = transformer(i, only_cross[i])
+        if kind:
+            level["attention"] = attention(kind, i, only_cross[i])
             attending = True
         if i < n - 1:
-            level["downsample"] = "conv"
+            level["downsample"] = resample
         levels.append(level)
     dec_levels: list[dict[str, Any]] = []
     for k, (block, ch) in enumerate(zip(ups, reversed(channels), strict=True)):
@@ -143,16 +175,23 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
             refuse(f"up_block_types.{k}", block, "unsupported up block", ", ".join(UP_BLOCKS))
             continue
         i = n - 1 - k  # diffusers reverses every per-level list for the up blocks
+        kind, resample = UP_BLOCKS[block]
         level = {"channels": ch, "blocks": blocks[i] + 1}
-        if UP_BLOCKS[block]:
-            level["attention"] = transformer(i, only_cross[i])
+        if kind:
+            level["attention"] = attention(kind, i, only_cross[i], up=k)
             attending = True
         if k < n - 1:
-            level["upsample"] = "nearest"
+            level["upsample"] = resample
         dec_levels.append(level)
     middle: dict[str, Any] = {"blocks": 2 if c["mid_block_type"] else 0}
-    if c["mid_block_type"]:
-        middle["attention"] = transformer(n - 1, False)  # UNetMidBlock2DCrossAttn: never only-cross
+    mid_kind = MID_BLOCKS.get(c["mid_block_type"])
+    if mid_kind:
+        # UNetMidBlock2DCrossAttn is never only-cross; the simple one as mid_block_only_cross_attention says, or
+        # as only_cross_attention when that is one bool
+        mid_only = c["mid_block_only_cross_attention"]
+        if mid_only is None:
+            mid_only = c["only_cross_attention"] if isinstance(c["only_cross_attention"], bool) else False
+        middle["attention"] = attention(mid_kind, n - 1, mid_kind == "joint" and mid_only)
         attending = True
 
     time: dict[str, Any] = {"embedding": "sinusoidal", "features": channels[0],
@@ -184,6 +223,8 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     }
     if attending:
         data["context_dim"] = c["cross_attention_dim"]
+        if hid_type == "text_proj" and type(hid) is int:
+            data["context_input_dim"] = hid
     data["encoder"]["asymmetric_padding"] = c["downsample_padding"] == 0  # stated: either is someone's default
     if c["num_class_embeds"] is not None and c["class_embed_type"] is None:  # (diffusers ignores it beside a type)
         data["classes"] = c["num_class_embeds"]
@@ -296,6 +337,20 @@ def _conditions_config(spec: ResolvedSpec) -> dict[str, Any]:
     return out
 
 
+def _block(table: dict[str, tuple[str | None, str]], att: ResolvedAttention | None, resample: str | None) -> str:
+    """The diffusers block type of a level with `att` that resamples by `resample` (a last level: either
+    method; a plain one with a resblock resampler is a Resnet*sample block). Unwritable: a name the proof
+    refuses."""
+    kind = att.type if att is not None else None
+    for name, (k, method) in table.items():
+        if k == kind and (resample is None or method == resample) and (resample is not None or kind != "joint"
+                                                                        or method == "resblock"):
+            if resample is None and kind is None and method == "resblock":
+                continue  # a last plain level: DownBlock2D / UpBlock2D
+            return name
+    return f"{kind}-{resample}"
+
+
 def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
     """The UNet2DConditionModel config of `spec`, written from its levels, unproven:
     `diffusers.config_for` converts it back and refuses (SpecError) the settings that would change."""
@@ -309,19 +364,26 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
 
     attending = [a for a in (*spec.encoder, spec.middle, *spec.decoder) if a.attention is not None]
     first = transformer_of(attending[0]) if attending else None
+    def head_key(att: ResolvedAttention) -> int:  # attention_head_dim: the heads, the head dim for SimpleCrossAttn
+        return att.head_dim if att.type == "joint" else att.heads
+
+    def only_cross_of(att: ResolvedAttention | None) -> bool:
+        own = (att.transformer or att.joint) if att is not None else None
+        return own.only_cross if own is not None else False
+
     # per encoder level i: heads, depth, only-cross (levels without attention borrow their mirror's)
     per_level: list[tuple[int, int, bool]] = []
     for i, lv in enumerate(spec.encoder):
         mirror = spec.decoder[n - 1 - i] if len(spec.decoder) == n else lv
         source = lv if lv.attention is not None else mirror if mirror.attention is not None else None
         tf = transformer_of(source) if source is not None else None
-        heads = source.attention.heads if source is not None and source.attention is not None else 1
-        per_level.append((heads, tf.depth if tf else 1, tf.only_cross if tf else False))
-    if spec.middle.attention is not None and spec.middle.attention.transformer is not None and per_level:
-        heads, _, only_cross = per_level[-1]
-        per_level[-1] = (spec.middle.attention.heads if spec.encoder[-1].attention is None else heads,
-                         spec.middle.attention.transformer.depth if spec.encoder[-1].attention is None
-                         else per_level[-1][1], only_cross)
+        heads = head_key(source.attention) if source is not None and source.attention is not None else 1
+        per_level.append((heads, tf.depth if tf else 1, only_cross_of(source.attention if source else None)))
+    mid = spec.middle.attention
+    if mid is not None and per_level and spec.encoder[-1].attention is None:
+        per_level[-1] = (head_key(mid), mid.transformer.depth if mid.transformer else 1, per_level[-1][2])
+    places = [*spec.encoder, spec.middle, *spec.decoder]
+    joint = next((p.attention.joint for p in places if p.attention is not None and p.attention.joint), None)
     norm = spec.encoder[0].norm
     config: dict[str, Any] = {
         "_class_name": "UNet2DConditionModel",
@@ -331,10 +393,15 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         "center_input_sample": spec.center_input,
         "flip_sin_to_cos": spec.time.flip_sin_to_cos,
         "freq_shift": spec.time.freq_shift,
-        "down_block_types": ["CrossAttnDownBlock2D" if lv.attention is not None else "DownBlock2D"
-                             for lv in spec.encoder],
-        "mid_block_type": "UNetMidBlock2DCrossAttn" if spec.middle.blocks else None,
-        "up_block_types": ["CrossAttnUpBlock2D" if lv.attention is not None else "UpBlock2D" for lv in spec.decoder],
+        "down_block_types": [_block(DOWN_BLOCKS, lv.attention, lv.downsample) for lv in spec.encoder],
+        "mid_block_type": {None: "UNetMidBlock2DCrossAttn", "transformer": "UNetMidBlock2DCrossAttn",
+                           "joint": "UNetMidBlock2DSimpleCrossAttn"}[mid.type if mid else None]
+        if spec.middle.blocks else None,
+        "up_block_types": [_block(UP_BLOCKS, lv.attention, lv.upsample) for lv in spec.decoder],
+        "mid_block_only_cross_attention": only_cross_of(mid) if mid is not None and mid.type == "joint" else None,
+        "cross_attention_norm": "group_norm" if joint is not None and joint.context_norm_groups else None,
+        "encoder_hid_dim": spec.context_input_dim,
+        "encoder_hid_dim_type": "text_proj" if spec.context_input_dim else None,
         "only_cross_attention": _one_or_list([p[2] for p in per_level]),
         "block_out_channels": [lv.channels for lv in spec.encoder],
         "layers_per_block": _one_or_list([len(lv.blocks) for lv in spec.encoder]),

@@ -68,7 +68,7 @@ class ControlNet(_Net):
                 cond: Optional[dict[str, torch.Tensor]] = None, hint: Optional[torch.Tensor] = None,
                 scale: float = 1.0) -> list[torch.Tensor]:
         self._check(x)
-        self._check_context(x, context)
+        context = self._context(x, context)
         hint = self._check_hint(x, hint)
         temb = self._embed(x, t, y, cond)
         if self.center_input:

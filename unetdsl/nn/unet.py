@@ -164,16 +164,17 @@ class _Net(nn.Module):
     divide_by_timestep: Final[bool]
     channels_last: Final[bool]
     min_positions: Final[int]
-    context_dim: Final[int]  # 0: the model takes no context
+    context_dim: Final[int]  # 0: the model takes no context; else the width it takes (before any projection)
     takes_residuals: Final[bool]  # a U-Net: its decoder consumes skips a ControlNet's residuals are added to
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
                  time_embedding: Optional[TimeEmbedding], encoder: list[Level], middle: MiddleBlock,
                  decoder: list[Level], head: Head, center_input: bool = False,
                  divide_by_timestep: bool = False, channels_last: bool = False, context_dim: int = 0,
-                 quant_conv: Optional[nn.Module] = None, post_quant_conv: Optional[nn.Module] = None):
+                 quant_conv: Optional[nn.Module] = None, post_quant_conv: Optional[nn.Module] = None,
+                 context_proj: Optional[nn.Linear] = None):
         super().__init__()
-        self.context_dim = context_dim
+        self.context_dim = context_proj.in_features if context_proj is not None else context_dim
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
         self.center_input, self.divide_by_timestep = center_input, divide_by_timestep
         # Whether the stem may run channels-last (NHWC / NDHWC); like each level and the middle, it
@@ -192,6 +193,8 @@ class _Net(nn.Module):
         # latent before the stem (decoder), registered last (they are new, the order is the artifacts')
         self.quant_conv = quant_conv
         self.post_quant_conv = post_quant_conv
+        # the context as given (B, T, context_input_dim) -> (B, T, context_dim) (diffusers' encoder_hid_proj)
+        self.encoder_hid_proj = context_proj
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != self.dims + 2:
@@ -224,7 +227,7 @@ class _Net(nn.Module):
         """x (B, Cin, *S), t () | (B,), y (B,), context (B, T, context_dim), cond {name: (B, width)},
         residuals (a U-Net's: a ControlNet's output, one per skip then the middle's) -> (B, Cout, *S')."""
         self._check(x)
-        self._check_context(x, context)
+        context = self._context(x, context)
         temb = self._embed(x, t, y, cond)
         if self.post_quant_conv is not None:
             x = self.post_quant_conv(x)  # (B, latent, *S)
@@ -265,6 +268,14 @@ class _Net(nn.Module):
                                  f"{list(residuals[i].shape)}")
             out.append(skip + residuals[i])
         return out
+
+    def _context(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The context checked, then projected to the width the attention blocks take where the model
+        has a projection: (B, T, context_dim) -> (B, T, attended width)."""
+        self._check_context(x, context)
+        if context is not None and self.encoder_hid_proj is not None:
+            context = self.encoder_hid_proj(context)
+        return context
 
     def _check_context(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> None:
         if context is None:

@@ -56,6 +56,9 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         ctx.fail(("context_dim",), "the model takes a context, and no attention block attends to it",
                  found=str(spec.context_dim), hint="give the levels that should attend to it "
                  "`attention: {type: transformer}`, or remove context_dim")
+    if spec.context_input_dim is not None and spec.context_dim is None:
+        ctx.fail(("context_input_dim",), "context_input_dim is the width a context is projected from to "
+                 "context_dim, and the spec declares no context_dim", hint="set context_dim, or remove this key")
     time = resolve_time(spec.time, flow.stem)
     if time is not None:
         check_time(ctx, time)
@@ -79,6 +82,7 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         time=time,
         classes=spec.classes,
         context_dim=spec.context_dim,
+        context_input_dim=spec.context_input_dim,
         conditions=conditions,
         latent=_latent(spec),
         controlnet=_controlnet(spec),

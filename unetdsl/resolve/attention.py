@@ -6,13 +6,15 @@ from __future__ import annotations
 
 from ..errors import Path, divisors, join_allowed
 from ..spec.models import AttentionSpec
-from ..spec.resolved import ResolvedAttention, ResolvedTransformer
+from ..spec.resolved import ResolvedAttention, ResolvedJoint, ResolvedTransformer
 from ..spec.settings import DEFAULTS
 from .context import Context
 from .inherit import default
 
-# the settings only a transformer block has: AttentionSpec field -> its DEFAULTS key
-TRANSFORMER_SETTINGS = {name: f"transformer.{name}" for name in ResolvedTransformer.model_fields}
+# the settings only some kinds have: kind -> {AttentionSpec field: its DEFAULTS key}
+KIND_SETTINGS = {"transformer": {name: f"transformer.{name}" for name in ResolvedTransformer.model_fields},
+                 "joint": {name: f"joint.{name}" for name in ResolvedJoint.model_fields}}
+TRANSFORMER_SETTINGS = KIND_SETTINGS["transformer"]
 
 
 def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, path: Path) -> ResolvedAttention | None:
@@ -21,18 +23,22 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
     ap = (*path, "attention")
     kind = default(att.type, DEFAULTS["attention.type"])
     transformer = _transformer(ctx, att, ap) if kind == "transformer" else None
-    if kind != "transformer":
-        for name in TRANSFORMER_SETTINGS:
-            if getattr(att, name) is not None:
-                ctx.fail((*ap, name), f"{name} is a setting of the transformer attention block",
-                         found=_shown(getattr(att, name)), hint="add `type: transformer`, or remove it")
-    if kind == "transformer" and att.heads is None and att.head_dim is None:
+    joint = _joint(ctx, att, ap) if kind == "joint" else None
+    own = KIND_SETTINGS.get(kind, {})
+    for name in sorted({n for settings in KIND_SETTINGS.values() for n in settings} - set(own)):
+        if getattr(att, name) is not None:
+            kinds = [k for k, settings in KIND_SETTINGS.items() if name in settings]
+            ctx.fail((*ap, name), f"{name} is a setting of the {' and '.join(kinds)} attention block"
+                     f"{'s' if len(kinds) > 1 else ''}, not of {kind}", found=_shown(getattr(att, name)),
+                     hint=f"set `type: {kinds[0]}`, or remove it")
+    if kind in KIND_SETTINGS and att.heads is None and att.head_dim is None:
         # one head would load a published model's weights (the shapes do not depend on heads) and compute
         # something else: SD 1.5 written with its 8 heads forgotten validated and ran, silently wrong
-        ctx.fail(ap, "a transformer block states its heads: the weights do not say, and a wrong count loads them "
+        ctx.fail(ap, f"a {kind} block states its heads: the weights do not say, and a wrong count loads them "
                  "and computes something else", hint="add `heads: N` or `head_dim: N` (Stable Diffusion 1.x: "
                  "heads: 8; 2.x and XL: head_dim: 64; a diffusers UNet2DConditionModel's attention_head_dim is "
-                 "its heads)")  # (resolved on with one head, so that no rule downstream reports a second problem)
+                 "its heads; for SimpleCrossAttn blocks it is the head_dim)")
+        # (resolved on with one head, so that no rule downstream reports a second problem)
     if att.head_dim is not None:
         if channels % att.head_dim:
             ctx.fail((*ap, "head_dim"), f"head_dim {att.head_dim} does not divide the level's {channels} channels",
@@ -46,7 +52,7 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
                      found=str(heads), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
             return None
     return ResolvedAttention(heads=heads, head_dim=channels // heads, norm=default(att.norm, DEFAULTS["attention.norm"]),
-                             type=kind, transformer=transformer)
+                             type=kind, transformer=transformer, joint=joint)
 
 
 def _transformer(ctx: Context, att: AttentionSpec, ap: Path) -> ResolvedTransformer:
@@ -57,8 +63,21 @@ def _transformer(ctx: Context, att: AttentionSpec, ap: Path) -> ResolvedTransfor
     return ResolvedTransformer(**values)
 
 
+def _joint(ctx: Context, att: AttentionSpec, ap: Path) -> ResolvedJoint:
+    values = {name: default(getattr(att, name), DEFAULTS[key]) for name, key in KIND_SETTINGS["joint"].items()}
+    if ctx.spec.context_dim is None:
+        ctx.fail(ap, "a joint attention block attends to the context (its keys and values are the positions' and "
+                 "the context's), and the spec declares none", hint="set context_dim (the context's width)")
+    groups = values["context_norm_groups"]
+    if groups and ctx.spec.context_dim is not None and ctx.spec.context_dim % groups:
+        ctx.fail((*ap, "context_norm_groups"), f"{groups} groups do not divide the context's {ctx.spec.context_dim} "
+                 "features", found=str(groups), allowed=f"a divisor of {ctx.spec.context_dim}: "
+                 f"{join_allowed(divisors(ctx.spec.context_dim))}")
+    return ResolvedJoint(**values)
+
+
 def uses_context(att: ResolvedAttention | None) -> bool:
-    return att is not None and att.type == "transformer"
+    return att is not None and att.type in ("transformer", "joint")
 
 
 def _shown(value: object) -> str:

@@ -77,6 +77,9 @@ class NormSpec(StrictModel):
 class AttentionSpec(StrictModel):
     """Attention over all positions after each ResBlock of the level. `type: self` is multi-head
     self-attention (diffusers' AttnDownBlock2D / Attention: norm, q/k/v/out projections, residual).
+    `type: joint` is one attention over the positions' keys and values and the context's (diffusers'
+    SimpleCrossAttn blocks, DeepFloyd IF): norm, q from the positions, k/v from the positions and
+    (add_k_proj/add_v_proj) from the context, concatenated, out projection, residual; biases everywhere.
     `type: transformer` is latent diffusion's block (ldm's SpatialTransformer, diffusers'
     Transformer2DModel): norm, proj_in, `depth` x [LayerNorm -> self-attention, LayerNorm ->
     cross-attention to the context (when the spec has context_dim), LayerNorm -> GEGLU
@@ -84,7 +87,7 @@ class AttentionSpec(StrictModel):
     Give `heads` or `head_dim`, not both; self-attention with neither has one head, a transformer block
     must state one (its weights do not say how many heads it has)."""
 
-    type: AttentionType | None = Field(None, description=doc("attention.type", "self | transformer."))
+    type: AttentionType | None = Field(None, description=doc("attention.type", "self | transformer | joint."))
 
     heads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="Number of heads; must divide channels.")
     head_dim: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(
@@ -101,8 +104,13 @@ class AttentionSpec(StrictModel):
         None, description=doc("transformer.linear_projection", "proj_in/proj_out are linear layers on the tokens "
                               "(SD 2's use_linear_projection) instead of 1x1 convolutions. transformer only."))
     only_cross: bool | None = Field(
-        None, description=doc("transformer.only_cross", "The first attention attends to the context too "
-                              "(diffusers' only_cross_attention). transformer only; needs context_dim."))
+        None, description=doc("transformer.only_cross", "transformer: the first attention attends to the context "
+                              "too; joint: the keys and values are the context's alone (diffusers' "
+                              "only_cross_attention). Needs context_dim."))
+    context_norm_groups: Annotated[int, Field(ge=0, le=MAX_CHANNELS)] | None = Field(
+        None, description=doc("joint.context_norm_groups", "A GroupNorm of this many groups over the context's "
+                              "features before its key/value projections (diffusers' cross_attention_norm: "
+                              "group_norm, 32 groups); 0: none. joint only."))
     upcast: bool | None = Field(
         None, description=doc("transformer.upcast", "Attention in float32 when the model runs in half precision "
                               "(diffusers' upcast_attention; SD 2.x needs it in fp16). transformer only."))
@@ -361,6 +369,9 @@ class Spec(StrictModel):
         "shape (B, tokens, context_dim) (e.g. CLIP text states: 768 for SD 1.x, 1024 for SD 2.x). Every "
         "transformer attention block cross-attends to it."
     )
+    context_input_dim: Annotated[int, Field(ge=1, le=4 * MAX_CHANNELS)] | None = Field(
+        None, description="Width of the context the model takes when it is not context_dim: a linear layer maps it "
+        "to context_dim first (diffusers' encoder_hid_proj; DeepFloyd IF: T5 states of 4096). Needs context_dim.")
     conditions: list[ConditionSpec] | None = Field(
         None, min_length=1, max_length=MAX_CONDITIONS,
         description="Named vector conditions joined into the time embedding: the model takes them as "

@@ -71,17 +71,26 @@ class ResolvedTransformer(_Frozen):
     layer_norm_eps: float
 
 
+class ResolvedJoint(_Frozen):
+    """What a `type: joint` attention states besides heads and norm."""
+
+    only_cross: bool  # keys and values from the context alone
+    context_norm_groups: int  # a GroupNorm over the context's features first; 0: none
+
+
 class ResolvedAttention(_Frozen):
     heads: int
     head_dim: int
     norm: bool
     type: AttentionType = "self"
     transformer: ResolvedTransformer | None = None  # type transformer only
+    joint: ResolvedJoint | None = None  # type joint only
 
     def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type, "heads": self.heads, "norm": self.norm}
-        if self.transformer is not None:
-            data |= self.transformer.model_dump()
+        for own in (self.transformer, self.joint):
+            if own is not None:
+                data |= own.model_dump()
         return data
 
 
@@ -224,6 +233,7 @@ class ResolvedSpec(_Frozen):
     time: ResolvedTime | None
     classes: int | None
     context_dim: int | None = None  # width of the context the transformer blocks attend to
+    context_input_dim: int | None = None  # the context's width as given, projected to context_dim first
     latent: ResolvedLatent | None = None  # autoencoders and their halves
     conditions: list[ResolvedCondition] = []  # named vector conditions, in the order they are added
     controlnet: ResolvedControlNet | None = None  # model controlnet: what it adds to the U-Net it controls
@@ -337,6 +347,8 @@ class ResolvedSpec(_Frozen):
             data["classes"] = self.classes
         if self.context_dim is not None:
             data["context_dim"] = self.context_dim
+        if self.context_input_dim is not None:
+            data["context_input_dim"] = self.context_input_dim
         if self.conditions:
             data["conditions"] = [c.view() for c in self.conditions]
         if self.latent is not None:

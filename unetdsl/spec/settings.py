@@ -70,6 +70,9 @@ DEFAULTS: dict[str, Any] = {
     "transformer.upcast": False,
     "transformer.norm_eps": 1e-6,
     "transformer.layer_norm_eps": 1e-5,
+    # the joint self/cross attention (diffusers' SimpleCrossAttn blocks: DeepFloyd IF, unCLIP)
+    "joint.only_cross": False,
+    "joint.context_norm_groups": 0,
     "time.injection": TIME_SETTINGS["injection"].default,
     "time.activation": TIME_SETTINGS["activation"].default,
     "sinusoidal.flip_sin_to_cos": True,

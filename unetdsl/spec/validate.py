@@ -100,8 +100,9 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "projection_class_embeddings_input_dim": ("diffusers", "the widths of a condition group's inputs (conditions)"),
     "class_embed_type": ("diffusers", "conditions: a group of one input named class_labels (project mlp, linear "
                                       "or none; sinusoid for 'timestep')"),
-    "encoder_hid_dim": ("diffusers", "not yet in unetdsl (DeepFloyd IF's text projection): project the text "
-                                     "states to context_dim before calling the model"),
+    "encoder_hid_dim": ("diffusers", "context_input_dim: the context's width as given, projected to context_dim "
+                                     "(DeepFloyd IF's text projection)"),
+    "cross_attention_norm": ("diffusers", "attention: {type: joint, context_norm_groups: 32} (group_norm)"),
 }
 
 

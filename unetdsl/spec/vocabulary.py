@@ -16,7 +16,7 @@ Downsample = Literal["conv", "avgpool", "maxpool", "resblock"]
 Upsample = Literal["nearest", "bilinear", "transposed", "resblock"]
 TimeEmbedding = Literal["sinusoidal", "fourier", "learned"]
 TimeInjection = Literal["add", "scale_shift"]
-AttentionType = Literal["self", "transformer"]
+AttentionType = Literal["self", "transformer", "joint"]
 ConditionProject = Literal["mlp", "linear", "none"]
 ConditionInto = Literal["time", "features"]
 
