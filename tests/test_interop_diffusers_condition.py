@@ -135,7 +135,9 @@ def to_diffusers_meta(model: torch.nn.Module) -> torch.nn.Module:
     ("change", "key"),
     [
         ({"num_attention_heads": 8}, "num_attention_heads"),
-        ({"addition_embed_type": "text"}, "addition_embed_type"),  # DeepFloyd IF's pooled text (not yet)
+        ({"addition_embed_type": "image"}, "addition_embed_type"),  # Kandinsky's image embeddings (not yet)
+        ({"resnet_skip_time_act": True}, "resnet_skip_time_act"),  # IF stage II (not yet)
+        ({"time_embedding_act_fn": "tanh"}, "time_embedding_act_fn"),
         ({"addition_embed_type": "text_time"}, "addition_time_embed_dim"),  # its widths missing
         ({"addition_embed_type": "text_time", "addition_time_embed_dim": 8,
           "projection_class_embeddings_input_dim": 48}, "projection_class_embeddings_input_dim"),  # 6 x 8: no text

@@ -150,3 +150,82 @@ def test_a_joint_attention_model_exports_with_its_projected_context(tmp_path: Pa
     from unetdsl.provenance import INPUTS_KEY
 
     assert "context: float32 (B, T, 24)" in read_metadata(tmp_path / "j.pt2")[INPUTS_KEY]  # the context as given
+
+
+# --- DeepFloyd IF: the text pooled into the time embedding, GELU, the time embedding's own activation ---
+# diffusers' own IF pipeline test U-Net (tests/pipelines/deepfloyd_if), with GroupNorms of 8 and a time activation
+IF_DUMMY: dict[str, Any] = dict(
+    sample_size=16, layers_per_block=1, block_out_channels=[32, 64], in_channels=3, out_channels=6,
+    down_block_types=["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"], mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+    up_block_types=["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"], cross_attention_dim=32, encoder_hid_dim=32,
+    attention_head_dim=8, addition_embed_type="text", addition_embed_type_num_heads=2, cross_attention_norm="group_norm",
+    resnet_time_scale_shift="scale_shift", act_fn="gelu", time_embedding_act_fn="gelu", norm_num_groups=8)
+
+
+@pytest.mark.parametrize("change", [{}, {"encoder_hid_dim": 24, "addition_embed_type_num_heads": 4}],
+                         ids=["as-diffusers-tests-it", "projected-text"])
+def test_if_shaped_unets_match_diffusers_both_ways_eager_and_scripted(change: dict[str, Any]) -> None:
+    config = {**IF_DUMMY, **change}
+    unet = make(config)
+    model = from_diffusers(unet)
+    spec = model.spec  # type: ignore[union-attr]
+    assert spec.conditions[0].pool_heads == config["addition_embed_type_num_heads"]
+    assert spec.time.post_activation == "gelu" and spec.condition_inputs == []
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(2, 3, 16, 16, generator=g), torch.tensor([0, 999])
+    context = torch.randn(2, 9, config["encoder_hid_dim"], generator=g)
+    with torch.no_grad():
+        want = unet(x, t, encoder_hidden_states=context).sample
+        assert (model(x, t, context=context) - want).abs().max().item() <= 1e-5
+        assert (script(model)(x, t, None, context) - want).abs().max().item() <= 1e-5
+        assert (to_diffusers(model)(x, t, encoder_hidden_states=context).sample - want).abs().max().item() == 0.0
+
+
+def test_the_if_stage1_shaped_spec_counts_as_diffusers_on_meta() -> None:
+    from .conftest import ROOT
+    from .test_interop_diffusers_condition import to_diffusers_meta
+
+    model = build_model(ROOT / "specs" / "if-stage1-shaped.yaml", device="meta")
+    assert sum(p.numel() for p in model.parameters()) == 618_526_470
+    assert sum(p.numel() for p in to_diffusers_meta(model).parameters()) == 618_526_470
+    pool = model.time_embedding.conditions.groups[0].project  # type: ignore[union-attr,index]
+    # LayerNorm(4096), q/k/v 4096 x 4096 with biases, a position of 4096, linear 4096 -> 1024, LayerNorm(1024)
+    assert sum(p.numel() for p in pool.parameters()) == 2 * 4096 + 3 * (4096 * 4096 + 4096) + 4096 + 4096 * 1024 + 1024 + 2 * 1024
+
+
+POOLED = {**SPEC, "conditions": [{"pool_context": {"heads": 4}}]}
+
+
+def test_a_pooled_context_needs_no_cond_and_refuses_one() -> None:
+    model = build_model(POOLED, seed=0).eval()
+    s = sample_inputs(model.spec)  # type: ignore[arg-type]
+    assert s.cond is None
+    with torch.no_grad():
+        plain = model(s.x, s.t, context=s.context)
+        assert torch.equal(model(s.x, s.t, context=s.context, cond={}), plain)
+        moved = model(s.x, s.t, context=s.context + 0.5)  # the pooled text reaches the time embedding
+        assert (moved - plain).abs().max() > 1e-4
+        with pytest.raises(ValueError, match="has unknown \\['pooled'\\]"):
+            model(s.x, s.t, context=s.context, cond={"pooled": torch.zeros(2, 3)})
+
+
+@pytest.mark.parametrize(("group", "path", "words"), [
+    ({"pool_context": {"heads": 4}, "inputs": [{"name": "a", "width": 2}]}, ("conditions", 0, "pool_context"),
+     "inputs or pools the context, not both"),
+    ({"pool_context": {"heads": 5}}, ("conditions", 0, "pool_context", "heads"), "5 heads do not divide the context's 24"),
+    ({"pool_context": {"heads": 4}, "project": "mlp"}, ("conditions", 0, "project"), "has its own projection"),
+    ({}, ("conditions", 0), "has inputs or pools the context"),
+])
+def test_the_rules_of_a_pooled_context(group: dict[str, Any], path: tuple[Any, ...], words: str) -> None:
+    with pytest.raises(SpecError) as info:
+        resolve_spec({**SPEC, "conditions": [group]})
+    assert any(p.path == path and words in p.message for p in info.value.problems), info.value.problems
+
+
+def test_a_pooled_context_needs_a_context() -> None:
+    data = {k: v for k, v in POOLED.items() if k not in ("context_dim", "context_input_dim")}
+    data["encoder"] = {"levels": [{"channels": 8}, {"channels": 16}]}
+    data["middle"] = {}
+    with pytest.raises(SpecError) as info:
+        resolve_spec(data)
+    assert any("pools the model's context, and the spec declares none" in p.message for p in info.value.problems)

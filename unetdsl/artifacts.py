@@ -118,7 +118,7 @@ def input_signature(spec: ResolvedSpec, dtype: torch.dtype, fmt: str, residuals:
 
 
 def _cond_signature(spec: ResolvedSpec, dtype: torch.dtype) -> str:
-    if not spec.conditions:
+    if not spec.condition_inputs:
         return ""
     shown = str(dtype).removeprefix("torch.")
     return "; cond: {" + ", ".join(f"{i.name}: {shown} (B, {i.width})" for i in spec.condition_inputs) + "}"
@@ -136,7 +136,7 @@ def input_names(spec: ResolvedSpec, residuals: bool = False) -> list[str]:
     the named conditions) where it has them; a ControlNet's hint; a controlled U-Net's residuals
     (a list) where `residuals`."""
     present = {"x": True, "t": spec.time is not None, "y": spec.classes is not None,
-               "context": spec.context_dim is not None, "cond": bool(spec.conditions),
+               "context": spec.context_dim is not None, "cond": bool(spec.condition_inputs),
                "hint": spec.controlnet is not None, "residuals": residuals}
     return [name for name, has in present.items() if has]
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import InternalError
 from .nn.attention import AttentionBlock, JointAttention, NoAttention
-from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, Mlp
+from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, ContextPool, Mlp
 from .nn.controlnet import ControlNet, HintEmbedding
 from .nn.layers import activation, conv_nd, norm, zero_module
 from .nn.resblock import ResBlock
@@ -163,7 +163,8 @@ class _Compiler:
             [ConditionInput(name=i.name, width=i.width, sinusoid=SinusoidalProjection(
                 features=i.sinusoid, flip_sin_to_cos=i.flip_sin_to_cos, freq_shift=i.freq_shift,
                 max_period=i.max_period) if i.sinusoid else None) for i in c.inputs],
-            self._projections()[c.project](c), into_features=c.into == "features") for c in s.conditions]
+            ContextPool(c.pool_width, c.pool_heads, c.width) if c.pool_heads else self._projections()[c.project](c),
+            into_features=c.into == "features", pooled=bool(c.pool_heads)) for c in s.conditions]
         return ConditionEmbeddings(groups, [i.name for i in s.condition_inputs])
 
     # --- whole model ----------------------------------------------------------------------
@@ -207,7 +208,9 @@ class _Compiler:
         if s.time is not None:
             time_embedding = TimeEmbedding(proj=self._time_projection()[s.time.embedding](s.time),
                                            features=s.time.features, dim=s.time.dim, classes=s.classes,
-                                           act=activation(s.time.activation), conditions=self.conditions())
+                                           act=activation(s.time.activation), conditions=self.conditions(),
+                                           post_act=None if s.time.post_activation == "none"
+                                           else activation(s.time.post_activation))
         return dict(
             dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
             conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),

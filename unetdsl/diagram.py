@@ -130,7 +130,8 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
         if spec.classes is not None:
             label.insert(1, f"+ class embedding ({spec.classes} classes)")
         if spec.conditions:  # (a fourth line still fits above the U: 64 + 18 + 4 x 15 < TOP_CONDITIONED)
-            names = ", ".join(i.name for i in spec.condition_inputs)
+            names = ", ".join([i.name for i in spec.condition_inputs]
+                              + ["pooled context" for c in spec.conditions if c.pool_heads])
             label.insert(len(label) - 1, f"+ cond: {names[:40]}{'…' if len(names) > 40 else ''}")
         cw, ch = 300, 18 + LINE * len(label)
         cx = (width - cw) / 2

@@ -34,6 +34,8 @@ SECTIONS: list[tuple[str, str, str]] = [
      "`model(x, t, cond={name: tensor})`, each (B, width). SDXL's added conditions are one group: "
      "`[{name: text_embeds, width: 1280}, {name: time_ids, width: 6, sinusoid: 256}]`, project mlp, into time."),
     ("conditions[i].inputs[j]", "ConditionInput", "One named input of a condition group."),
+    ("conditions[i].pool_context", "PoolSpec", "Instead of inputs: the context attention-pooled into one vector "
+     "(DeepFloyd IF's pooled text: `conditions: [{pool_context: {heads: 64}}]`)."),
     ("head", "HeadSpec", "The output head."),
     ("init", "InitSpec", "How the weights start."),
     ("latent", "LatentSpec", "An autoencoder's latent space (`model: autoencoder`; on `model: encoder` or "

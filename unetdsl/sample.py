@@ -65,7 +65,7 @@ def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None 
         width = spec.context_input_dim or spec.context_dim  # (the model projects a context_input_dim one itself)
         context = torch.randn(batch, tokens, width, generator=g).to(device=device, dtype=dtype)
     cond = None
-    if spec.conditions:  # vectors; values a sinusoid embeds are sizes and steps (SDXL's time_ids): 0..1024
+    if spec.condition_inputs:  # vectors; values a sinusoid embeds are sizes and steps (SDXL's time_ids): 0..1024
         cond = {i.name: (torch.randint(0, 1025, (batch, i.width), generator=g).to(dtype) if i.sinusoid
                          else torch.randn(batch, i.width, generator=g).to(dtype)).to(device)
                 for i in spec.condition_inputs}

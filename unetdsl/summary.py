@@ -89,8 +89,11 @@ def render(spec: ResolvedSpec, e: Estimate, device: str = "cpu") -> str:
     for i, group in enumerate(spec.conditions):  # (their weights are in the time row)
         joined = " + ".join(f"{c.name} ({c.width}" + (f" x sinusoid {c.sinusoid})" if c.sinusoid else ")")
                             for c in group.inputs)
+        how = group.project
+        if group.pool_heads:
+            joined, how = "context (T tokens)", f"pooled by {group.pool_heads}-head attention -> linear"
         where = "the time embedding" if group.into == "time" else "the time features"
-        lines.append(f"{'conditions' if i == 0 else '':12} {joined} = {group.joined_width} -> {group.project} -> "
+        lines.append(f"{'conditions' if i == 0 else '':12} {joined} = {group.joined_width} -> {how} -> "
                      f"added to {where} ({group.width})")
     seen = "attention before it sees the whole input" if e.global_attention else "no attention before it"
     lines.append(f"receptive field at the bottleneck: {e.receptive_field} positions per side by convolution; {seen}")

@@ -47,8 +47,8 @@ READ = {
     "num_class_embeds", "upcast_attention", "resnet_time_scale_shift", "time_embedding_type", "time_embedding_dim",
     "conv_out_kernel", "class_embed_type", "addition_embed_type", "addition_time_embed_dim",
     "projection_class_embeddings_input_dim", "encoder_hid_dim", "encoder_hid_dim_type", "cross_attention_norm",
-    "mid_block_only_cross_attention",
-    "addition_embed_type_num_heads",  # read by diffusers only with addition_embed_type "text", which is refused
+    "mid_block_only_cross_attention", "time_embedding_act_fn",
+    "addition_embed_type_num_heads",  # the heads of addition_embed_type text's attention pooling
 }
 # SDXL's micro-conditioning: time_ids per sample (original size, crop, target size: 6; the refiner's
 # 5 put an aesthetic score in place of the target size). The config states only the joined width
@@ -76,7 +76,7 @@ TYPES = {"sample_size": "size", "block_out_channels": "ints", "down_block_types"
          "num_class_embeds": "int?", "time_embedding_dim": "int?", "class_embed_type": "str?",
          "addition_embed_type": "str?", "addition_time_embed_dim": "int?", "projection_class_embeddings_input_dim": "int?",
          "encoder_hid_dim": "int?", "encoder_hid_dim_type": "str?", "cross_attention_norm": "str?",
-         "mid_block_only_cross_attention": "bool?",
+         "mid_block_only_cross_attention": "bool?", "time_embedding_act_fn": "str?",
          **dict.fromkeys(("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups", "downsample_padding",
                           "conv_out_kernel", "addition_embed_type_num_heads"), "int"),
          **dict.fromkeys(("freq_shift", "mid_block_scale_factor", "dropout", "norm_eps"), "number"),
@@ -202,6 +202,8 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
         time["activation"] = activation
     if c["time_embedding_dim"] is not None:
         time["dim"] = c["time_embedding_dim"]
+    if c["time_embedding_act_fn"] is not None:  # on the whole embedding once the conditions joined it
+        time["post_activation"] = pick(c, "time_embedding_act_fn", tables["activations"])
     size = c["sample_size"]
     data: dict[str, Any] = {
         "unetdsl": 1,
@@ -262,10 +264,15 @@ def _condition_groups(c: dict[str, Any], refuse: Refuse, time: dict[str, Any], a
             groups.append({"inputs": [{"name": "class_labels", "width": projection}],
                            "project": "mlp" if kind == "projection" else "linear"})
     add = c["addition_embed_type"]
-    if add is not None:
+    if add == "text":  # DeepFloyd IF: the text states (before encoder_hid_proj) attention-pooled, added
+        if type(c["addition_embed_type_num_heads"]) is not int:
+            refuse("addition_embed_type_num_heads", c["addition_embed_type_num_heads"], "wrong type", "an int")
+        else:
+            groups.append({"pool_context": {"heads": c["addition_embed_type_num_heads"]}})
+    elif add is not None:
         if add != "text_time":
-            refuse("addition_embed_type", add, f"addition_embed_type {add!r} (DeepFloyd IF's attention-pooled text, "
-                   "Kandinsky's image embeddings) has no unetdsl equivalent yet", "text_time, null")
+            refuse("addition_embed_type", add, f"addition_embed_type {add!r} (Kandinsky's image embeddings) has no "
+                   "unetdsl equivalent yet", "text_time, text, null")
         elif not (type(c["addition_time_embed_dim"]) is int and type(projection) is int):
             refuse("addition_time_embed_dim", c["addition_time_embed_dim"], "addition_embed_type 'text_time' needs "
                    "addition_time_embed_dim and projection_class_embeddings_input_dim", "an int each")
@@ -302,7 +309,9 @@ def condition_prefixes(spec: ResolvedSpec) -> dict[str, int]:
     out: dict[str, int] = {}
     for g, group in enumerate(spec.conditions):
         names = {i.name for i in group.inputs}
-        if names == {"class_labels"}:
+        if group.pool_heads:
+            out["add_embedding."] = g
+        elif names == {"class_labels"}:
             out["class_embedding."] = g
         elif names == {"text_embeds", "time_ids"}:
             out["add_embedding."] = g
@@ -320,7 +329,9 @@ def _conditions_config(spec: ResolvedSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for group in spec.conditions:
         by_name = {i.name: i for i in group.inputs}
-        if set(by_name) == {"class_labels"}:
+        if group.pool_heads:
+            out |= {"addition_embed_type": "text", "addition_embed_type_num_heads": group.pool_heads}
+        elif set(by_name) == {"class_labels"}:
             labels = by_name["class_labels"]
             out["class_embed_type"] = ("timestep" if labels.sinusoid else "identity" if group.project == "none"
                                        else "projection" if group.project == "mlp" else "simple_projection")
@@ -379,6 +390,9 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         tf = transformer_of(source) if source is not None else None
         heads = head_key(source.attention) if source is not None and source.attention is not None else 1
         per_level.append((heads, tf.depth if tf else 1, only_cross_of(source.attention if source else None)))
+    for k, lv in enumerate(spec.decoder):  # an up SimpleCrossAttn block k reads entry k (unreversed)
+        if lv.attention is not None and lv.attention.type == "joint" and k < n and spec.encoder[k].attention is None:
+            per_level[k] = (lv.attention.head_dim, per_level[k][1], per_level[k][2])
     mid = spec.middle.attention
     if mid is not None and per_level and spec.encoder[-1].attention is None:
         per_level[-1] = (head_key(mid), mid.transformer.depth if mid.transformer else 1, per_level[-1][2])
@@ -418,6 +432,8 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         "upcast_attention": first.upcast if first else False,
         "resnet_time_scale_shift": {v: k for k, v in INJECTIONS.items()}[spec.time.injection],
         "time_embedding_dim": spec.time.dim,
+        "time_embedding_act_fn": None if spec.time.post_activation == "none"
+        else WRITTEN_ACTIVATIONS.get(spec.time.post_activation, spec.time.post_activation),
         "conv_out_kernel": spec.head.kernel_size,
         **_conditions_config(spec),
     }

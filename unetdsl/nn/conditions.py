@@ -45,18 +45,68 @@ class Mlp(nn.Module):
         return self.linear_2(self.act(self.linear_1(v)))
 
 
+class AttentionPool(nn.Module):
+    """Tokens (B, T, W) -> (B, W): a query from the tokens' mean plus a learned position attends to
+    itself and the tokens, per head (diffusers' AttentionPooling, its names)."""
+
+    heads: Final[int]
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.positional_embedding = nn.Parameter(torch.randn(1, width) / width**0.5)
+        self.k_proj = nn.Linear(width, width)
+        self.q_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        hd = w // self.heads
+        token = x.mean(dim=1, keepdim=True) + self.positional_embedding.to(x.dtype)  # (B, 1, W)
+        x = torch.cat([token, x], dim=1)  # (B, 1 + T, W)
+        q = self.q_proj(token).reshape(b, 1, self.heads, hd).transpose(1, 2)  # (B, heads, 1, hd)
+        k = self.k_proj(x).reshape(b, n + 1, self.heads, hd).transpose(1, 2)  # (B, heads, 1 + T, hd)
+        v = self.v_proj(x).reshape(b, n + 1, self.heads, hd).transpose(1, 2)
+        weight = torch.softmax((q @ k.transpose(2, 3) / hd**0.5).float(), dim=-1).to(x.dtype)  # (as diffusers: float32)
+        return (weight @ v).reshape(b, w)  # (B, heads, 1, hd) -> (B, W), head by head
+
+
+class ContextPool(nn.Module):
+    """The context pooled into one vector the width it joins (diffusers' TextTimeEmbedding, its names):
+    LayerNorm -> AttentionPool -> linear -> LayerNorm. (B, T, W) -> (B, out)."""
+
+    def __init__(self, width: int, heads: int, out: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width)
+        self.pool = AttentionPool(width, heads)
+        self.proj = nn.Linear(width, out)
+        self.norm2 = nn.LayerNorm(out)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.norm2(self.proj(self.pool(self.norm1(context))))
+
+
 class ConditionGroup(nn.Module):
-    """A group's inputs joined: (B, sum of embedded widths) -> project -> (B, width it joins)."""
+    """A group's inputs joined: (B, sum of embedded widths) -> project -> (B, width it joins); or the
+    context pooled (no inputs, project a ContextPool)."""
 
     into_features: Final[bool]
+    pooled: Final[bool]
 
-    def __init__(self, inputs: list[ConditionInput], project: nn.Module, into_features: bool):
+    def __init__(self, inputs: list[ConditionInput], project: nn.Module, into_features: bool, pooled: bool = False):
         super().__init__()
         self.inputs = nn.ModuleList(inputs)
-        self.project = project  # Mlp, nn.Linear or nn.Identity
+        self.project = project  # Mlp, nn.Linear, nn.Identity or ContextPool
         self.into_features = into_features
+        self.pooled = pooled
 
-    def forward(self, cond: dict[str, torch.Tensor], batch: int, dtype: torch.dtype) -> torch.Tensor:
+    def forward(self, cond: dict[str, torch.Tensor], batch: int, dtype: torch.dtype,
+                context: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.pooled:
+            if context is None:
+                raise ValueError("unetdsl: this model pools its context into the time embedding: call "
+                                 "model(x, t, context=...)")
+            return self.project(context.to(dtype))  # (B, T, W) -> (B, width it joins)
         parts: list[torch.Tensor] = []
         for inp in self.inputs:
             parts.append(inp(cond, batch))
@@ -74,6 +124,9 @@ class ConditionEmbeddings(nn.Module):
         self.names = names
 
     def check(self, cond: Optional[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if cond is None and len(self.names) == 0:  # only a pooled context: nothing to pass
+            empty: dict[str, torch.Tensor] = {}
+            return empty
         if cond is None:
             raise ValueError(f"unetdsl: this model takes conditions {self.names}: call model(x, t, cond=...) "
                              "with a tensor for each")
@@ -89,9 +142,10 @@ class ConditionEmbeddings(nn.Module):
             raise ValueError(f"unetdsl: cond lacks {missing} and has unknown {extra}; this model takes exactly {self.names}")
         return cond
 
-    def add(self, emb: torch.Tensor, cond: dict[str, torch.Tensor], features: bool) -> torch.Tensor:
+    def add(self, emb: torch.Tensor, cond: dict[str, torch.Tensor], features: bool,
+            context: Optional[torch.Tensor]) -> torch.Tensor:
         """emb plus every group that joins here (before the MLP: features; after it: the time embedding)."""
         for group in self.groups:
             if group.into_features == features:
-                emb = emb + group(cond, emb.shape[0], emb.dtype)
+                emb = emb + group(cond, emb.shape[0], emb.dtype, context)
         return emb

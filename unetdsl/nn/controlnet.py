@@ -68,9 +68,10 @@ class ControlNet(_Net):
                 cond: Optional[dict[str, torch.Tensor]] = None, hint: Optional[torch.Tensor] = None,
                 scale: float = 1.0) -> list[torch.Tensor]:
         self._check(x)
-        context = self._context(x, context)
+        self._check_context(x, context)
         hint = self._check_hint(x, hint)
-        temb = self._embed(x, t, y, cond)
+        temb = self._embed(x, t, y, cond, context)
+        context = self._projected(context)
         if self.center_input:
             x = 2.0 * x - 1.0
         h = in_layout(self.conv_in(x) + self.controlnet_cond_embedding(hint), self.channels_last, self.min_positions)

@@ -78,7 +78,8 @@ class TimeEmbedding(nn.Module):
     optional class-label embedding added to it. t: () or (B,) -> (B, dim)."""
 
     def __init__(self, *, proj: nn.Module, features: int, dim: int, classes: Optional[int],
-                 act: Optional[nn.Module] = None, conditions: Optional[ConditionEmbeddings] = None):
+                 act: Optional[nn.Module] = None, conditions: Optional[ConditionEmbeddings] = None,
+                 post_act: Optional[nn.Module] = None):
         super().__init__()
         self.time_proj = proj
         self.linear_1 = nn.Linear(features, dim)
@@ -88,9 +89,15 @@ class TimeEmbedding(nn.Module):
         # named vector conditions (nn/conditions.ConditionEmbeddings), registered last: the state
         # dict's order of models without them is unchanged
         self.conditions = conditions
+        self.post_act = post_act  # on the whole embedding, last (diffusers' time_embed_act)
 
     def forward(self, t: torch.Tensor, batch: int, y: Optional[torch.Tensor],
-                cond: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+                cond: Optional[dict[str, torch.Tensor]] = None, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        emb = self._embed(t, batch, y, cond, context)
+        return emb if self.post_act is None else self.post_act(emb)
+
+    def _embed(self, t: torch.Tensor, batch: int, y: Optional[torch.Tensor],
+               cond: Optional[dict[str, torch.Tensor]], context: Optional[torch.Tensor]) -> torch.Tensor:
         t = t.reshape(-1)
         if t.shape[0] == 1 and batch != 1:
             t = t.expand(batch)  # one timestep for the whole batch
@@ -105,10 +112,10 @@ class TimeEmbedding(nn.Module):
             cond = conditions.check(cond)
         emb = self.time_proj(t).to(self.linear_1.weight.dtype)  # (B, features)
         if conditions is not None and cond is not None:
-            emb = conditions.add(emb, cond, True)  # EDM's label vectors join the features
+            emb = conditions.add(emb, cond, True, context)  # EDM's label vectors join the features
         emb = self.linear_2(self.act(self.linear_1(emb)))  # (B, dim)
         if conditions is not None and cond is not None:
-            emb = conditions.add(emb, cond, False)  # diffusers' add_embedding / class_embedding join here
+            emb = conditions.add(emb, cond, False, context)  # diffusers' add_embedding / class_embedding join here
         if self.class_embedding is None:
             if y is not None:  # never ignored: a caller passing labels to an unconditional model has the wrong model
                 raise ValueError("unetdsl: this model is not class-conditional (its spec has no classes): call model(x, t)")

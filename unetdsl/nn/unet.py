@@ -207,14 +207,14 @@ class _Net(nn.Module):
                                  f"(the total downsampling); got {list(x.shape[2:])}")
 
     def _embed(self, x: torch.Tensor, t: Optional[torch.Tensor], y: Optional[torch.Tensor],
-               cond: Optional[dict[str, torch.Tensor]]) -> Optional[torch.Tensor]:
+               cond: Optional[dict[str, torch.Tensor]], context: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         if self.time_embedding is None:
             if t is not None or y is not None or cond is not None:
                 raise ValueError("unetdsl: this model has no time (or class, or condition) embedding: call model(x)")
             return None
         if t is None:
             raise ValueError("unetdsl: this model is conditioned on the timestep: call model(x, t)")
-        return self.time_embedding(t, x.shape[0], y, cond)  # (B, T)
+        return self.time_embedding(t, x.shape[0], y, cond, context)  # (B, T); the context as given (IF pools it)
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
         if self.center_input:
@@ -227,8 +227,9 @@ class _Net(nn.Module):
         """x (B, Cin, *S), t () | (B,), y (B,), context (B, T, context_dim), cond {name: (B, width)},
         residuals (a U-Net's: a ControlNet's output, one per skip then the middle's) -> (B, Cout, *S')."""
         self._check(x)
-        context = self._context(x, context)
-        temb = self._embed(x, t, y, cond)
+        self._check_context(x, context)
+        temb = self._embed(x, t, y, cond, context)
+        context = self._projected(context)
         if self.post_quant_conv is not None:
             x = self.post_quant_conv(x)  # (B, latent, *S)
         h = self._stem(x)
@@ -269,10 +270,9 @@ class _Net(nn.Module):
             out.append(skip + residuals[i])
         return out
 
-    def _context(self, x: torch.Tensor, context: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The context checked, then projected to the width the attention blocks take where the model
-        has a projection: (B, T, context_dim) -> (B, T, attended width)."""
-        self._check_context(x, context)
+    def _projected(self, context: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The context projected to the width the attention blocks take where the model has a
+        projection: (B, T, context_dim) -> (B, T, attended width)."""
         if context is not None and self.encoder_hid_proj is not None:
             context = self.encoder_hid_proj(context)
         return context

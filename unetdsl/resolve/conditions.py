@@ -28,6 +28,11 @@ def resolve_conditions(ctx: Context, groups: list[ConditionSpec] | None,
     seen: dict[str, tuple[int, int]] = {}
     out: list[ResolvedCondition] = []
     for g, group in enumerate(groups):
+        if group.pool_context is not None or group.inputs is None:
+            pooled = _pooled(ctx, g, group, time)
+            if pooled is not None:
+                out.append(pooled)
+            continue
         inputs = []
         for i, inp in enumerate(group.inputs):
             where = ("conditions", g, "inputs", i, "name")
@@ -71,3 +76,33 @@ def resolve_conditions(ctx: Context, groups: list[ConditionSpec] | None,
                      found=f"{joined}", hint="use project: linear or mlp, or change the widths")
         out.append(resolved)
     return out
+
+
+def _pooled(ctx: Context, g: int, group: ConditionSpec, time: ResolvedTime) -> ResolvedCondition | None:
+    """A group that is the context attention-pooled: exactly one of inputs and pool_context, a
+    context to pool, heads dividing its width, and no projection settings (it has its own)."""
+    if group.pool_context is None:
+        ctx.fail(("conditions", g), "a condition group has inputs or pools the context",
+                 allowed="inputs: [{name: ..., width: ...}] | pool_context: {heads: N}")
+        return None
+    if group.inputs is not None:
+        ctx.fail(("conditions", g, "pool_context"), "a group has inputs or pools the context, not both",
+                 hint="give the pooled context a group of its own")
+    for key in ("project", "bias", "activation"):
+        if getattr(group, key) is not None:
+            ctx.fail(("conditions", g, key), f"a pooled context has its own projection: {key} does not apply",
+                     hint="remove it")
+    width = ctx.spec.context_input_dim or ctx.spec.context_dim
+    if width is None:
+        ctx.fail(("conditions", g, "pool_context"), "pool_context pools the model's context, and the spec "
+                 "declares none", hint="set context_dim")
+        return None
+    heads = group.pool_context.heads
+    if width % heads:
+        ctx.fail(("conditions", g, "pool_context", "heads"), f"{heads} heads do not divide the context's {width} "
+                 "features", found=str(heads), allowed=f"a divisor of {width}")
+        return None
+    into = default(group.into, DEFAULTS["condition.into"])
+    return ResolvedCondition(inputs=[], pool_heads=heads, pool_width=width, project="linear", into=into,
+                             width=time.dim if into == "time" else time.features, bias=True,
+                             activation=DEFAULTS["condition.activation"])

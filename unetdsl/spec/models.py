@@ -210,6 +210,8 @@ class TimeCommon(StrictModel):
     )
     injection: TimeInjection | None = Field(None, description=describe("injection", TIME_SETTINGS))
     activation: Activation | None = Field(None, description=describe("activation", TIME_SETTINGS))
+    post_activation: Activation | Literal["none"] | None = Field(
+        None, description=describe("post_activation", TIME_SETTINGS))
 
 
 class SinusoidalTime(TimeCommon):
@@ -303,13 +305,26 @@ class ConditionInput(StrictModel):
         "Omit to take the values as they are.")
 
 
+class PoolSpec(StrictModel):
+    """The context's tokens attention-pooled into one vector (diffusers' TextTimeEmbedding, DeepFloyd
+    IF's addition_embed_type text): LayerNorm, a query from the tokens' mean plus a learned position
+    attending to it and the tokens, a linear layer to the width it joins, LayerNorm."""
+
+    heads: Annotated[int, Field(ge=1, le=1024)] = Field(description="Heads of the pooling attention; must divide the "
+                                                        "context's width (IF: 64).")
+
+
 class ConditionSpec(StrictModel):
     """A group of named conditions joined into the time embedding: the inputs concatenated in order
     (each as is, or through a sinusoid), projected, and added (diffusers' add_embedding for SDXL's
-    text_time and class_embedding for its class_embed_type values; EDM's map_label and map_augment)."""
+    text_time and class_embedding for its class_embed_type values; EDM's map_label and map_augment);
+    or, instead of inputs, the model's context attention-pooled (pool_context: DeepFloyd IF)."""
 
-    inputs: list[ConditionInput] = Field(min_length=1, max_length=MAX_CONDITIONS,
-                                         description="The group's inputs, concatenated in this order.")
+    inputs: list[ConditionInput] | None = Field(None, min_length=1, max_length=MAX_CONDITIONS,
+                                                description="The group's inputs, concatenated in this order.")
+    pool_context: PoolSpec | None = Field(
+        None, description="Instead of inputs: the context (as given, before any projection) attention-pooled, then "
+        "projected (its own linear layer and norms: project, bias and activation do not apply).")
     project: ConditionProject | None = Field(None, description=doc(
         "condition.project", "mlp: linear -> activation -> linear (diffusers' TimestepEmbedding) | linear (one "
         "layer) | none (added as it is: the joined width must be the width it is added to)."))

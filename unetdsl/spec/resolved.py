@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -140,6 +140,7 @@ class ResolvedTime(_Frozen):
     log: bool  # fourier only
     timesteps: int  # learned only (0 otherwise)
     activation: Activation  # between the MLP's linear layers
+    post_activation: Activation | Literal["none"] = "none"  # on the embedding once the conditions joined it
 
     def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"embedding": self.embedding, "features": self.features, "dim": self.dim}
@@ -170,7 +171,9 @@ class ResolvedConditionInput(_Frozen):
 
 
 class ResolvedCondition(_Frozen):
-    inputs: list[ResolvedConditionInput]
+    inputs: list[ResolvedConditionInput]  # empty for a pooled context
+    pool_heads: int = 0  # > 0: the group is the context attention-pooled with this many heads (no inputs)
+    pool_width: int = 0  # ...the context's width as given
     project: ConditionProject
     bias: bool  # linear only (an mlp has biases; none has no weights)
     activation: Activation  # mlp only
@@ -179,10 +182,12 @@ class ResolvedCondition(_Frozen):
 
     @property
     def joined_width(self) -> int:
-        """The inputs concatenated: (B, sum of embedded widths)."""
-        return sum(i.embedded_width for i in self.inputs)
+        """The inputs concatenated: (B, sum of embedded widths); a pooled context's width."""
+        return self.pool_width if self.pool_heads else sum(i.embedded_width for i in self.inputs)
 
     def view(self) -> dict[str, Any]:
+        if self.pool_heads:
+            return {"pool_context": {"heads": self.pool_heads}, "into": self.into}
         data: dict[str, Any] = {"inputs": [i.view() for i in self.inputs], "project": self.project, "into": self.into}
         if self.project == "linear":
             data["bias"] = self.bias

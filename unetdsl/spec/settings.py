@@ -42,6 +42,9 @@ TIME_SETTINGS: dict[str, LevelSetting] = {
                               "use_scale_shift_norm)."),
     "activation": LevelSetting("silu", "The activation between the time MLP's two linear layers (diffusers' "
                                "UNet2DConditionModel uses its act_fn there, UNet2DModel SiLU)."),
+    "post_activation": LevelSetting("none", "An activation on the time embedding once the conditions have joined "
+                                    "it, before the ResBlocks read it (diffusers' time_embedding_act_fn; DeepFloyd "
+                                    "IF: gelu); none: as it is."),
 }
 
 

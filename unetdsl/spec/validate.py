@@ -95,7 +95,9 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
     "transformer_layers_per_block": ("diffusers", "attention: {type: transformer, depth: N} on a level"),
     "use_linear_projection": ("diffusers", "attention: {type: transformer, linear_projection: true} on a level"),
     "addition_embed_type": ("diffusers", "conditions: [{inputs: [{name: text_embeds, width: 1280}, {name: "
-                                         "time_ids, width: 6, sinusoid: 256}]}] for SDXL's text_time"),
+                                         "time_ids, width: 6, sinusoid: 256}]}] for SDXL's text_time; "
+                                         "conditions: [{pool_context: {heads: 64}}] for DeepFloyd IF's text"),
+    "time_embedding_act_fn": ("diffusers", "time: {post_activation: gelu}"),
     "addition_time_embed_dim": ("diffusers", "conditions[i].inputs[j].sinusoid (the features of each time id)"),
     "projection_class_embeddings_input_dim": ("diffusers", "the widths of a condition group's inputs (conditions)"),
     "class_embed_type": ("diffusers", "conditions: a group of one input named class_labels (project mlp, linear "
