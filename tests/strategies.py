@@ -170,6 +170,8 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         spec["encoder"] = {"levels": levels, "asymmetric_padding": draw(st.booleans())}
         if kind == "unet":
             spec["decoder"] = {"upsample": draw(st.sampled_from(names(Upsample)))}
+    if kind != "decoder" and draw(st.booleans()):  # a stem of its own width and kernel (a decoder's is its middle's)
+        spec["stem"] = {"channels": draw(st.sampled_from(CHANNELS)), "kernel_size": draw(st.sampled_from([1, 3, 5, 7]))}
     if kind in ("autoencoder", "encoder", "decoder") and (kind == "autoencoder" or draw(st.booleans())):
         latent = draw(st.sampled_from([1, 2]))
         spec["latent"] = {"channels": latent, "scaling_factor": draw(st.sampled_from([1.0, 0.18215]))}

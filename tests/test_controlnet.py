@@ -380,3 +380,21 @@ def test_summary_and_diagram_show_the_hint_and_the_residuals() -> None:
     root = ET.fromstring(render_svg(spec, e))
     words = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
     assert "returns 6 residuals" in words and "hint 3×16×16 → 8 → 16" in words
+
+
+def test_cli_converts_a_controlnet_folder_and_builds_it_with_its_weights(tmp_path: Path) -> None:
+    from unetdsl.cli import main
+
+    config = CONFIGS["sd15-like"]
+    theirs = perturbed(diffusers.ControlNetModel(**config))
+    theirs.save_pretrained(tmp_path / "controlnet")
+    spec, weights, out = tmp_path / "cn.yaml", tmp_path / "cn.safetensors", tmp_path / "cn.pt"
+    assert main(["convert", "diffusers", str(tmp_path / "controlnet"), "-o", str(spec), "--weights", str(weights)]) == 0
+    text = spec.read_text()
+    assert "model: controlnet" in text and "embedding: [8, 16]" in text
+    assert main(["build", str(spec), "--weights", str(weights), "-o", str(out)]) == 0  # checked on real residuals
+    theirs_args, our_args = diffusers_call(config)
+    with torch.no_grad():
+        down, mid = theirs(**theirs_args)
+        got = torchscript.load(out)(our_args["x"], our_args["t"], None, our_args["context"], None, our_args["hint"], 0.7)
+    assert close(list(got), [*down, mid]) <= 1e-5

@@ -47,6 +47,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
                               "in_channels": 3, "out_channels": 5, "dropout": 0.1},
     "all-cross-rect": {**SMALL, "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), "sample_size": (8, 16)},
+    # the stem's kernel and the middle's residual scale (stem.kernel_size; middle.residual_scale = 1 / 1.5)
+    "conv-in-7-mid-scale": {**SMALL, "conv_in_kernel": 7, "mid_block_scale_factor": 1.5},
 }
 
 
@@ -136,7 +138,8 @@ def to_diffusers_meta(model: torch.nn.Module) -> torch.nn.Module:
     [
         ({"num_attention_heads": 8}, "num_attention_heads"),
         ({"addition_embed_type": "image"}, "addition_embed_type"),  # Kandinsky's image embeddings (not yet)
-        ({"resnet_skip_time_act": True}, "resnet_skip_time_act"),  # IF stage II (not yet)
+        ({"time_cond_proj_dim": 8}, "time_cond_proj_dim"),  # LCM's guidance embedding (not yet)
+        ({"resnet_out_scale_factor": 0.1}, "resnet_out_scale_factor"),  # residual_scale 10: past the bound
         ({"time_embedding_act_fn": "tanh"}, "time_embedding_act_fn"),
         ({"addition_embed_type": "text_time"}, "addition_time_embed_dim"),  # its widths missing
         ({"addition_embed_type": "text_time", "addition_time_embed_dim": 8,
@@ -154,8 +157,7 @@ def to_diffusers_meta(model: torch.nn.Module) -> torch.nn.Module:
         ({"attention_head_dim": [2]}, "attention_head_dim"),
         ({"attention_head_dim": 3}, "attention_head_dim"),  # 3 heads do not divide 16 channels
         ({"cross_attention_dim": [12, 12]}, "cross_attention_dim"),
-        ({"conv_in_kernel": 5}, "conv_in_kernel"),
-        ({"resnet_out_scale_factor": 2.0}, "resnet_out_scale_factor"),
+        ({"conv_in_kernel": 4}, "conv_in_kernel"),
         ({"unknown_key": 1}, "unknown_key"),
     ],
 )

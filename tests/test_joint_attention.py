@@ -39,6 +39,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
                                                      "ResnetDownsampleBlock2D"),
                                 "up_block_types": ("ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D",
                                                    "SimpleCrossAttnUpBlock2D"), "sample_size": 16},
+    # IF stage II's ResBlock flags: residual_scale 1 / 1.414 and no time activation on the ResNet-resampling and
+    # SimpleCrossAttn levels, the middle's 1 / 2; a 5x5 stem
+    "resnet-flags": {**IF_LIKE, "resnet_out_scale_factor": 1.414, "resnet_skip_time_act": True, "conv_in_kernel": 5,
+                     "mid_block_scale_factor": 2.0},
     "joint-beside-transformers": {**IF_LIKE, "down_block_types": ("CrossAttnDownBlock2D", "ResnetDownsampleBlock2D"),
                                   "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"), "attention_head_dim": 2,
                                   "cross_attention_norm": None},
@@ -52,8 +56,8 @@ SPEC: dict[str, Any] = {
 }
 
 
-def test_there_are_four_configurations() -> None:
-    assert len(CONFIGS) == 4
+def test_there_are_five_configurations() -> None:
+    assert len(CONFIGS) == 5
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -370,11 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "stored spec is checked (every rule, its id) and shown in the language.")
     p.add_argument("file", metavar="FILE")
 
-    p = sub.add_parser("convert", help="turn a diffusers folder (UNet2DModel, UNet2DConditionModel, AutoencoderKL) "
-                       "into a spec (+ weights)",
+    p = sub.add_parser("convert", help="turn a diffusers folder (UNet2DModel, UNet2DConditionModel, AutoencoderKL, "
+                       "ControlNetModel) into a spec (+ weights)",
                        description="Read a local diffusers save_pretrained folder (config.json and "
-                       "diffusion_pytorch_model.safetensors; no network) of a UNet2DModel, UNet2DConditionModel or "
-                       "AutoencoderKL, recognised by its _class_name, and write a validated unetdsl spec, and "
+                       "diffusion_pytorch_model.safetensors; no network) of a UNet2DModel, UNet2DConditionModel, "
+                       "AutoencoderKL or ControlNetModel, recognised by its _class_name, and write a validated unetdsl spec, and "
                        "optionally the weights mapped to unetdsl's names. Config keys unetdsl cannot represent are "
                        "refused by name, never ignored.")
     p.add_argument("source", choices=["diffusers"], help="the library the folder comes from")

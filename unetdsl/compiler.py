@@ -75,7 +75,8 @@ class _Compiler:
             norm1=self.norm(settings.norm, cin if pre else cout), norm2=self.norm(settings.norm, cout),
             act=activation(settings.activation), dropout=settings.dropout, pre=pre,
             scale_shift=self.scale_shift, resample=resample, zero_out=self.spec.zero_out,
-            conv1_bias=bias, conv2_bias=bias or pre,
+            conv1_bias=bias, conv2_bias=bias or pre, residual_scale=settings.residual_scale,
+            time_activation=settings.time_activation,
         )
 
     def attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
@@ -213,7 +214,7 @@ class _Compiler:
                                            else activation(s.time.post_activation))
         return dict(
             dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
-            conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, 3, padding=1),
+            conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, s.stem_kernel, padding=s.stem_kernel // 2),
             time_embedding=time_embedding, encoder=encoder, middle=middle, center_input=s.center_input,
             channels_last=cl, context_dim=s.context_dim or 0,
             context_proj=nn.Linear(s.context_input_dim, s.context_dim) if s.context_input_dim and s.context_dim else None,

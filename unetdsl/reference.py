@@ -36,6 +36,8 @@ SECTIONS: list[tuple[str, str, str]] = [
     ("conditions[i].inputs[j]", "ConditionInput", "One named input of a condition group."),
     ("conditions[i].pool_context", "PoolSpec", "Instead of inputs: the context attention-pooled into one vector "
      "(DeepFloyd IF's pooled text: `conditions: [{pool_context: {heads: 64}}]`)."),
+    ("stem", "StemSpec", "The stem convolution: its own width (EDM's SongUNet: model_channels below a wider level 0) "
+     "and kernel (lucidrains' 7x7; diffusers' conv_in_kernel)."),
     ("head", "HeadSpec", "The output head."),
     ("init", "InitSpec", "How the weights start."),
     ("latent", "LatentSpec", "An autoencoder's latent space (`model: autoencoder`; on `model: encoder` or "

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import Problem, SpecError
-from ..spec.resolved import ResolvedAttention, ResolvedSettings, ResolvedSpec, ResolvedTransformer
+from ..spec.resolved import ResolvedAttention, ResolvedLevel, ResolvedSettings, ResolvedSpec, ResolvedTransformer
 from .config_types import Refuse, wrong_levels, wrong_types
 from .diffusers_names import INJECTIONS, WRITTEN_ACTIVATIONS
 
@@ -45,7 +45,8 @@ READ = {
     "layers_per_block", "downsample_padding", "mid_block_scale_factor", "dropout", "act_fn", "norm_num_groups",
     "norm_eps", "cross_attention_dim", "transformer_layers_per_block", "attention_head_dim", "use_linear_projection",
     "num_class_embeds", "upcast_attention", "resnet_time_scale_shift", "time_embedding_type", "time_embedding_dim",
-    "conv_out_kernel", "class_embed_type", "addition_embed_type", "addition_time_embed_dim",
+    "conv_out_kernel", "conv_in_kernel", "resnet_out_scale_factor", "resnet_skip_time_act", "class_embed_type",
+    "addition_embed_type", "addition_time_embed_dim",
     "projection_class_embeddings_input_dim", "encoder_hid_dim", "encoder_hid_dim_type", "cross_attention_norm",
     "mid_block_only_cross_attention", "time_embedding_act_fn",
     "addition_embed_type_num_heads",  # the heads of addition_embed_type text's attention pooling
@@ -78,7 +79,8 @@ TYPES = {"sample_size": "size", "block_out_channels": "ints", "down_block_types"
          "encoder_hid_dim": "int?", "encoder_hid_dim_type": "str?", "cross_attention_norm": "str?",
          "mid_block_only_cross_attention": "bool?", "time_embedding_act_fn": "str?",
          **dict.fromkeys(("cross_attention_dim", "in_channels", "out_channels", "norm_num_groups", "downsample_padding",
-                          "conv_out_kernel", "addition_embed_type_num_heads"), "int"),
+                          "conv_out_kernel", "conv_in_kernel", "addition_embed_type_num_heads"), "int"),
+         "resnet_out_scale_factor": "number", "resnet_skip_time_act": "bool",
          **dict.fromkeys(("freq_shift", "mid_block_scale_factor", "dropout", "norm_eps"), "number"),
          **dict.fromkeys(("use_linear_projection", "upcast_attention", "center_input_sample", "flip_sin_to_cos"),
                          "bool"),
@@ -118,8 +120,6 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
     depth = per_level("transformer_layers_per_block", _ok_int, "an int")
     only_cross = per_level("only_cross_attention", lambda v: isinstance(v, bool), "true or false")
     blocks = per_level("layers_per_block", _ok_int, "an int")
-    if c["mid_block_scale_factor"] != 1:
-        refuse("mid_block_scale_factor", c["mid_block_scale_factor"], "only 1 is supported", "1")
     if c["downsample_padding"] not in (0, 1):
         refuse("downsample_padding", c["downsample_padding"], "only 1 (symmetric) or 0 (right/bottom) padding", "0, 1")
     if c["mid_block_type"] not in MID_BLOCKS:
@@ -144,7 +144,16 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
                "only the positional (sinusoidal) time embedding is converted for this class", "positional")
     if c["conv_out_kernel"] not in (1, 3):
         refuse("conv_out_kernel", c["conv_out_kernel"], "the output conv is 1x1 or 3x3", "1, 3")
-
+    if c["conv_in_kernel"] not in (1, 3, 5, 7):
+        refuse("conv_in_kernel", c["conv_in_kernel"], "the stem's kernel is 1, 3, 5 or 7", "1, 3, 5, 7")
+        c["conv_in_kernel"] = 3
+    for key in ("resnet_out_scale_factor", "mid_block_scale_factor"):
+        if not 0.25 <= c[key] < float("inf"):  # residual_scale = 1 / it, at most 4
+            refuse(key, c[key], "the ResBlocks' output is divided by it: at least 0.25", "a number >= 0.25")
+            c[key] = 1
+    # the ResNet-resampling and SimpleCrossAttn blocks take resnet_out_scale_factor and resnet_skip_time_act;
+    # the others keep their ResBlocks' defaults (diffusers' get_down_block / get_up_block)
+    resnet_flags = {"residual_scale": 1.0 / c["resnet_out_scale_factor"], "time_activation": not c["resnet_skip_time_act"]}
     def attention(kind: str, i: int, cross_only: bool, up: int | None = None) -> dict[str, Any]:
         if kind == "joint":
             # SimpleCrossAttn: attention_head_dim is the head dim there, and an up block k takes entry k of
@@ -162,7 +171,7 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
             refuse(f"down_block_types.{i}", block, "unsupported down block", ", ".join(DOWN_BLOCKS))
             continue
         kind, resample = DOWN_BLOCKS[block]
-        level: dict[str, Any] = {"channels": ch, "blocks": blocks[i]}
+        level: dict[str, Any] = {"channels": ch, "blocks": blocks[i], **(resnet_flags if resample == "resblock" else {})}
         if kind:
             level["attention"] = attention(kind, i, only_cross[i])
             attending = True
@@ -176,15 +185,18 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
             continue
         i = n - 1 - k  # diffusers reverses every per-level list for the up blocks
         kind, resample = UP_BLOCKS[block]
-        level = {"channels": ch, "blocks": blocks[i] + 1}
+        level = {"channels": ch, "blocks": blocks[i] + 1, **(resnet_flags if resample == "resblock" else {})}
         if kind:
             level["attention"] = attention(kind, i, only_cross[i], up=k)
             attending = True
         if k < n - 1:
             level["upsample"] = resample
         dec_levels.append(level)
-    middle: dict[str, Any] = {"blocks": 2 if c["mid_block_type"] else 0}
+    middle: dict[str, Any] = {"blocks": 2 if c["mid_block_type"] else 0,
+                              "residual_scale": 1.0 / c["mid_block_scale_factor"]}
     mid_kind = MID_BLOCKS.get(c["mid_block_type"])
+    if mid_kind == "joint":  # (UNetMidBlock2DCrossAttn's ResBlocks always activate the embedding)
+        middle["time_activation"] = resnet_flags["time_activation"]
     if mid_kind:
         # UNetMidBlock2DCrossAttn is never only-cross; the simple one as mid_block_only_cross_attention says, or
         # as only_cross_attention when that is one bool
@@ -223,6 +235,8 @@ def condition_data(raw: dict[str, Any], refuse: Refuse, pick: Callable[[dict[str
         # UNet2DConditionModel's conv_act is act_fn (UNet2DModel's is always SiLU)
         "head": {"norm": True, "kernel_size": c["conv_out_kernel"], "activation": activation},
     }
+    if c["conv_in_kernel"] != 3:
+        data["stem"] = {"kernel_size": c["conv_in_kernel"]}
     if attending:
         data["context_dim"] = c["cross_attention_dim"]
         if hid_type == "text_proj" and type(hid) is int:
@@ -348,18 +362,30 @@ def _conditions_config(spec: ResolvedSpec) -> dict[str, Any]:
     return out
 
 
-def _block(table: dict[str, tuple[str | None, str]], att: ResolvedAttention | None, resample: str | None) -> str:
+def _block(table: dict[str, tuple[str | None, str]], lv: ResolvedLevel, resample: str | None) -> str:
     """The diffusers block type of a level with `att` that resamples by `resample` (a last level: either
     method; a plain one with a resblock resampler is a Resnet*sample block). Unwritable: a name the proof
     refuses."""
-    kind = att.type if att is not None else None
+    kind = lv.attention.type if lv.attention is not None else None
+    # a last plain level is DownBlock2D / UpBlock2D unless its ResBlocks take the Resnet blocks' flags
+    resnet = lv.residual_scale != 1.0 or not lv.time_activation
     for name, (k, method) in table.items():
         if k == kind and (resample is None or method == resample) and (resample is not None or kind != "joint"
                                                                         or method == "resblock"):
-            if resample is None and kind is None and method == "resblock":
-                continue  # a last plain level: DownBlock2D / UpBlock2D
+            if resample is None and kind is None and (method == "resblock") != resnet:
+                continue
             return name
     return f"{kind}-{resample}"
+
+
+def _resnet_flags(spec: ResolvedSpec) -> dict[str, Any]:
+    """resnet_out_scale_factor and resnet_skip_time_act, from the first level that resamples with a
+    ResBlock (the blocks that take them); the proof refuses a spec whose other levels differ."""
+    source = next((lv for lv in (*spec.encoder, *spec.decoder) if "resblock" in (lv.downsample, lv.upsample)
+                   or (lv.attention is not None and lv.attention.type == "joint")), None)
+    if source is None:
+        return {}
+    return {"resnet_out_scale_factor": 1.0 / source.residual_scale, "resnet_skip_time_act": not source.time_activation}
 
 
 def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
@@ -407,11 +433,11 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         "center_input_sample": spec.center_input,
         "flip_sin_to_cos": spec.time.flip_sin_to_cos,
         "freq_shift": spec.time.freq_shift,
-        "down_block_types": [_block(DOWN_BLOCKS, lv.attention, lv.downsample) for lv in spec.encoder],
+        "down_block_types": [_block(DOWN_BLOCKS, lv, lv.downsample) for lv in spec.encoder],
         "mid_block_type": {None: "UNetMidBlock2DCrossAttn", "transformer": "UNetMidBlock2DCrossAttn",
                            "joint": "UNetMidBlock2DSimpleCrossAttn"}[mid.type if mid else None]
         if spec.middle.blocks else None,
-        "up_block_types": [_block(UP_BLOCKS, lv.attention, lv.upsample) for lv in spec.decoder],
+        "up_block_types": [_block(UP_BLOCKS, lv, lv.upsample) for lv in spec.decoder],
         "mid_block_only_cross_attention": only_cross_of(mid) if mid is not None and mid.type == "joint" else None,
         "cross_attention_norm": "group_norm" if joint is not None and joint.context_norm_groups else None,
         "encoder_hid_dim": spec.context_input_dim,
@@ -435,6 +461,9 @@ def condition_config(spec: ResolvedSpec) -> dict[str, Any]:
         "time_embedding_act_fn": None if spec.time.post_activation == "none"
         else WRITTEN_ACTIVATIONS.get(spec.time.post_activation, spec.time.post_activation),
         "conv_out_kernel": spec.head.kernel_size,
+        "conv_in_kernel": spec.stem_kernel,
+        "mid_block_scale_factor": 1.0 / spec.middle.residual_scale,
+        **_resnet_flags(spec),
         **_conditions_config(spec),
     }
     return config  # proven by the caller (diffusers.config_for): converted back, the same spec

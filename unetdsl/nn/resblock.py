@@ -6,7 +6,8 @@ pre  (default): h = conv1(act(norm1(x)))
 post:           h = act(norm1(conv1(x)))
                 add:         h = act(norm2(conv2(drop(h + proj(act(t))))))
                 scale_shift: h = act(norm2(conv2(drop(h))) * (1 + s) + b)
-out = shortcut(x) + h,  shortcut = 1x1 conv when channels change, else identity.
+out = (shortcut(x) + h) * residual_scale,  shortcut = 1x1 conv when channels change, else identity;
+the time embedding's act skipped with time_activation false (diffusers' skip_time_act).
 
 `resample` ('up'/'down') makes it the ResBlock-up/down of guided-diffusion and diffusers
 (ResnetBlock2D(up/down=True)): nearest x2 / avg-pool /2 applied to both the branch (after the
@@ -27,6 +28,8 @@ class ResBlock(Checkpointable):
     pre: Final[bool]
     scale_shift: Final[bool]
     dims: Final[int]
+    residual_scale: Final[float]
+    time_activation: Final[bool]
 
     def __init__(
         self,
@@ -45,9 +48,12 @@ class ResBlock(Checkpointable):
         zero_out: bool = False,
         conv1_bias: bool = True,
         conv2_bias: bool = True,
+        residual_scale: float = 1.0,
+        time_activation: bool = True,
     ):
         super().__init__()
         self.dims, self.pre, self.scale_shift = dims, pre, scale_shift
+        self.residual_scale, self.time_activation = residual_scale, time_activation
         # (B, Cin, ...) -> (B, Cout, ...). The compiler drops a conv's bias only where the norm right
         # after it subtracts a per-channel mean (instance, batch); GroupNorm removes only a
         # per-group mean, so there a per-channel bias still matters (and diffusers carries it).
@@ -93,7 +99,8 @@ class ResBlock(Checkpointable):
         scale: Optional[torch.Tensor] = None
         shift: Optional[torch.Tensor] = None
         if self.time_emb_proj is not None and temb is not None:
-            t = broadcast_to_spatial(self.time_emb_proj(self.nonlinearity(temb)), self.dims)  # (B, C[*2], 1...)
+            temb = self.nonlinearity(temb) if self.time_activation else temb
+            t = broadcast_to_spatial(self.time_emb_proj(temb), self.dims)  # (B, C[*2], 1...)
             if self.scale_shift:
                 scale, shift = t.chunk(2, dim=1)
             elif torch.is_grad_enabled():
@@ -117,8 +124,10 @@ class ResBlock(Checkpointable):
         # h first: the sum takes its first operand's layout, the block's input's (a 1x1 shortcut
         # conv's output is channels-last even in a default-layout part, compiler.py)
         if torch.is_grad_enabled():
-            return h + shortcut  # (B, Cout, *spatial)
-        return h.add_(shortcut)  # inference: h is this block's own tensor
+            out = h + shortcut  # (B, Cout, *spatial)
+            return out if self.residual_scale == 1.0 else out * self.residual_scale
+        out = h.add_(shortcut)  # inference: h is this block's own tensor
+        return out if self.residual_scale == 1.0 else out.mul_(self.residual_scale)
 
     def _scale_shift(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """h * (1 + scale) + shift, h a norm's output this block made: in place in inference (the

@@ -87,6 +87,7 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         latent=_latent(spec),
         controlnet=_controlnet(spec),
         stem_channels=flow.stem,
+        stem_kernel=default(spec.stem.kernel_size if spec.stem else None, DEFAULTS["stem.kernel_size"]),
         encoder=flow.encoder,
         middle=flow.middle,
         decoder=flow.decoder,

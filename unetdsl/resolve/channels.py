@@ -132,7 +132,12 @@ def resolve_flow(ctx: Context) -> Flow:
     size = s.sample_size if isinstance(s.sample_size, list) else [s.sample_size] * s.dims
 
     first_channels = enc_levels[0].channels if enc_levels else (dec_given or [])[0].channels
-    stem = prev = first_channels
+    given = s.stem.channels if s.stem is not None else None
+    if given is not None and not enc_levels:
+        ctx.fail(("stem", "channels"), "a model without an encoder feeds its stem to the middle: the stem's width is "
+                 "the middle's", found=str(given), allowed=str(first_channels), hint="remove stem.channels")
+        given = None
+    stem = prev = given or first_channels
     skips: list[int] = [stem]  # U-Net skip stack: conv_in, every block, every downsample
     encoder, prev = side(ctx, ENCODER, [(lv, ("encoder", "levels", i), None) for i, lv in enumerate(enc_levels)],
                          prev, skips)

@@ -140,6 +140,8 @@ class LevelSettings(StrictModel):
     order: Order | None = Field(None, description=describe("order"))
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] | None = Field(None, description=describe("dropout"))
     conv_bias: bool | None = Field(None, description=describe("conv_bias"))
+    residual_scale: Annotated[float, Field(gt=0.0, le=4.0)] | None = Field(None, description=describe("residual_scale"))
+    time_activation: bool | None = Field(None, description=describe("time_activation"))
 
 
 class EncoderLevel(LevelSettings):
@@ -250,6 +252,17 @@ class LearnedTime(TimeCommon):
 
 
 TimeSpec = Annotated[SinusoidalTime | FourierTime | LearnedTime, Field(discriminator="embedding")]
+
+
+class StemSpec(StrictModel):
+    """The stem: one convolution from the input to the first features (diffusers' conv_in)."""
+
+    channels: Channels | None = Field(None, description="Its output channels: the first skip's and the first encoder "
+                                      "level's input (EDM's model_channels below a wider level 0). Default: the first "
+                                      "level's channels.")
+    kernel_size: Annotated[Literal[1, 3, 5, 7], NoBool] | None = Field(
+        None, description=doc("stem.kernel_size", "Its kernel (padded to keep the size; diffusers' conv_in_kernel, "
+                              "lucidrains' 7)."))
 
 
 class HeadSpec(StrictModel):
@@ -399,6 +412,7 @@ class Spec(StrictModel):
         None, description=doc("center_input", "Map the input x to 2x - 1 first (inputs in [0, 1]; diffusers "
                               "center_input_sample).")
     )
+    stem: StemSpec | None = Field(None, description="The stem convolution's width and kernel.")
     head: HeadSpec | None = Field(None, description="Output head options (both halves' heads for an autoencoder).")
     latent: LatentSpec | None = Field(
         None, description="The latent space: required by an autoencoder; on an encoder or decoder alone, the half "

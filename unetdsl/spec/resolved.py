@@ -111,6 +111,8 @@ class ResolvedSettings(_Frozen):
     dropout: float
     attention: ResolvedAttention | None
     conv_bias: bool
+    residual_scale: float = 1.0  # each ResBlock's output times this
+    time_activation: bool = True  # the activation on the time embedding inside each ResBlock
 
     def settings_view(self) -> dict[str, Any]:
         """Every setting of this place, written out: nothing left to inherit."""
@@ -243,6 +245,7 @@ class ResolvedSpec(_Frozen):
     conditions: list[ResolvedCondition] = []  # named vector conditions, in the order they are added
     controlnet: ResolvedControlNet | None = None  # model controlnet: what it adds to the U-Net it controls
     stem_channels: int  # conv_in: in_channels -> stem_channels
+    stem_kernel: int = 3  # conv_in's kernel (padding kernel // 2)
     encoder: list[ResolvedLevel]
     middle: ResolvedMiddle
     decoder: list[ResolvedLevel]
@@ -358,6 +361,11 @@ class ResolvedSpec(_Frozen):
             data["conditions"] = [c.view() for c in self.conditions]
         if self.latent is not None:
             data["latent"] = self.latent.model_dump()
+        first = (self.encoder or self.decoder)[0].channels if (self.encoder or self.decoder) else self.stem_channels
+        stem = {k: v for k, v, default in (("channels", self.stem_channels, first), ("kernel_size", self.stem_kernel, 3))
+                if v != default}
+        if stem:
+            data["stem"] = stem
         if self.controlnet is not None:
             data["controlnet"] = self.controlnet.model_dump()
         if self.head.norm is not None:  # once every level is explicit, defaults only feed the head's norm

@@ -31,6 +31,12 @@ LEVEL_SETTINGS: dict[str, LevelSetting] = {
         True, "Bias on the ResBlock convolutions a norm follows (true as diffusers, whose weights have it); false "
         "gives the bias-free 3x3 convolutions before GroupNorm of many ResBlock designs. A per-channel norm "
         "(instance, batch) drops it either way."),
+    "residual_scale": LevelSetting(
+        1.0, "Each ResBlock's output (branch + shortcut) times this (EDM's skip_scale, sqrt(1/2); diffusers' "
+        "1 / resnet_out_scale_factor, 1 / mid_block_scale_factor for the middle)."),
+    "time_activation": LevelSetting(
+        True, "The activation on the time embedding inside each ResBlock, before its projection; false: the "
+        "embedding as it comes (diffusers' resnet_skip_time_act; EDM, whose embedding ends in its own SiLU)."),
 }
 
 
@@ -86,6 +92,7 @@ DEFAULTS: dict[str, Any] = {
     "fourier.flip_sin_to_cos": False,
     "head.norm": True,
     "head.kernel_size": 3,
+    "stem.kernel_size": 3,
     "head.divide_by_timestep": False,
     "init.zero_out": False,
     "center_input": False,

@@ -66,7 +66,8 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
                                      "the decoder"),
     # guided-diffusion (ADM) flags
     "num_channels": ("guided-diffusion", "encoder.levels[0].channels (one level per channel_mult entry)"),
-    "model_channels": ("guided-diffusion", "encoder.levels[0].channels (one level per channel_mult entry)"),
+    "model_channels": ("guided-diffusion", "encoder.levels[0].channels (one level per channel_mult entry); EDM's "
+                       "SongUNet stem at model_channels below a wider level 0: stem: {channels: N}"),
     "channel_mult": ("guided-diffusion", "one encoder level per multiplier: encoder.levels[i].channels"),
     "num_res_blocks": ("guided-diffusion / latent-diffusion", "blocks, on each level"),
     "attention_resolutions": ("guided-diffusion", "attention: {...} on the levels at those resolutions"),
@@ -98,6 +99,10 @@ FOREIGN_KEYS: dict[str, tuple[str, str]] = {
                                          "time_ids, width: 6, sinusoid: 256}]}] for SDXL's text_time; "
                                          "conditions: [{pool_context: {heads: 64}}] for DeepFloyd IF's text"),
     "time_embedding_act_fn": ("diffusers", "time: {post_activation: gelu}"),
+    "conv_in_kernel": ("diffusers", "stem: {kernel_size: N}"),
+    "resnet_out_scale_factor": ("diffusers", "residual_scale: 1 / it (a level setting)"),
+    "resnet_skip_time_act": ("diffusers", "time_activation: false (a level setting)"),
+    "skip_scale": ("EDM", "residual_scale (a level setting; EDM's sqrt(1/2))"),
     "addition_time_embed_dim": ("diffusers", "conditions[i].inputs[j].sinusoid (the features of each time id)"),
     "projection_class_embeddings_input_dim": ("diffusers", "the widths of a condition group's inputs (conditions)"),
     "class_embed_type": ("diffusers", "conditions: a group of one input named class_labels (project mlp, linear "
