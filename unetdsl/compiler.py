@@ -67,6 +67,8 @@ class _Compiler:
         return norm(n.type, self.dims, channels, n.groups_for(channels), n.eps)
 
     def resblock(self, settings: ResolvedSettings, cin: int, cout: int, resample: nn.Module | None = None) -> ResBlock:
+        """A ResBlock with `settings`; with `resample`, a ResBlock-up/down (its shortcut projected where
+        the settings say: resample_projection)."""
         pre = settings.order == "pre"
         # pre: conv1 -> (+t) -> norm2, conv2 -> residual add; post: conv1 -> norm1, conv2 -> norm2
         bias = settings.conv_bias and settings.norm.type not in PER_CHANNEL_NORMS
@@ -77,6 +79,7 @@ class _Compiler:
             scale_shift=self.scale_shift, resample=resample, zero_out=self.spec.zero_out,
             conv1_bias=bias, conv2_bias=bias or pre, residual_scale=settings.residual_scale,
             time_activation=settings.time_activation,
+            shortcut_conv=resample is not None and settings.resample_projection,
         )
 
     def attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
@@ -92,7 +95,7 @@ class _Compiler:
         assert settings.attention is not None
         pre_norm = self.norm(settings.norm, channels) if settings.attention.norm else nn.Identity()
         return AttentionBlock(channels=channels, heads=settings.attention.heads, norm=pre_norm,
-                              zero_out=self.spec.zero_out)
+                              zero_out=self.spec.zero_out, residual_scale=settings.attention.residual_scale)
 
     def _joint(self, settings: ResolvedSettings, channels: int) -> nn.Module:
         att = settings.attention
@@ -116,7 +119,10 @@ class _Compiler:
 
     def level_blocks(self, lv: ResolvedLevel) -> tuple[list[nn.Module], list[nn.Module]]:
         resnets: list[nn.Module] = [self.resblock(lv, b.in_channels + b.skip_channels, b.out_channels) for b in lv.blocks]
-        return resnets, [self.attention(lv, lv.channels) for _ in lv.blocks]
+        last = len(lv.blocks) - 1  # placement last: the level's last ResBlock only (EDM's decoder levels)
+        every = lv.attention is None or lv.attention.placement == "each"
+        return resnets, [self.attention(lv, lv.channels) if every or i == last else NoAttention()
+                         for i in range(len(lv.blocks))]
 
     # --- registries of resampling methods: name -> builder(level) ----------------------------
     def _down(self) -> dict[str, Callable[[ResolvedLevel], nn.Module]]:

@@ -13,10 +13,13 @@ from .checkpointing import Checkpointable, checkpoint
 
 class AttentionBlock(Checkpointable):
     heads: Final[int]
+    residual_scale: Final[float]
 
-    def __init__(self, *, channels: int, heads: int, norm: nn.Module, zero_out: bool = False):
+    def __init__(self, *, channels: int, heads: int, norm: nn.Module, zero_out: bool = False,
+                 residual_scale: float = 1.0):
         super().__init__()
         self.heads = heads
+        self.residual_scale = residual_scale  # (x + attention) times this (EDM's skip_scale)
         self.group_norm = norm
         self.to_q = nn.Linear(channels, channels)
         self.to_k = nn.Linear(channels, channels)
@@ -46,7 +49,8 @@ class AttentionBlock(Checkpointable):
         v = self.to_v(h).reshape(b, n, self.heads, hd).transpose(1, 2)
         out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, hd)
         out = self.to_out(out.transpose(1, 2).reshape(b, n, c))  # (B, N, C)
-        return x + out.transpose(1, 2).reshape(x.shape)
+        out = x + out.transpose(1, 2).reshape(x.shape)
+        return out if self.residual_scale == 1.0 else out * self.residual_scale
 
 
 class NoAttention(nn.Module):

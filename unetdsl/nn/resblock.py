@@ -50,6 +50,7 @@ class ResBlock(Checkpointable):
         conv2_bias: bool = True,
         residual_scale: float = 1.0,
         time_activation: bool = True,
+        shortcut_conv: bool = False,
     ):
         super().__init__()
         self.dims, self.pre, self.scale_shift = dims, pre, scale_shift
@@ -69,7 +70,9 @@ class ResBlock(Checkpointable):
             zero_module(self.conv2)
         self.nonlinearity = act
         self.nonlinearity_ = in_place(act)  # inference, on this block's own tensors (layers.in_place)
-        self.conv_shortcut = conv_nd(dims, in_channels, out_channels, 1) if in_channels != out_channels else None
+        # a 1x1 conv where the channels change, or where asked (EDM's resampling blocks project theirs)
+        self.conv_shortcut = (conv_nd(dims, in_channels, out_channels, 1)
+                              if in_channels != out_channels or shortcut_conv else None)
         self.resample = resample  # parameter-free x2 / /2 (ResBlock-up/down), or None
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:

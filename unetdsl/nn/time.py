@@ -16,7 +16,8 @@ class SinusoidalProjection(nn.Module):
     """t (B,) -> (B, features): [sin, cos](t * f_i), f_i = exp(-ln(max_period) * i / (half - shift)).
 
     Computed in float32 in forward (as diffusers' get_timestep_embedding), so it stays exact
-    when the model is cast to half precision; odd `features` are zero-padded by one column."""
+    when the model is cast to half precision; a float64 t keeps float64 products and sines (the
+    frequencies stay float32 values, as EDM's); odd `features` are zero-padded by one column."""
 
     features: Final[int]
     flip_sin_to_cos: Final[bool]
@@ -32,7 +33,8 @@ class SinusoidalProjection(nn.Module):
         half = self.features // 2
         exponent = -self.log_max_period * torch.arange(half, dtype=torch.float32, device=t.device)
         freqs = torch.exp(exponent / (half - self.freq_shift))
-        args = t[:, None].float() * freqs[None, :]  # (B, half)
+        x = t[:, None] if t.dtype == torch.float64 else t[:, None].float()
+        args = x * freqs[None, :].to(x.dtype)  # (B, half)
         emb = torch.cat([torch.sin(args), torch.cos(args)], dim=-1)
         if self.flip_sin_to_cos:
             emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)

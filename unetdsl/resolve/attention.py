@@ -13,7 +13,8 @@ from .inherit import default
 
 # the settings only some kinds have: kind -> {AttentionSpec field: its DEFAULTS key}
 KIND_SETTINGS = {"transformer": {name: f"transformer.{name}" for name in ResolvedTransformer.model_fields},
-                 "joint": {name: f"joint.{name}" for name in ResolvedJoint.model_fields}}
+                 "joint": {name: f"joint.{name}" for name in ResolvedJoint.model_fields},
+                 "self": {"residual_scale": "attention.residual_scale"}}
 TRANSFORMER_SETTINGS = KIND_SETTINGS["transformer"]
 
 
@@ -31,7 +32,7 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
             ctx.fail((*ap, name), f"{name} is a setting of the {' and '.join(kinds)} attention block"
                      f"{'s' if len(kinds) > 1 else ''}, not of {kind}", found=_shown(getattr(att, name)),
                      hint=f"set `type: {kinds[0]}`, or remove it")
-    if kind in KIND_SETTINGS and att.heads is None and att.head_dim is None:
+    if kind != "self" and att.heads is None and att.head_dim is None:
         # one head would load a published model's weights (the shapes do not depend on heads) and compute
         # something else: SD 1.5 written with its 8 heads forgotten validated and ran, silently wrong
         ctx.fail(ap, f"a {kind} block states its heads: the weights do not say, and a wrong count loads them "
@@ -51,8 +52,13 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
             ctx.fail((*ap, "heads"), f"{heads} heads do not divide the level's {channels} channels",
                      found=str(heads), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
             return None
+    if att.placement is not None and path == ("middle",):
+        ctx.fail((*ap, "placement"), "the middle's attention sits between its ResBlocks: placement is a level's",
+                 found=att.placement, hint="remove it")
     return ResolvedAttention(heads=heads, head_dim=channels // heads, norm=default(att.norm, DEFAULTS["attention.norm"]),
-                             type=kind, transformer=transformer, joint=joint)
+                             type=kind, transformer=transformer, joint=joint,
+                             residual_scale=default(att.residual_scale, DEFAULTS["attention.residual_scale"]),
+                             placement=default(att.placement, DEFAULTS["attention.placement"]))
 
 
 def _transformer(ctx: Context, att: AttentionSpec, ap: Path) -> ResolvedTransformer:

@@ -16,6 +16,7 @@ BUILTIN: dict[str, Any] = {
     "norm_type": DEFAULTS["norm.type"],
     "groups": DEFAULTS["norm.groups"],
     "eps": DEFAULTS["norm.eps"],
+    "min_group_size": DEFAULTS["norm.min_group_size"],
     **{name: s.default for name, s in LEVEL_SETTINGS.items()},  # activation, order, dropout, ...
     "blocks": DEFAULTS["level.blocks"],
     "middle_blocks": DEFAULTS["middle.blocks"],

@@ -21,6 +21,8 @@ def norm_settings(ctx: Context, level: LevelSettings | None, path: Path) -> dict
         "type": pick((lv.type, (*p, "type")), (df.type, (*d, "type")), builtin=BUILTIN["norm_type"]),
         "groups": pick((lv.groups, (*p, "groups")), (df.groups, (*d, "groups")), builtin=BUILTIN["groups"]),
         "eps": pick((lv.eps, (*p, "eps")), (df.eps, (*d, "eps")), builtin=BUILTIN["eps"]),
+        "min_group_size": pick((lv.min_group_size, (*p, "min_group_size")), (df.min_group_size, (*d, "min_group_size")),
+                               builtin=BUILTIN["min_group_size"]),
     }
 
 
@@ -42,12 +44,29 @@ def resolve_norm(ctx: Context, level: LevelSettings | None, path: Path, seen: li
         ctx.warn(ns["type"].origin or path, (
             f"{kind} norm uses batch statistics: training and sampling (often batch 1) then differ; "
             "group norm is the usual choice for diffusion models"))
+    size = ns["min_group_size"]
     if traits.groups != "given":
+        if size.value:
+            ctx.fail(size.origin or (*path, "norm", "min_group_size"), f"min_group_size sizes GroupNorm's groups, not "
+                     f"{kind} norm's", found=str(size.value), hint="remove it, or set type: group")
         return ResolvedNorm(type=kind, groups=None, eps=eps)
     counts = sorted({c for c, _ in seen})
     if groups.value == "auto":
+        if size.value:
+            ctx.fail(size.origin or (*path, "norm", "min_group_size"), "min_group_size caps a number of groups; "
+                     "groups: auto chooses one itself", hint="give groups a number (EDM: 32)")
         chosen = max(divisors(gcd_all(counts) or 1, BUILTIN["auto_max_groups"]))
         return ResolvedNorm(type="group", groups=chosen, eps=eps)
+    if size.value:  # the groups per place: each count must still split into whole groups
+        resolved = ResolvedNorm(type="group", groups=groups.value, eps=eps, min_group_size=size.value)
+        for c, what in seen:
+            g = resolved.groups_for(c)
+            if g < 1 or c % g:
+                ctx.fail(size.origin or (*path, "norm", "min_group_size"), f"{c} channels of {what} make "
+                         f"{max(g, 0)} group(s) of at least {size.value} (min(groups, channels // min_group_size))"
+                         f"{'' if g < 1 else f', which do not divide {c}'}", found=str(size.value))
+                break
+        return resolved
     # Collected per origin and reported once by `report_groups`, with every place it fails.
     where = groups.origin or ("defaults", "norm", "groups")
     record = ctx.group_uses.setdefault(where, (groups.value, groups.origin is None, [], []))

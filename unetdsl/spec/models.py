@@ -72,6 +72,10 @@ class NormSpec(StrictModel):
                         "'auto' (the largest common divisor <= 32). Only for type: group."),
     )
     eps: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(None, description=doc("norm.eps", "Added to the variance."))
+    min_group_size: Annotated[int, Field(ge=0, le=MAX_CHANNELS)] | None = Field(
+        None, description=doc("norm.min_group_size", "At least this many channels a group: over C channels the "
+                              "groups are min(groups, C // min_group_size) (EDM and ADM: groups 32, "
+                              "min_group_size 4); 0: groups as given. Only for type: group."))
 
 
 class AttentionSpec(StrictModel):
@@ -97,6 +101,13 @@ class AttentionSpec(StrictModel):
         None, description=doc("attention.norm", "Normalise (the level's norm) before q/k/v (diffusers' scale-shift "
                               "middle attention has none).")
     )
+    residual_scale: Annotated[float, Field(gt=0.0, le=4.0)] | None = Field(
+        None, description=doc("attention.residual_scale", "The block's output (input + attention) times this "
+                              "(EDM's skip_scale, sqrt(1/2)). self only."))
+    placement: Literal["each", "last"] | None = Field(
+        None, description=doc("attention.placement", "each: after every ResBlock of the level | last: after its last "
+                              "ResBlock only (EDM's decoder levels). Levels only (the middle's sits between its "
+                              "ResBlocks)."))
     depth: Annotated[int, Field(ge=1, le=64)] | None = Field(
         None, description=doc("transformer.depth", "Transformer layers in each block (SDXL's "
                               "transformer_layers_per_block). transformer only."))
@@ -142,6 +153,7 @@ class LevelSettings(StrictModel):
     conv_bias: bool | None = Field(None, description=describe("conv_bias"))
     residual_scale: Annotated[float, Field(gt=0.0, le=4.0)] | None = Field(None, description=describe("residual_scale"))
     time_activation: bool | None = Field(None, description=describe("time_activation"))
+    resample_projection: bool | None = Field(None, description=describe("resample_projection"))
 
 
 class EncoderLevel(LevelSettings):

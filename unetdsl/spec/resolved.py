@@ -44,19 +44,22 @@ class ResolvedNorm(_Frozen):
     type: NormType
     groups: int | None  # a number for type group, None otherwise
     eps: float
+    min_group_size: int = 0  # > 0: over C channels, min(groups, C // min_group_size) groups
 
     def groups_for(self, channels: int) -> int:
         """GroupNorm groups over `channels` (layer = 1 group, instance = 1 per channel)."""
         kind = NORM_KINDS[self.type].groups
         if kind == "given":
             assert self.groups is not None
-            return self.groups
+            return min(self.groups, channels // self.min_group_size) if self.min_group_size else self.groups
         return 1 if kind == "one" else channels
 
     def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type, "eps": self.eps}
         if self.type == "group":
             data["groups"] = self.groups
+            if self.min_group_size:
+                data["min_group_size"] = self.min_group_size
         return data
 
 
@@ -85,9 +88,15 @@ class ResolvedAttention(_Frozen):
     type: AttentionType = "self"
     transformer: ResolvedTransformer | None = None  # type transformer only
     joint: ResolvedJoint | None = None  # type joint only
+    residual_scale: float = 1.0  # (type self) the output, input + attention, times this
+    placement: Literal["each", "last"] = "each"  # after every ResBlock of a level, or its last only
 
     def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type, "heads": self.heads, "norm": self.norm}
+        if self.residual_scale != 1.0:
+            data["residual_scale"] = self.residual_scale
+        if self.placement != "each":
+            data["placement"] = self.placement
         for own in (self.transformer, self.joint):
             if own is not None:
                 data |= own.model_dump()
@@ -111,6 +120,7 @@ class ResolvedSettings(_Frozen):
     dropout: float
     attention: ResolvedAttention | None
     conv_bias: bool
+    resample_projection: bool = False  # a resampling ResBlock's shortcut is a 1x1 conv even at equal channels
     residual_scale: float = 1.0  # each ResBlock's output times this
     time_activation: bool = True  # the activation on the time embedding inside each ResBlock
 

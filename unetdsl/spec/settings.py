@@ -34,6 +34,9 @@ LEVEL_SETTINGS: dict[str, LevelSetting] = {
     "residual_scale": LevelSetting(
         1.0, "Each ResBlock's output (branch + shortcut) times this (EDM's skip_scale, sqrt(1/2); diffusers' "
         "1 / resnet_out_scale_factor, 1 / mid_block_scale_factor for the middle)."),
+    "resample_projection": LevelSetting(
+        False, "A ResBlock that resamples (downsample/upsample: resblock) projects its shortcut with a 1x1 conv even "
+        "where the channels stay (EDM's resample_proj)."),
     "time_activation": LevelSetting(
         True, "The activation on the time embedding inside each ResBlock, before its projection; false: the "
         "embedding as it comes (diffusers' resnet_skip_time_act; EDM, whose embedding ends in its own SiLU)."),
@@ -65,6 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "norm.type": "group",
     "norm.groups": 32,
     "norm.eps": 1e-5,
+    "norm.min_group_size": 0,
     "level.blocks": 2,  # an encoder level; a standalone decoder's level (a U-Net's decoder: encoder's + 1)
     "middle.blocks": 2,
     "encoder.downsample": "conv",
@@ -80,6 +84,8 @@ DEFAULTS: dict[str, Any] = {
     "transformer.norm_eps": 1e-6,
     "transformer.layer_norm_eps": 1e-5,
     # the joint self/cross attention (diffusers' SimpleCrossAttn blocks: DeepFloyd IF, unCLIP)
+    "attention.residual_scale": 1.0,
+    "attention.placement": "each",
     "joint.only_cross": False,
     "joint.context_norm_groups": 0,
     "time.injection": TIME_SETTINGS["injection"].default,

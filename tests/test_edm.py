@@ -1,0 +1,117 @@
+"""NVlabs/edm's DDPM++ (SongUNet, standard encoder and decoder) written in the language: the reference
+fixture (tests/fixtures/reference/edm-ddpmpp.safetensors, computed by EDM's own code) loaded
+through the SongUNet key mapping and reproduced in float64; the CIFAR-10 spec counted on meta; the
+options it needs (stem width, residual scales, resample projection, attention placement, GroupNorm
+by group size, ResBlocks taking the embedding as it is) checked where they are written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import unetdsl
+from unetdsl import SpecError, build_model, resolve_spec
+from unetdsl.interop.edm import EdmWeightsError, map_songunet
+from unetdsl.torchscript import script
+
+from .conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "fixtures" / "reference" / "edm-ddpmpp.safetensors"
+SPEC = ROOT / "tests" / "fixtures" / "edm" / "edm-ddpmpp-tiny.yaml"
+
+
+def fixture() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    t = load_file(str(FIXTURE))
+    return ({k: v for k, v in t.items() if not k.startswith(("input.", "output."))},
+            {k: v for k, v in t.items() if k.startswith(("input.", "output."))})
+
+
+def loaded() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    weights, io = fixture()
+    model = build_model(SPEC, seed=0, dtype=torch.float64).eval()
+    model.load_state_dict(map_songunet(weights, model.spec), strict=True)  # type: ignore[arg-type]
+    return model, io
+
+
+def test_the_edm_ddpmpp_fixture_is_reproduced_in_float64() -> None:
+    model, io = loaded()
+    assert sum(p.numel() for p in model.parameters()) == 339_595  # the fixture's count
+    with torch.no_grad():
+        y = model(io["input.x"], io["input.noise_labels"])
+    # EDM's own output (its sinusoid frequencies a float32 island, as unetdsl's): 6.2e-13 of an output of 0.075
+    assert (y - io["output.y"]).abs().max().item() <= 1e-11
+    assert (y - io["output.y_all_float64"]).abs().max().item() <= 1e-11
+    with torch.no_grad():  # the noise level reaches the output (the fixture's conditioning influence is 7e-5)
+        swapped = model(io["input.x"], io["input.noise_labels"].flip(0))
+    assert (swapped - y).abs().max().item() > 1e-6
+
+
+def test_the_reproduced_edm_network_scripts_and_exports(tmp_path: Path) -> None:
+    model, io = loaded()
+    x, t = io["input.x"], io["input.noise_labels"]
+    with torch.no_grad():
+        assert (script(model)(x, t) - io["output.y"]).abs().max().item() <= 1e-11
+    model = model.float()  # artifacts are float32, float16 or bfloat16
+    # TorchScript: it takes EDM's float c_noise = ln(sigma) / 4 (torch.export fixes a sinusoidal t to int64
+    # timesteps, diffusers' convention: EDM's noise labels there wait for the preconditioning wrapper)
+    report = unetdsl.export(model, tmp_path / "edm.pt")
+    assert report.max_abs_diff <= 1e-5
+    from unetdsl.torchscript import load
+
+    got = load(tmp_path / "edm.pt")(x.float(), t.float())
+    assert (got.double() - io["output.y"]).abs().max().item() <= 1e-5  # float32 against EDM's float64
+
+
+def test_the_cifar10_spec_counts_as_edm_on_meta() -> None:
+    model = build_model(ROOT / "specs" / "edm-ddpmpp-cifar10.yaml", device="meta")
+    assert sum(p.numel() for p in model.parameters()) == 55_732_739
+
+
+def test_weights_the_language_cannot_compute_are_refused_by_key() -> None:
+    weights, _ = fixture()
+    spec, _ = resolve_spec(SPEC)
+    fir = dict(weights)
+    fir["enc.8x8_down.conv0.resample_filter"] = torch.full((1, 1, 4, 4), 1 / 16, dtype=torch.float64)
+    with pytest.raises(EdmWeightsError, match=r"enc.8x8_down.conv0.resample_filter: resample filter .* only \[1, 1\]"):
+        map_songunet(fir, spec)
+    ncsn = {**weights, "enc.8x8_aux_residual.weight": torch.zeros(3)}
+    with pytest.raises(EdmWeightsError, match=r"enc\.8x8_aux_residual\.weight: a SongUNet part unetdsl does not map"):
+        map_songunet(ncsn, spec)
+
+
+def test_groups_by_group_size_as_edm_counts_them() -> None:
+    spec, _ = resolve_spec(SPEC)
+    norm = spec.encoder[0].norm
+    # min(32, C // 4): 16 -> 4, 24 -> 6, 40 -> 10, 256 -> 32 (EDM's GroupNorm)
+    assert [norm.groups_for(c) for c in (16, 24, 40, 256)] == [4, 6, 10, 32]
+    model = build_model(SPEC, seed=0)
+    assert model.decoder[1].resnets[0].norm1.num_groups == 14  # 24 + 32 channels: 56 // 4
+    assert model.encoder[0].downsample.block.conv_shortcut is not None  # resample_projection at equal channels
+    assert [type(a).__name__ for a in model.decoder[1].attentions] == ["NoAttention", "NoAttention", "AttentionBlock"]
+
+
+@pytest.mark.parametrize(("change", "path", "words"), [
+    ({"defaults": {"norm": {"groups": 32, "min_group_size": 4, "eps": 1e-6}}, "stem": {"channels": 30}},
+     ("defaults", "norm", "min_group_size"), "30 channels of"),
+    ({"middle": {"blocks": 2, "attention": {"heads": 1, "placement": "last"}}}, ("middle", "attention", "placement"),
+     "placement is a level's"),
+    ({"middle": {"blocks": 2, "attention": {"type": "transformer", "heads": 1, "residual_scale": 0.5}}},
+     ("middle", "attention", "residual_scale"), "a setting of the self attention block, not of transformer"),
+    ({"defaults": {"norm": {"groups": "auto", "min_group_size": 4}}}, ("defaults", "norm", "min_group_size"),
+     "groups: auto chooses one itself"),
+    ({"defaults": {"norm": {"type": "layer", "min_group_size": 4}}}, ("defaults", "norm", "min_group_size"),
+     "not layer norm's"),
+])
+def test_the_options_are_checked_where_written(change: dict[str, Any], path: tuple[Any, ...], words: str) -> None:
+    import yaml
+
+    data = {**yaml.safe_load(SPEC.read_text()), **change}
+    if "context_dim" not in data and "transformer" in str(change):
+        data["context_dim"] = 8
+    with pytest.raises(SpecError) as info:
+        resolve_spec(data)
+    assert any(p.path[:len(path)] == path and words in p.message for p in info.value.problems), info.value.problems

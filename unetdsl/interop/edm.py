@@ -1,0 +1,97 @@
+"""NVlabs/edm's SongUNet (DDPM++ with the standard encoder and decoder) state dicts -> unetdsl names.
+
+EDM names a part by its resolution: `enc.<R>x<R>_conv` (the stem), `enc.<R>x<R>_block<i>`,
+`enc.<R>x<R>_down`, `dec.<R>x<R>_in0` / `_in1` (the middle), `dec.<R>x<R>_block<i>`, `dec.<R>x<R>_up`,
+`dec.<R>x<R>_aux_norm` / `_aux_conv` (the head); `map_layer0` / `map_layer1` the time MLP. Inside a
+block (UNetBlock): norm0, conv0, affine (the time projection), norm1, conv1, skip (the shortcut),
+and for attention norm2, qkv, proj. A level's `_down` block is the downsample ending the level above
+it (unetdsl's level i ends in what EDM puts at the start of level i + 1), a decoder's `_up` likewise.
+
+EDM's qkv is one 1x1 convolution whose 3C outputs interleave q, k and v per head
+(index = head * 3 * (C / heads) + c * 3 + j); it is split into unetdsl's to_q / to_k / to_v linear
+layers. The resampling filters (buffers `resample_filter`) must be [1, 1] (average pooling and
+nearest upsampling, what unetdsl's resblock resamplers compute): other filters are refused.
+See docs/interop.md for the spec that matches a SongUNet config."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+from ..errors import UnetdslError
+from ..spec.resolved import ResolvedSpec
+
+BLOCK = {"norm0": "norm1", "conv0": "conv1", "affine": "time_emb_proj", "norm1": "norm2", "conv1": "conv2",
+         "skip": "conv_shortcut"}
+ATTENTION = {"norm2": "group_norm", "proj": "to_out"}
+PART = re.compile(r"^(enc|dec)\.(\d+)x(\d+)_([a-z_]+?)(\d*)\.(.+)$")
+
+
+class EdmWeightsError(UnetdslError):
+    """A state dict that is not the SongUNet of this spec."""
+
+
+def map_songunet(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, torch.Tensor]:
+    """A SongUNet (DDPM++, standard encoder and decoder) state dict under unetdsl's names for `spec`."""
+    sides = {side: sorted({int(m.group(2)) for k in state if (m := PART.match(k)) and m.group(1) == side},
+                          reverse=True) for side in ("enc", "dec")}
+    enc_level = {r: i for i, r in enumerate(sides["enc"])}
+    dec_level = {r: k for k, r in enumerate(sorted(sides["dec"]))}  # lowest resolution first
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for name, ours in (("map_layer0.", "time_embedding.linear_1."), ("map_layer1.", "time_embedding.linear_2.")):
+            if key.startswith(name):
+                out[ours + key[len(name):]] = value
+        m = PART.match(key)
+        if m is None:
+            continue
+        side, res, part, index, rest = m.group(1), int(m.group(2)), m.group(4), m.group(5), m.group(6)
+        if rest.endswith("resample_filter"):
+            _check_filter(key, value)
+            continue
+        if side == "enc":
+            level = enc_level[res]
+            prefix = {"conv": "conv_in", "block": f"encoder.{level}", "down": f"encoder.{level - 1}.downsample.block"}
+        else:
+            level = dec_level[res]
+            prefix = {"in": "middle", "block": f"decoder.{level}", "up": f"decoder.{level - 1}.upsample.block",
+                      "aux_norm": "head.norm", "aux_conv": "head.conv"}
+        if part not in prefix:
+            raise EdmWeightsError(f"{key}: a SongUNet part unetdsl does not map ({part!r}: the residual or progressive "
+                                  "encoder and decoder are not yet in the language)")
+        if part in ("conv", "aux_norm", "aux_conv"):
+            out[f"{prefix[part]}.{rest}"] = value
+            continue
+        block = f"{prefix[part]}.resnets.{index}" if part in ("block", "in") else prefix[part]
+        attention = f"{prefix[part]}.attentions.{index}"
+        layer, _, param = rest.partition(".")
+        if layer in BLOCK:
+            out[f"{block}.{BLOCK[layer]}.{param}"] = value
+        elif layer in ATTENTION:
+            out[f"{attention}.{ATTENTION[layer]}.{param}"] = value.flatten(1) if value.dim() == 4 else value
+        elif layer == "qkv":
+            heads = _heads(spec, side, level, part)
+            c = value.shape[0] // 3
+            split = value.reshape(heads, c // heads, 3, *value.shape[1:])  # (head, channel, q|k|v, ...)
+            for j, name in enumerate(("to_q", "to_k", "to_v")):
+                w = split[:, :, j].reshape(c, *value.shape[1:])
+                out[f"{attention}.{name}.{param}"] = w.flatten(1) if w.dim() == 4 else w
+        else:
+            raise EdmWeightsError(f"{key}: {layer!r} is not a layer of a SongUNet block")
+    return out
+
+
+def _heads(spec: ResolvedSpec, side: str, level: int, part: str) -> int:
+    place = spec.middle if part == "in" else (spec.encoder if side == "enc" else spec.decoder)[level]
+    if place.attention is None:
+        raise EdmWeightsError(f"the spec has no attention at {side} level {level}, and the weights do")
+    return place.attention.heads
+
+
+def _check_filter(key: str, value: torch.Tensor) -> None:
+    box = torch.full_like(value, 1.0 / value[0, 0].numel())
+    if value.shape[-2:] != (2, 2) or not torch.equal(value, box):
+        raise EdmWeightsError(f"{key}: resample filter {value.flatten().tolist()}: only [1, 1] (average pooling, "
+                              "nearest upsampling) is in the language yet")
