@@ -86,7 +86,8 @@ def _conditions(draw: st.DrawFn) -> list[dict[str, Any]]:
     groups = []
     for g in range(draw(st.integers(1, 2))):
         inputs = [{"name": f"c{g}_{i}", "width": draw(st.integers(1, 3)),
-                   **({"sinusoid": draw(st.sampled_from([4, 5, 6]))} if draw(st.booleans()) else {})}
+                   **({"sinusoid": draw(st.sampled_from([4, 5, 6]))} if draw(st.booleans()) else {}),
+                   **({"scale": draw(st.sampled_from([0.5, 3.0]))} if draw(st.booleans()) else {})}
                   for i in range(draw(st.integers(1, 2)))]
         group: dict[str, Any] = {"inputs": inputs}
         project = _optional(draw, st.sampled_from(["mlp", "linear"]))

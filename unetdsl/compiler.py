@@ -169,7 +169,7 @@ class _Compiler:
         groups = [ConditionGroup(
             [ConditionInput(name=i.name, width=i.width, sinusoid=SinusoidalProjection(
                 features=i.sinusoid, flip_sin_to_cos=i.flip_sin_to_cos, freq_shift=i.freq_shift,
-                max_period=i.max_period) if i.sinusoid else None) for i in c.inputs],
+                max_period=i.max_period) if i.sinusoid else None, scale=i.scale) for i in c.inputs],
             ContextPool(c.pool_width, c.pool_heads, c.width) if c.pool_heads else self._projections()[c.project](c),
             into_features=c.into == "features", pooled=bool(c.pool_heads)) for c in s.conditions]
         return ConditionEmbeddings(groups, [i.name for i in s.condition_inputs])

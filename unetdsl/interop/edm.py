@@ -41,7 +41,8 @@ def map_songunet(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[
     dec_level = {r: k for k, r in enumerate(sorted(sides["dec"]))}  # lowest resolution first
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        for name, ours in (("map_layer0.", "time_embedding.linear_1."), ("map_layer1.", "time_embedding.linear_2.")):
+        for name, ours in (("map_layer0.", "time_embedding.linear_1."), ("map_layer1.", "time_embedding.linear_2."),
+                           ("map_label.", _group(spec, "class_labels")), ("map_augment.", _group(spec, "augment_labels"))):
             if key.startswith(name):
                 out[ours + key[len(name):]] = value
         m = PART.match(key)
@@ -81,6 +82,15 @@ def map_songunet(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[
         else:
             raise EdmWeightsError(f"{key}: {layer!r} is not a layer of a SongUNet block")
     return out
+
+
+def _group(spec: ResolvedSpec, name: str) -> str:
+    """The prefix of the condition group taking the input `name` (EDM's map_label: class_labels,
+    map_augment: augment_labels), or a name no key maps to where the spec has none."""
+    for g, group in enumerate(spec.conditions):
+        if any(i.name == name for i in group.inputs):
+            return f"time_embedding.conditions.groups.{g}.project."
+    return f"<no condition group takes {name}>."
 
 
 def _heads(spec: ResolvedSpec, side: str, level: int, part: str) -> int:

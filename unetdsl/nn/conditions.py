@@ -14,10 +14,11 @@ class ConditionInput(nn.Module):
 
     name: Final[str]
     width: Final[int]
+    scale: Final[float]
 
-    def __init__(self, *, name: str, width: int, sinusoid: Optional[nn.Module]):
+    def __init__(self, *, name: str, width: int, sinusoid: Optional[nn.Module], scale: float = 1.0):
         super().__init__()
-        self.name, self.width = name, width
+        self.name, self.width, self.scale = name, width, scale
         self.sinusoid = sinusoid  # a SinusoidalProjection, or None: the values as they are
 
     def forward(self, cond: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
@@ -27,6 +28,8 @@ class ConditionInput(nn.Module):
         if v.dim() != 2 or v.shape[0] != batch or v.shape[1] != self.width:
             raise ValueError(f"unetdsl: condition '{self.name}' has shape {list(v.shape)}; "
                              f"expected ({batch}, {self.width})")
+        if self.scale != 1.0:
+            v = v * self.scale  # (EDM: one-hot labels times sqrt(label_dim))
         if self.sinusoid is None:
             return v
         return self.sinusoid(v.reshape(-1)).reshape(batch, -1)  # (B x width, F) -> (B, width x F)

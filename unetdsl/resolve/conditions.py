@@ -52,7 +52,7 @@ def resolve_conditions(ctx: Context, groups: list[ConditionSpec] | None,
                          allowed=f"more than {2 * int(shift) + 1}" if float(shift).is_integer() else None)
             inputs.append(ResolvedConditionInput(name=inp.name, width=inp.width, sinusoid=inp.sinusoid or 0,
                                                  flip_sin_to_cos=bool(flip), freq_shift=float(shift),
-                                                 max_period=float(period)))
+                                                 max_period=float(period), scale=float(default(inp.scale, 1.0))))
         project = default(group.project, DEFAULTS["condition.project"])
         into = default(group.into, DEFAULTS["condition.into"])
         if group.bias is not None and project != "linear":

@@ -328,6 +328,8 @@ class ConditionInput(StrictModel):
         None, description="Each value through a sinusoid of this many features first (the time section's own "
         "flip_sin_to_cos, freq_shift and max_period; diffusers' add_time_proj): width x sinusoid features. "
         "Omit to take the values as they are.")
+    scale: Annotated[float, Field(gt=0.0, le=1e6)] | None = Field(
+        None, description="The values times this first (EDM scales its one-hot labels by sqrt(label_dim)). Default 1.")
 
 
 class PoolSpec(StrictModel):

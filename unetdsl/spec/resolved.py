@@ -173,13 +173,15 @@ class ResolvedConditionInput(_Frozen):
     flip_sin_to_cos: bool  # the sinusoid's settings (the time section's when sinusoidal); unused at 0
     freq_shift: float
     max_period: float
+    scale: float = 1.0  # the values times this first
 
     @property
     def embedded_width(self) -> int:
         return self.width * (self.sinusoid or 1)
 
     def view(self) -> dict[str, Any]:
-        return {"name": self.name, "width": self.width, **({"sinusoid": self.sinusoid} if self.sinusoid else {})}
+        return {"name": self.name, "width": self.width, **({"sinusoid": self.sinusoid} if self.sinusoid else {}),
+                **({"scale": self.scale} if self.scale != 1.0 else {})}
 
 
 class ResolvedCondition(_Frozen):
