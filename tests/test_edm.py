@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 import unetdsl
 from unetdsl import SpecError, build_model, resolve_spec
-from unetdsl.interop.edm import EdmWeightsError, map_songunet
+from unetdsl.interop.edm import EdmWeightsError, map_edm
 from unetdsl.torchscript import script
 
 from .conftest import ROOT
@@ -33,7 +33,7 @@ def fixture() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
 def loaded() -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
     weights, io = fixture()
     model = build_model(SPEC, seed=0, dtype=torch.float64).eval()
-    model.load_state_dict(map_songunet(weights, model.spec), strict=True)  # type: ignore[arg-type]
+    model.load_state_dict(map_edm(weights, model.spec), strict=True)  # type: ignore[arg-type]
     return model, io
 
 
@@ -77,10 +77,10 @@ def test_weights_the_language_cannot_compute_are_refused_by_key() -> None:
     fir = dict(weights)
     fir["enc.8x8_down.conv0.resample_filter"] = torch.full((1, 1, 4, 4), 1 / 16, dtype=torch.float64)
     with pytest.raises(EdmWeightsError, match=r"enc.8x8_down.conv0.resample_filter: resample filter .* only \[1, 1\]"):
-        map_songunet(fir, spec)
+        map_edm(fir, spec)
     ncsn = {**weights, "enc.8x8_aux_residual.weight": torch.zeros(3)}
     with pytest.raises(EdmWeightsError, match=r"enc\.8x8_aux_residual\.weight: a SongUNet part unetdsl does not map"):
-        map_songunet(ncsn, spec)
+        map_edm(ncsn, spec)
 
 
 def test_groups_by_group_size_as_edm_counts_them() -> None:
@@ -121,7 +121,7 @@ def test_the_conditional_edm_ddpmpp_fixture_is_reproduced_with_label_and_augment
     t = load_file(str(ROOT / "tests" / "fixtures" / "reference" / "edm-ddpmpp-cond.safetensors"))
     weights = {k: v for k, v in t.items() if not k.startswith(("input.", "output."))}
     model = build_model(ROOT / "tests" / "fixtures" / "edm" / "edm-ddpmpp-cond-tiny.yaml", dtype=torch.float64).eval()
-    model.load_state_dict(map_songunet(weights, model.spec), strict=True)  # type: ignore[arg-type]
+    model.load_state_dict(map_edm(weights, model.spec), strict=True)  # type: ignore[arg-type]
     assert sum(p.numel() for p in model.parameters()) == 339_755
     cond = {"class_labels": t["input.class_labels"], "augment_labels": t["input.augment_labels"]}
     with torch.no_grad():
@@ -133,3 +133,17 @@ def test_the_conditional_edm_ddpmpp_fixture_is_reproduced_with_label_and_augment
     assert (dropped - y).abs().max().item() > 1e-6
     groups = model.time_embedding.conditions.groups  # type: ignore[union-attr]
     assert groups[0].project.bias is not None and groups[1].project.bias is None  # map_label, map_augment
+
+
+def test_the_edm_adm_fixture_is_reproduced_with_scale_shift_and_labels_after_the_mlp() -> None:
+    t = load_file(str(ROOT / "tests" / "fixtures" / "reference" / "edm-adm.safetensors"))
+    weights = {k: v.double() for k, v in t.items() if not k.startswith(("input.", "output."))}  # stored float32
+    model = build_model(ROOT / "tests" / "fixtures" / "edm" / "edm-adm-tiny.yaml", dtype=torch.float64).eval()
+    model.load_state_dict(map_edm(weights, model.spec), strict=True)  # type: ignore[arg-type]
+    assert sum(p.numel() for p in model.parameters()) == 642_131
+    with torch.no_grad():
+        y = model(t["input.x"], t["input.noise_labels"], cond={"class_labels": t["input.class_labels"]})
+    # unetdsl's attention runs in float64: the fixture's all-float64 variant to 1.4e-12; EDM's own output differs
+    # from it by its float32 attention island (5.8e-11, as the fixture's README lists)
+    assert (y - t["output.y_all_float64"]).abs().max().item() <= 1e-11
+    assert (y - t["output.y"]).abs().max().item() <= 1e-10

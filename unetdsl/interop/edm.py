@@ -1,8 +1,11 @@
-"""NVlabs/edm's SongUNet (DDPM++ with the standard encoder and decoder) state dicts -> unetdsl names.
+"""NVlabs/edm's SongUNet (DDPM++ with the standard encoder and decoder) and DhariwalUNet (ADM)
+state dicts -> unetdsl names.
 
 EDM names a part by its resolution: `enc.<R>x<R>_conv` (the stem), `enc.<R>x<R>_block<i>`,
 `enc.<R>x<R>_down`, `dec.<R>x<R>_in0` / `_in1` (the middle), `dec.<R>x<R>_block<i>`, `dec.<R>x<R>_up`,
-`dec.<R>x<R>_aux_norm` / `_aux_conv` (the head); `map_layer0` / `map_layer1` the time MLP. Inside a
+`dec.<R>x<R>_aux_norm` / `_aux_conv` (SongUNet's head; DhariwalUNet's is `out_norm` / `out_conv`);
+`map_layer0` / `map_layer1` the time MLP, `map_label` / `map_augment` the label and augmentation
+vectors (onto the condition groups taking class_labels / augment_labels). Inside a
 block (UNetBlock): norm0, conv0, affine (the time projection), norm1, conv1, skip (the shortcut),
 and for attention norm2, qkv, proj. A level's `_down` block is the downsample ending the level above
 it (unetdsl's level i ends in what EDM puts at the start of level i + 1), a decoder's `_up` likewise.
@@ -33,8 +36,9 @@ class EdmWeightsError(UnetdslError):
     """A state dict that is not the SongUNet of this spec."""
 
 
-def map_songunet(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, torch.Tensor]:
-    """A SongUNet (DDPM++, standard encoder and decoder) state dict under unetdsl's names for `spec`."""
+def map_edm(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, torch.Tensor]:
+    """An EDM SongUNet (DDPM++, standard encoder and decoder) or DhariwalUNet (ADM) state dict under
+    unetdsl's names for `spec`."""
     sides = {side: sorted({int(m.group(2)) for k in state if (m := PART.match(k)) and m.group(1) == side},
                           reverse=True) for side in ("enc", "dec")}
     enc_level = {r: i for i, r in enumerate(sides["enc"])}
@@ -42,7 +46,8 @@ def map_songunet(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         for name, ours in (("map_layer0.", "time_embedding.linear_1."), ("map_layer1.", "time_embedding.linear_2."),
-                           ("map_label.", _group(spec, "class_labels")), ("map_augment.", _group(spec, "augment_labels"))):
+                           ("map_label.", _group(spec, "class_labels")), ("map_augment.", _group(spec, "augment_labels")),
+                           ("out_norm.", "head.norm."), ("out_conv.", "head.conv.")):
             if key.startswith(name):
                 out[ours + key[len(name):]] = value
         m = PART.match(key)
