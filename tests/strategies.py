@@ -34,6 +34,8 @@ def setting_values(name: str) -> list[Any]:
         return [False, True]
     if kind is float:
         return sorted({float(LEVEL_SETTINGS[name].default), 0.25})
+    if get_origin(kind) is list:  # resample_filter: the box and NCSN++'s FIR (specs() keeps them where they apply)
+        return [[1.0, 1.0], [1.0, 3.0, 3.0, 1.0]]
     raise AssertionError(f"tests/strategies.py cannot draw level setting {name!r} of type {kind}: teach it")
 
 
@@ -171,6 +173,7 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         spec["encoder"] = {"levels": levels, "asymmetric_padding": draw(st.booleans())}
         if kind == "unet":
             spec["decoder"] = {"upsample": draw(st.sampled_from(names(Upsample)))}
+    _filters_where_they_apply(spec, levels, defaults, middle)
     if kind != "decoder" and draw(st.booleans()):  # a stem of its own width and kernel (a decoder's is its middle's)
         spec["stem"] = {"channels": draw(st.sampled_from(CHANNELS)), "kernel_size": draw(st.sampled_from([1, 3, 5, 7]))}
     if kind in ("autoencoder", "encoder", "decoder") and (kind == "autoencoder" or draw(st.booleans())):
@@ -191,6 +194,19 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         if attends and draw(st.booleans()):
             attends[0]["only_cross"] = True
     return spec
+
+
+def _filters_where_they_apply(spec: dict[str, Any], levels: list[dict[str, Any]], defaults: dict[str, Any],
+                               middle: dict[str, Any]) -> None:
+    """A resample filter shapes avgpool and resblock resampling only: where any level resamples
+    otherwise, the drawn filters go (so every drawn spec is valid)."""
+    methods = [lv[k] for lv in levels for k in ("downsample", "upsample") if k in lv]
+    if spec.get("model") in ("unet", "autoencoder"):  # a mirrored decoder: the side's method (default nearest)
+        methods.append(spec.get("decoder", {}).get("upsample", "nearest"))
+    if all(m in ("avgpool", "resblock") for m in methods):
+        return
+    for place in (*levels, defaults, middle):
+        place.pop("resample_filter", None)
 
 
 __all__ = ["setting_values", "specs"]

@@ -76,6 +76,9 @@ def test_every_level_setting_overridden_at_every_place_against_every_defaults_va
     # `defaults` says one value, the first encoder level (and so its mirror, the last decoder level)
     # and the middle say another
     spec = yaml.safe_load(TINY)
+    if name == "resample_filter":  # a filter shapes resblock (and avgpool) resampling only
+        spec["encoder"]["downsample"] = "resblock"
+        spec["decoder"] = {**(spec.get("decoder") or {}), "upsample": "resblock"}
     spec["defaults"][name] = at_defaults
     spec["encoder"]["levels"][0][name] = at_place
     spec["middle"][name] = at_place

@@ -21,7 +21,14 @@ from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, 
 from .nn.controlnet import ControlNet, HintEmbedding
 from .nn.layers import activation, conv_nd, norm, zero_module
 from .nn.resblock import ResBlock
-from .nn.sampling import ConvDownsample, InterpolateUpsample, PoolDownsample, ResBlockResample, TransposedUpsample
+from .nn.sampling import (
+    ConvDownsample,
+    FirResample,
+    InterpolateUpsample,
+    PoolDownsample,
+    ResBlockResample,
+    TransposedUpsample,
+)
 from .nn.time import FourierProjection, LearnedProjection, SinusoidalProjection, TimeEmbedding
 from .nn.transformer import SpatialTransformer
 from .nn.unet import AutoencoderKL, Decoder, Encoder, Head, Level, MiddleBlock, UNet
@@ -129,11 +136,19 @@ class _Compiler:
         return {
             "conv": lambda lv: ConvDownsample(dims=self.dims, channels=lv.channels,
                                               padding=0 if self.spec.asymmetric_padding else 1),
-            "avgpool": lambda lv: PoolDownsample(dims=self.dims, kind="avgpool"),
+            "avgpool": lambda lv: self.filtered(lv, up=False) or PoolDownsample(dims=self.dims, kind="avgpool"),
             "maxpool": lambda lv: PoolDownsample(dims=self.dims, kind="maxpool"),
             "resblock": lambda lv: ResBlockResample(self.resblock(
-                lv, lv.channels, lv.channels, PoolDownsample(dims=self.dims, kind="avgpool").pool)),
+                lv, lv.channels, lv.channels,
+                self.filtered(lv, up=False) or PoolDownsample(dims=self.dims, kind="avgpool").pool)),
         }
+
+    def filtered(self, lv: ResolvedLevel, *, up: bool) -> nn.Module | None:
+        """The level's FIR resampler, or None where its filter is the box [1, 1] (the pooling and
+        nearest modules then, as before the option: the same numbers, no new buffers)."""
+        if lv.resample_filter == [1.0, 1.0]:
+            return None
+        return FirResample(dims=self.dims, taps=lv.resample_filter, up=up)
 
     def _up(self) -> dict[str, Callable[[ResolvedLevel], nn.Module]]:
         return {
@@ -142,7 +157,8 @@ class _Compiler:
                 dims=self.dims, channels=lv.channels, mode={1: "linear", 2: "bilinear", 3: "trilinear"}[self.dims]),
             "transposed": lambda lv: TransposedUpsample(dims=self.dims, channels=lv.channels),
             "resblock": lambda lv: ResBlockResample(self.resblock(
-                lv, lv.channels, lv.channels, nn.Upsample(scale_factor=2.0, mode="nearest"))),
+                lv, lv.channels, lv.channels,
+                self.filtered(lv, up=True) or nn.Upsample(scale_factor=2.0, mode="nearest"))),
         }
 
     def _time_projection(self) -> dict[str, Callable[[ResolvedTime], nn.Module]]:

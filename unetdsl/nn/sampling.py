@@ -84,3 +84,42 @@ class ResBlockResample(nn.Module):
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         return self.block(x, temb)
+
+
+class FirResample(nn.Module):
+    """(B, C, *S) -> (B, C, *S/2) or (B, C, *2S) with a separable FIR filter (NCSN++, StyleGAN2):
+    its N-d outer product, normalised to sum 1, as a depthwise convolution (down: stride 2) or
+    transposed convolution (up: stride 2, the filter times 2^dims so a constant stays constant),
+    padded by (taps - 2) / 2 so the size halves or doubles exactly. The filter [1, 1] is 2x average
+    pooling / nearest upsampling. The kernel is made from the taps in forward (a few values): no
+    buffer, so a model built on meta and filled from a file needs nothing else (the spec says it)."""
+
+    dims: Final[int]
+    up: Final[bool]
+    padding: Final[int]
+
+    def __init__(self, *, dims: int, taps: list[float], up: bool):
+        super().__init__()
+        self.dims, self.up, self.padding = dims, up, (len(taps) - 2) // 2
+        self.taps: list[float] = [float(t) for t in taps]
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        c = x.shape[1]
+        f = torch.tensor(self.taps, dtype=torch.float64, device=x.device)
+        kernel = f
+        for _ in range(self.dims - 1):
+            kernel = kernel.unsqueeze(-1) * f  # the outer product: (k,) * dims
+        gain = 2.0**self.dims if self.up else 1.0
+        kernel = (kernel / kernel.sum() * gain).to(x.dtype)
+        w = kernel.unsqueeze(0).unsqueeze(0).expand([c, 1] + [-1] * self.dims)  # (C, 1, k, ...): one per channel
+        if self.up:
+            if self.dims == 1:
+                return F.conv_transpose1d(x, w, stride=2, padding=self.padding, groups=c)
+            if self.dims == 2:
+                return F.conv_transpose2d(x, w, stride=2, padding=self.padding, groups=c)
+            return F.conv_transpose3d(x, w, stride=2, padding=self.padding, groups=c)
+        if self.dims == 1:
+            return F.conv1d(x, w, stride=2, padding=self.padding, groups=c)
+        if self.dims == 2:
+            return F.conv2d(x, w, stride=2, padding=self.padding, groups=c)
+        return F.conv3d(x, w, stride=2, padding=self.padding, groups=c)

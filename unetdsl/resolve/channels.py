@@ -30,6 +30,27 @@ class Flow:
     head: ResolvedHead
 
 
+FILTERED = ("avgpool", "resblock")  # the resampling methods a resample_filter shapes
+
+
+def check_filter(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, resample: tuple[str, Setting] | None,
+                 what: str) -> None:
+    """A filter other than the box: an even number of taps with a non-zero sum, on a level that
+    resamples with avgpool or resblock (conv, maxpool and the interpolating upsamplers have none)."""
+    f = setting(ctx, lv, path, "resample_filter")
+    taps = [float(v) for v in f.value]
+    where = f.origin or (*path, "resample_filter")
+    if taps == [1.0, 1.0]:
+        return
+    if len(taps) % 2 or sum(taps) == 0:
+        ctx.fail(where, f"a resample filter has an even number of taps and a non-zero sum (it is normalised to 1): "
+                 f"{taps}", allowed="e.g. [1, 1] or [1, 3, 3, 1]")
+    if resample is not None and resample[1].value not in FILTERED:
+        ctx.fail(where, f"{what} resamples by {resample[1].value}, which has no filter; resample_filter shapes "
+                 f"{' and '.join(FILTERED)} resampling", found=str(taps),
+                 hint=f"use {' or '.join(FILTERED)} there, or set the filter on the levels that do")
+
+
 def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: list[ResolvedBlock],
           resample: tuple[str, Setting] | None, what: str) -> ResolvedLevel:
     """One level: its settings inherited, its norms checked against what its blocks see."""
@@ -53,6 +74,7 @@ def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: lis
         resolved_resample[key] = chosen.value
         if chosen.value == "resblock":
             seen.append((lv.channels, f"{what}'s {key} ResBlock"))
+    check_filter(ctx, lv, path, resample, what)
     return ResolvedLevel(
         channels=lv.channels,
         blocks=blocks,

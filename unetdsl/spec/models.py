@@ -154,6 +154,8 @@ class LevelSettings(StrictModel):
     residual_scale: Annotated[float, Field(gt=0.0, le=4.0)] | None = Field(None, description=describe("residual_scale"))
     time_activation: bool | None = Field(None, description=describe("time_activation"))
     resample_projection: bool | None = Field(None, description=describe("resample_projection"))
+    resample_filter: Annotated[list[Annotated[float, Field(ge=-1e3, le=1e3)]], Field(min_length=2, max_length=16)] | None = (
+        Field(None, description=describe("resample_filter")))
 
 
 class EncoderLevel(LevelSettings):

@@ -121,6 +121,7 @@ class ResolvedSettings(_Frozen):
     attention: ResolvedAttention | None
     conv_bias: bool
     resample_projection: bool = False  # a resampling ResBlock's shortcut is a 1x1 conv even at equal channels
+    resample_filter: list[float] = [1.0, 1.0]  # avgpool / resblock resampling's 1-D filter ([1, 1]: the box)
     residual_scale: float = 1.0  # each ResBlock's output times this
     time_activation: bool = True  # the activation on the time embedding inside each ResBlock
 
