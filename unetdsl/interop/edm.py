@@ -12,8 +12,8 @@ it (unetdsl's level i ends in what EDM puts at the start of level i + 1), a deco
 
 EDM's qkv is one 1x1 convolution whose 3C outputs interleave q, k and v per head
 (index = head * 3 * (C / heads) + c * 3 + j); it is split into unetdsl's to_q / to_k / to_v linear
-layers. The resampling filters (buffers `resample_filter`) must be [1, 1] (average pooling and
-nearest upsampling, what unetdsl's resblock resamplers compute): other filters are refused.
+layers. The resampling filters (buffers `resample_filter`) must be the spec's `resample_filter` at
+that level (the box [1, 1]: average pooling and nearest upsampling; [1, 3, 3, 1]: FIR).
 See docs/interop.md for the spec that matches a SongUNet config."""
 
 from __future__ import annotations
@@ -54,9 +54,6 @@ def map_edm(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, 
         if m is None:
             continue
         side, res, part, index, rest = m.group(1), int(m.group(2)), m.group(4), m.group(5), m.group(6)
-        if rest.endswith("resample_filter"):
-            _check_filter(key, value)
-            continue
         if side == "enc":
             level = enc_level[res]
             prefix = {"conv": "conv_in", "block": f"encoder.{level}", "down": f"encoder.{level - 1}.downsample.block"}
@@ -67,6 +64,10 @@ def map_edm(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, 
         if part not in prefix:
             raise EdmWeightsError(f"{key}: a SongUNet part unetdsl does not map ({part!r}: the residual or progressive "
                                   "encoder and decoder are not yet in the language)")
+        if rest.endswith("resample_filter"):  # the resampling level's filter, which the spec states
+            owner = (spec.encoder if side == "enc" else spec.decoder)[level - 1 if part in ("down", "up") else level]
+            _check_filter(key, value, owner.resample_filter)
+            continue
         if part in ("conv", "aux_norm", "aux_conv"):
             out[f"{prefix[part]}.{rest}"] = value
             continue
@@ -105,8 +106,10 @@ def _heads(spec: ResolvedSpec, side: str, level: int, part: str) -> int:
     return place.attention.heads
 
 
-def _check_filter(key: str, value: torch.Tensor) -> None:
-    box = torch.full_like(value, 1.0 / value[0, 0].numel())
-    if value.shape[-2:] != (2, 2) or not torch.equal(value, box):
-        raise EdmWeightsError(f"{key}: resample filter {value.flatten().tolist()}: only [1, 1] (average pooling, "
-                              "nearest upsampling) is in the language yet")
+def _check_filter(key: str, value: torch.Tensor, taps: list[float]) -> None:
+    """EDM's buffer (the normalised outer product of its 1-D filter) against the spec's filter."""
+    f = torch.tensor(taps, dtype=torch.float64)
+    want = (f[:, None] * f[None, :] / f.sum() ** 2)[None, None]
+    if value.shape != want.shape or not torch.allclose(value.double(), want, rtol=0, atol=1e-7):
+        raise EdmWeightsError(f"{key}: resample filter {value.flatten().tolist()} is not the outer product of the "
+                              f"spec's resample_filter {taps} at this level: set resample_filter to EDM's")
