@@ -68,8 +68,11 @@ def _norm(draw: st.DrawFn, types_allowed: list[str], *, groups: bool = False) ->
     return norm
 
 
-def _attention(draw: st.DrawFn, transformer: bool) -> Any:
-    choices: list[Any] = [{"heads": 2}, {"head_dim": 2}, {}, True, {"heads": 1, "norm": False}]
+def _attention(draw: st.DrawFn, transformer: bool, level: bool = True) -> Any:
+    choices: list[Any] = [{"heads": 2}, {"head_dim": 2}, {}, True, {"heads": 1, "norm": False},
+                          {"heads": 1, "residual_scale": 0.5}]  # EDM's scaled residual
+    if level:  # (the middle's attention sits between its ResBlocks: no placement)
+        choices.append({"head_dim": 4, "placement": "last"})
     if transformer:
         choices += [{"type": "transformer", "heads": 2},
                     {"type": "transformer", "head_dim": 4, "depth": 2, "linear_projection": True, "upcast": True,
@@ -132,7 +135,11 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
     if draw(st.booleans()):
         middle["norm"] = _norm(draw, norm_types)
     if middle["blocks"] == 2 and draw(st.booleans()):
-        middle["attention"] = _attention(draw, transformer)
+        middle["attention"] = _attention(draw, transformer, level=False)
+    places = [*levels, middle]
+    if (defaults["norm"].get("groups") in (2, 4) and defaults["norm"].get("type", "group") == "group"
+            and all(p.get("norm", {}).get("groups") != "auto" for p in places) and draw(st.booleans())):
+        defaults["norm"]["min_group_size"] = 2  # EDM's groups by size: every count drawn is even
     head: dict[str, Any] = {"norm": draw(st.booleans()), "kernel_size": draw(st.sampled_from([1, 3]))}
     if draw(st.booleans()):
         head["activation"] = draw(st.sampled_from(names(Activation)))
@@ -158,6 +165,8 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
                      "flip_sin_to_cos": draw(st.booleans())}
         if draw(st.booleans()):
             time["activation"] = draw(st.sampled_from(names(Activation)))
+        if draw(st.booleans()):
+            time["post_activation"] = draw(st.sampled_from(["none", "silu", "gelu"]))
         spec["time"] = time
         if draw(st.booleans()):
             spec["classes"] = 3

@@ -105,7 +105,7 @@ def test_groups_by_group_size_as_edm_counts_them() -> None:
     ({"defaults": {"norm": {"groups": "auto", "min_group_size": 4}}}, ("defaults", "norm", "min_group_size"),
      "groups: auto chooses one itself"),
     ({"defaults": {"norm": {"type": "layer", "min_group_size": 4}}}, ("defaults", "norm", "min_group_size"),
-     "not layer norm's"),
+     "min_group_size applies only to norm type 'group', not 'layer'"),
 ])
 def test_the_options_are_checked_where_written(change: dict[str, Any], path: tuple[Any, ...], words: str) -> None:
     import yaml

@@ -45,10 +45,7 @@ def resolve_norm(ctx: Context, level: LevelSettings | None, path: Path, seen: li
             f"{kind} norm uses batch statistics: training and sampling (often batch 1) then differ; "
             "group norm is the usual choice for diffusion models"))
     size = ns["min_group_size"]
-    if traits.groups != "given":
-        if size.value:
-            ctx.fail(size.origin or (*path, "norm", "min_group_size"), f"min_group_size sizes GroupNorm's groups, not "
-                     f"{kind} norm's", found=str(size.value), hint="remove it, or set type: group")
+    if traits.groups != "given":  # (an inherited min_group_size, like inherited groups, has nothing to size here)
         return ResolvedNorm(type=kind, groups=None, eps=eps)
     counts = sorted({c for c, _ in seen})
     if groups.value == "auto":

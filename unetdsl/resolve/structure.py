@@ -72,9 +72,10 @@ def check_structure(ctx: Context) -> None:
                      "the last decoder level does not upsample", hint="remove this key")
     # exclusive / type-dependent fields
     for path, norm in all_norms(s):
-        if norm.groups is not None and norm.type is not None and NORM_KINDS[norm.type].groups != "given":
-            ctx.fail((*path, "groups"), f"groups applies only to norm type 'group', not {norm.type!r}",
-                     hint="remove groups, or set type: group")
+        for key in ("groups", "min_group_size"):
+            if getattr(norm, key) is not None and norm.type is not None and NORM_KINDS[norm.type].groups != "given":
+                ctx.fail((*path, key), f"{key} applies only to norm type 'group', not {norm.type!r}",
+                         hint=f"remove {key}, or set type: group")
     for path, att in all_attention(s):
         if att.heads is not None and att.head_dim is not None:
             ctx.fail(path, "give attention heads or head_dim, not both",
