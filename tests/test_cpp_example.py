@@ -239,6 +239,17 @@ def test_cpp_program_runs_a_controlnet_and_the_pair(run_model: Path, tmp_path: P
     np.testing.assert_allclose(out, want.numpy(), rtol=0, atol=1e-5)
     with torch.no_grad():
         assert (want - unet(x, t, context=c, cond={"pooled": p})).abs().max() > 1e-3  # the residuals count
+    # the residuals from a file instead: the ControlNet run's output, with its shapes
+    spec = ";".join(",".join(map(str, r.shape[1:])) for r in residuals)
+    proc = subprocess.run([str(run_model), str(tmp_path / "unet.pt"), str(tmp_path / "out2.bin"), *common[:10],
+                           "--residuals", str(tmp_path / "res.bin"), spec], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.fromfile(tmp_path / "out2.bin", dtype=np.float32).reshape(3, 4, 16, 8), want.numpy(),
+                               rtol=0, atol=1e-5)
+    proc = subprocess.run([str(run_model), str(tmp_path / "unet.pt"), str(tmp_path / "out2.bin"), *common[:10],
+                           "--residuals", str(tmp_path / "res.bin"), spec.rsplit(";", 1)[0]], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 1 and "longer than the residuals' shapes say" in proc.stderr
     # a hint given to a U-Net alone is refused, naming what the model takes
     proc = subprocess.run([str(run_model), str(tmp_path / "unet.pt"), str(tmp_path / "out.bin"), *common],
                           capture_output=True, text=True, check=False)

@@ -4,7 +4,7 @@
 //
 //   run_model MODEL.pt|MODEL.aoti.pt2 OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--context C.bin TOKENS,DIM]
 //             [--cond NAME N.bin WIDTH]... [--hint H.bin C,H[,W[,D]]] [--controlnet CN.pt|CN.aoti.pt2]
-//             [--scale S] [--cuda]
+//             [--scale S] [--residuals R.bin C,H,W;C,H,W;...] [--cuda]
 //
 // X.bin: float32 little-endian, row-major, of the given shape (B, C, *spatial).
 // T.bin: B float32 timesteps (the model casts them as its embedding needs). Y.bin: B int64 labels.
@@ -14,8 +14,10 @@
 // --hint: a ControlNet's hint image, float32 (B, C, *spatial). MODEL a ControlNet: OUT.bin receives its
 //   residuals one after another, each shape on a line of stdout. --controlnet CN: the pair: CN runs on
 //   the same inputs and the hint, its residuals (times --scale, default 1) go to the U-Net MODEL (an
-//   AOTInductor U-Net exported with --residuals). Otherwise OUT.bin receives the output as float32 and
-//   its shape is printed on stdout.
+//   AOTInductor U-Net exported with --residuals). --residuals: a U-Net's residuals read from a file
+//   instead, float32, one after another as a ControlNet run writes them, each of the given shape
+//   (without the batch; ';' between them). Otherwise OUT.bin receives the output as float32 and its
+//   shape is printed on stdout.
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 #include <torch/script.h>
 
@@ -185,7 +187,7 @@ std::vector<torch::Tensor> run(const std::string& path, const Inputs& in, const 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   bool cuda = false;
-  std::string context_path, context_shape, hint_path, hint_shape, controlnet;
+  std::string context_path, context_shape, hint_path, hint_shape, controlnet, residuals_path, residuals_shapes;
   std::vector<std::array<std::string, 3>> conds;  // name, file, width
   double scale = 1.0;
   bool bad = false;
@@ -198,6 +200,11 @@ int main(int argc, char** argv) {
       if (left < 3) { bad = true; break; }
       (*it == "--context" ? context_path : hint_path) = *(it + 1);
       (*it == "--context" ? context_shape : hint_shape) = *(it + 2);
+      it = args.erase(it, it + 3);
+    } else if (*it == "--residuals") {
+      if (left < 3) { bad = true; break; }
+      residuals_path = *(it + 1);
+      residuals_shapes = *(it + 2);
       it = args.erase(it, it + 3);
     } else if (*it == "--cond") {
       if (left < 4) { bad = true; break; }
@@ -214,7 +221,7 @@ int main(int argc, char** argv) {
   if (bad || args.size() < 4 || args.size() > 6) {
     std::cerr << "usage: run_model MODEL.pt|MODEL.aoti.pt2 OUT.bin X.bin B,C,H[,W[,D]] [T.bin [Y.bin]] [--context C.bin TOKENS,DIM]"
                  " [--cond NAME N.bin WIDTH]... [--hint H.bin C,H[,W[,D]]] [--controlnet CN.pt|CN.aoti.pt2] [--scale S]"
-                 " [--cuda]\n";
+                 " [--residuals R.bin C,H,W;...] [--cuda]\n";
     return 2;
   }
   try {
@@ -237,6 +244,23 @@ int main(int argc, char** argv) {
       in.hint = read_raw(hint_path, hs, torch::kFloat32);
     }
     in.scale = scale;
+    if (!residuals_path.empty()) {  // back to back in one file, each (B, *shape)
+      if (!controlnet.empty()) throw std::runtime_error("give --residuals or --controlnet, not both");
+      std::ifstream file(residuals_path, std::ios::binary);
+      if (!file) throw std::runtime_error("cannot open " + residuals_path);
+      std::stringstream shapes(residuals_shapes);
+      for (std::string one; std::getline(shapes, one, ';');) {
+        auto rs = parse_list(one);
+        rs.insert(rs.begin(), shape[0]);
+        auto r = torch::empty(rs, torch::TensorOptions().dtype(torch::kFloat32));
+        const auto bytes = static_cast<std::streamsize>(r.numel() * r.element_size());
+        file.read(static_cast<char*>(r.data_ptr()), bytes);
+        if (file.gcount() != bytes) throw std::runtime_error(residuals_path + ": too short for the residuals' shapes");
+        in.residuals.push_back(r);
+      }
+      if (file.peek() != std::char_traits<char>::eof())
+        throw std::runtime_error(residuals_path + ": longer than the residuals' shapes say");
+    }
     torch::NoGradGuard no_grad;
     if (!controlnet.empty()) {  // the pair: the ControlNet's residuals into the U-Net
       if (!in.hint.defined()) throw std::runtime_error("--controlnet needs the hint: --hint H.bin C,H[,W[,D]]");
