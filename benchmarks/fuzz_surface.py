@@ -8,7 +8,7 @@ else:
             a ResolvedSpec or a SpecError whose every problem is located, *no file outside the root
             is opened* (a sys.audit hook watches every open) and the secret planted beside the root
             never appears in a message;
-  configs   UNet2DModel / UNet2DConditionModel / AutoencoderKL configs with keys drawn from each
+  configs   UNet2DModel / UNet2DConditionModel / AutoencoderKL / ControlNetModel configs with keys drawn from each
             converter's table and values of every kind and edge; spec_from_diffusers gives a Spec or
             a SpecError, and every Spec it gives resolves;
   archives  byte damage (flips, cuts, splices, zeroed runs) of real .pt, .pt2, .onnx and .safetensors
@@ -158,6 +158,7 @@ def config_campaign(n: int, rng: random.Random, counts: Counter[str], failures: 
     from unetdsl.interop import diffusers as unet2d
     from unetdsl.interop import diffusers_autoencoder as autoencoder
     from unetdsl.interop import diffusers_condition as condition
+    from unetdsl.interop import diffusers_controlnet as controlnet
     from unetdsl.interop.diffusers import spec_from_diffusers
     from unetdsl.resolve import resolve
 
@@ -165,7 +166,7 @@ def config_campaign(n: int, rng: random.Random, counts: Counter[str], failures: 
     from tests.test_interop_config_types import BASES
 
     keys = {"UNet2DModel": list(unet2d.DEFAULTS), "UNet2DConditionModel": list(condition.DEFAULTS),
-            "AutoencoderKL": list(autoencoder.DEFAULTS)}
+            "AutoencoderKL": list(autoencoder.DEFAULTS), "ControlNetModel": list(controlnet.DEFAULTS)}
     for _ in range(n):
         cls = rng.choice(list(BASES))
         config: dict[str, Any] = {"_class_name": cls, **BASES[cls]} if rng.random() < 0.8 else {"_class_name": cls}

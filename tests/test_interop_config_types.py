@@ -13,6 +13,7 @@ from unetdsl import SpecError
 from unetdsl.interop import diffusers as unet2d
 from unetdsl.interop import diffusers_autoencoder as autoencoder
 from unetdsl.interop import diffusers_condition as condition
+from unetdsl.interop import diffusers_controlnet as controlnet
 from unetdsl.interop.config_types import KINDS
 from unetdsl.interop.diffusers import spec_from_diffusers
 
@@ -26,6 +27,9 @@ BASES: dict[str, dict[str, Any]] = {
                                  up_block_types=["UpBlock2D", "CrossAttnUpBlock2D"]),
     "AutoencoderKL": dict(block_out_channels=[16, 32], norm_num_groups=8, layers_per_block=1, sample_size=16,
                           down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2),
+    "ControlNetModel": dict(block_out_channels=[16, 32], norm_num_groups=8, layers_per_block=1, cross_attention_dim=12,
+                            attention_head_dim=2, down_block_types=["CrossAttnDownBlock2D", "DownBlock2D"],
+                            conditioning_embedding_out_channels=[8, 16]),
 }
 
 
@@ -33,6 +37,9 @@ def typed_keys(cls: str) -> dict[str, tuple[Any, str]]:
     """key -> (its type check, what is allowed) for every key the class's converter types."""
     if cls == "UNet2DModel":
         return dict(unet2d.KEY_TYPES)
+    if cls == "ControlNetModel":  # the keys it shares with UNet2DConditionModel, and its own
+        table = {**{k: v for k, v in condition.TYPES.items() if k in controlnet.DEFAULTS}, **controlnet.TYPES}
+        return {k: KINDS[kind] for k, kind in table.items()}
     table = condition.TYPES if cls == "UNet2DConditionModel" else autoencoder.TYPES
     return {k: KINDS[kind] for k, kind in table.items()}
 
@@ -41,6 +48,7 @@ def test_every_key_a_converter_reads_has_a_kind() -> None:
     assert set(unet2d.KEY_TYPES) == set(unet2d.DEFAULTS)
     assert set(condition.TYPES) == condition.READ
     assert set(autoencoder.TYPES) == set(autoencoder.DEFAULTS) - set(autoencoder.NULL_ONLY)
+    assert set(controlnet.TYPES) == set(controlnet.OWN)
     for cls, base in BASES.items():  # and the bases are right, so a refusal below is the wrong value's
         assert spec_from_diffusers({"_class_name": cls, **base}) is not None
 

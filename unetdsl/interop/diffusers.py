@@ -195,7 +195,10 @@ def spec_from_diffusers(config: Mapping[str, Any] | str | os.PathLike[str], *, n
 
         def unet_data(c: dict[str, Any]) -> dict[str, Any] | None:
             def told(k: str, v: Any, why: str, allowed: str | None) -> None:
-                if cls == "UNet2DConditionModel" or not k.startswith("up_block_types"):  # (mirrored: said of the down)
+                # a ControlNet's up blocks and output channels are the controlled U-Net's, derived from its down
+                # blocks and input channels: a problem there is said of those
+                top = k.split(".")[0]
+                if cls == "UNet2DConditionModel" or top in raw or top not in ("up_block_types", "out_channels"):
                     refuse(k, v, why, allowed)
             return condition.condition_data(c, told, pick_in, {"injections": INJECTIONS, "activations": ACTIVATIONS},
                                             name or _name(raw), time_ids)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..spec.resolved import ResolvedSpec
 from . import diffusers_condition as condition
+from .config_types import wrong_types
 
 # ControlNetModel.__init__'s own keys (beyond those it shares with UNet2DConditionModel), with defaults
 OWN: dict[str, Any] = {
@@ -29,7 +30,11 @@ NOT_TAKEN = ("sample_size", "out_channels", "center_input_sample", "up_block_typ
              "resnet_skip_time_act", "resnet_out_scale_factor", "attention_type", "class_embeddings_concat",
              "mid_block_only_cross_attention", "cross_attention_norm", "dual_cross_attention")
 DEFAULTS: dict[str, Any] = {**{k: v for k, v in condition.DEFAULTS.items() if k not in NOT_TAKEN}, **OWN}
-MIRRORED_UP = {"CrossAttnDownBlock2D": "CrossAttnUpBlock2D", "DownBlock2D": "UpBlock2D"}
+MIRRORED_UP = {"CrossAttnDownBlock2D": "CrossAttnUpBlock2D", "DownBlock2D": "UpBlock2D",
+               "SimpleCrossAttnDownBlock2D": "SimpleCrossAttnUpBlock2D", "ResnetDownsampleBlock2D": "ResnetUpsampleBlock2D"}
+# the kind of each of its own keys (config_types.KINDS), checked before any rule reads them
+TYPES = {"conditioning_channels": "int", "conditioning_embedding_out_channels": "ints",
+         "controlnet_conditioning_channel_order": "str", "global_pool_conditions": "bool"}
 
 
 def controlnet_data(raw: dict[str, Any], refuse: Callable[[str, Any, str, str | None], None],
@@ -37,6 +42,8 @@ def controlnet_data(raw: dict[str, Any], refuse: Callable[[str, Any, str, str | 
     """Spec data for a ControlNetModel config: `unet_data` reads the UNet2DConditionModel config it
     controls. None when a problem makes it unbuildable (every problem reported through `refuse`)."""
     c = {**OWN, **{k: v for k, v in raw.items() if k in OWN}}
+    if wrong_types(c, TYPES, lambda k, v, why, allowed: refuse(k, v, why, allowed)):
+        return None
     if c["controlnet_conditioning_channel_order"] != "rgb":
         refuse("controlnet_conditioning_channel_order", c["controlnet_conditioning_channel_order"],
                "a hint in BGR order is flipped inside diffusers' forward; unetdsl takes the hint as given: flip "
@@ -45,12 +52,6 @@ def controlnet_data(raw: dict[str, Any], refuse: Callable[[str, Any, str, str | 
         refuse("global_pool_conditions", c["global_pool_conditions"], "residuals averaged over positions "
                "(shuffle ControlNets) have no unetdsl equivalent yet", "false")
     widths = c["conditioning_embedding_out_channels"]
-    if not (isinstance(widths, (list, tuple)) and 1 <= len(widths) <= 16 and all(type(w) is int for w in widths)):
-        refuse("conditioning_embedding_out_channels", widths, "wrong type", "a list of 1 to 16 ints")
-        return None
-    if type(c["conditioning_channels"]) is not int:
-        refuse("conditioning_channels", c["conditioning_channels"], "wrong type", "an int")
-        return None
     shared = {k: v for k, v in raw.items() if k not in OWN}
     downs = shared.get("down_block_types", condition.DEFAULTS["down_block_types"])
     if isinstance(downs, (list, tuple)) and all(isinstance(b, str) for b in downs):
