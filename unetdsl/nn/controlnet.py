@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .layers import conv_nd, zero_module
-from .unet import _Net, in_layout
+from .unet import _Net
 
 
 class HintEmbedding(nn.Module):
@@ -72,14 +72,7 @@ class ControlNet(_Net):
         hint = self._check_hint(x, hint)
         temb = self._embed(x, t, y, cond, context)
         context = self._projected(context)
-        if self.center_input:
-            x = 2.0 * x - 1.0
-        h = in_layout(self.conv_in(x) + self.controlnet_cond_embedding(hint), self.channels_last, self.min_positions)
-        skips: list[torch.Tensor] = [h]
-        none: list[torch.Tensor] = []
-        for level in self.encoder:
-            h, produced = level(h, temb, none, context)
-            skips.extend(produced)
+        h, skips = self._encoded(self._stem(x, self.controlnet_cond_embedding(hint)), temb, context)
         h = self.middle(h, temb, context)
         out: list[torch.Tensor] = []
         for i, zero_conv in enumerate(self.controlnet_down_blocks):

@@ -216,10 +216,25 @@ class _Net(nn.Module):
             raise ValueError("unetdsl: this model is conditioned on the timestep: call model(x, t)")
         return self.time_embedding(t, x.shape[0], y, cond, context)  # (B, T); the context as given (IF pools it)
 
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+    def _stem(self, x: torch.Tensor, added: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """conv_in(x) (+ `added`: a ControlNet's embedded hint), in the layout the body runs in."""
         if self.center_input:
             x = 2.0 * x - 1.0  # inputs in [0, 1] -> [-1, 1]
-        return in_layout(self.conv_in(x), self.channels_last, self.min_positions)
+        h = self.conv_in(x)
+        if added is not None:
+            h = h + added
+        return in_layout(h, self.channels_last, self.min_positions)
+
+    def _encoded(self, h: torch.Tensor, temb: Optional[torch.Tensor],
+                 context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The encoder levels on the stem's output: the features, and the skips in the order they are
+        made (the stem's first, then every block and downsample output; a U-Net's and ControlNet's only)."""
+        skips: list[torch.Tensor] = [h]
+        none: list[torch.Tensor] = []
+        for level in self.encoder:
+            h, produced = level(h, temb, none, context)
+            skips.extend(produced)
+        return h, skips
 
     def forward(self, x: torch.Tensor, t: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
                 context: Optional[torch.Tensor] = None, cond: Optional[dict[str, torch.Tensor]] = None,
@@ -232,12 +247,7 @@ class _Net(nn.Module):
         context = self._projected(context)
         if self.post_quant_conv is not None:
             x = self.post_quant_conv(x)  # (B, latent, *S)
-        h = self._stem(x)
-        skips: list[torch.Tensor] = [h]  # conv_in, then every block and downsample output (U-Net only)
-        none: list[torch.Tensor] = []
-        for level in self.encoder:
-            h, produced = level(h, temb, none, context)
-            skips.extend(produced)
+        h, skips = self._encoded(self._stem(x), temb, context)
         if residuals is not None:
             skips = self._added(skips, residuals)
         h = self.middle(h, temb, context)
