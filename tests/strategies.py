@@ -183,6 +183,11 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         if kind == "unet":
             spec["decoder"] = {"upsample": draw(st.sampled_from(names(Upsample)))}
     _filters_where_they_apply(spec, levels, defaults, middle)
+    if n >= 2:  # NCSN++'s pyramids join at the resamplings: a side that has one
+        if kind != "decoder" and draw(st.booleans()):
+            spec["encoder"]["input_pyramid"] = draw(st.sampled_from(["none", "skip", "residual"]))
+        if kind in ("unet", "autoencoder", "decoder") and draw(st.booleans()):
+            spec.setdefault("decoder", {})["output_pyramid"] = draw(st.sampled_from(["none", "skip"]))
     if kind != "decoder" and draw(st.booleans()):  # a stem of its own width and kernel (a decoder's is its middle's)
         spec["stem"] = {"channels": draw(st.sampled_from(CHANNELS)), "kernel_size": draw(st.sampled_from([1, 3, 5, 7]))}
     if kind in ("autoencoder", "encoder", "decoder") and (kind == "autoencoder" or draw(st.booleans())):

@@ -80,8 +80,17 @@ def test_weights_the_language_cannot_compute_are_refused_by_key() -> None:
                                               r"the spec's resample_filter \[1.0, 1.0\]"):
         map_edm(fir, spec)
     ncsn = {**weights, "enc.8x8_aux_residual.weight": torch.zeros(3)}
-    with pytest.raises(EdmWeightsError, match=r"enc\.8x8_aux_residual\.weight: a SongUNet part unetdsl does not map"):
+    with pytest.raises(EdmWeightsError, match=r"enc\.8x8_aux_residual\.weight: 'aux_residual' belongs to a residual "
+                                              r"encoder, and the spec's encoder.input_pyramid is 'none': set it to "
+                                              r"'residual'"):
         map_edm(ncsn, spec)
+    progressive = {**weights, "dec.8x8_aux_norm.weight": torch.zeros(3)}
+    with pytest.raises(EdmWeightsError, match=r"dec\.8x8_aux_norm\.weight: .* progressive decoder, and the spec's "
+                                              r"decoder.output_pyramid is 'none'"):
+        map_edm(progressive, spec)
+    with pytest.raises(EdmWeightsError, match=r"enc\.8x8_aux_warp\.weight: 'aux_warp' is not a part of a SongUNet's "
+                                              r"encoder"):
+        map_edm({**weights, "enc.8x8_aux_warp.weight": torch.zeros(3)}, spec)
 
 
 def test_groups_by_group_size_as_edm_counts_them() -> None:

@@ -20,6 +20,7 @@ from .nn.attention import AttentionBlock, JointAttention, NoAttention
 from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, ContextPool, Mlp
 from .nn.controlnet import ControlNet, HintEmbedding
 from .nn.layers import activation, conv_nd, norm, zero_module
+from .nn.pyramid import InputResidual, InputSkip, OutputSkip
 from .nn.resblock import ResBlock
 from .nn.sampling import (
     ConvDownsample,
@@ -198,8 +199,9 @@ class _Compiler:
         down, up = self._down(), self._up()
         # every 2D/3D part may run channels-last; each decides per call by its input's size (nn/unet.py)
         cl = self.memory_format == "channels_last" and self.dims in (2, 3)
+        pyramid = self.input_pyramid()
         encoder = [Level(*self.level_blocks(lv), downsample=down[lv.downsample](lv) if lv.downsample else None,
-                         push_skips=is_unet, channels_last=cl) for lv in s.encoder]
+                         push_skips=is_unet, channels_last=cl, pyramid=pyramid[i]) for i, lv in enumerate(s.encoder)]
         m = s.middle
         middle = MiddleBlock(
             [self.resblock(m, m.channels, m.channels) for _ in range(m.blocks)],
@@ -209,12 +211,11 @@ class _Compiler:
         if s.controlnet is not None:
             return self.controlnet(encoder, middle, cl)
         decoder = [Level(*self.level_blocks(lv), upsample=up[lv.upsample](lv) if lv.upsample else None,
-                         consume_skips=is_unet, channels_last=cl) for lv in s.decoder]
+                         consume_skips=is_unet, channels_last=cl,
+                         pyramid=OutputSkip(head=self.head(lv.channels), dims=self.dims, taps=lv.resample_filter)
+                         if s.output_pyramid == "skip" and lv.upsample else None) for lv in s.decoder]
         h = s.head
-        conv_out = conv_nd(self.dims, h.in_channels, s.out_channels, h.kernel_size, padding=h.kernel_size // 2)
-        if s.zero_out:
-            zero_module(conv_out)
-        head = Head(self.norm(h.norm, h.in_channels) if h.norm is not None else None, activation(h.activation), conv_out)
+        head = self.head(h.in_channels)
         common = self.common(encoder, middle, cl) | dict(
             decoder=decoder, head=head, divide_by_timestep=h.divide_by_timestep)
         if s.latent is not None and s.latent.quant_conv:  # the moments: (B, 2L, *S) -> (B, 2L, *S)
@@ -223,6 +224,35 @@ class _Compiler:
             common["post_quant_conv"] = conv_nd(self.dims, s.latent.channels, s.latent.channels, 1)
         models: dict[str, type[nn.Module]] = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
         return models[s.model](**common)
+
+    def head(self, channels: int) -> Head:
+        """[norm -> act ->] conv from `channels` to the output channels, with the head's settings (the
+        model's head, and an output pyramid's at every other decoder level)."""
+        s, h = self.spec, self.spec.head
+        conv_out = conv_nd(self.dims, channels, s.out_channels, h.kernel_size, padding=h.kernel_size // 2)
+        if s.zero_out:
+            zero_module(conv_out)
+        return Head(self.norm(h.norm, channels) if h.norm is not None else None, activation(h.activation), conv_out)
+
+    def input_pyramid(self) -> list[nn.Module | None]:
+        """Each encoder level's input pyramid module (nn/pyramid.py), None where it has none: a level that
+        downsamples joins the pyramid, which starts as the input image (in_channels wide)."""
+        s = self.spec
+        kinds: dict[str, Callable[[ResolvedLevel, int], tuple[nn.Module, int]]] = {
+            # (level, the pyramid's width there) -> (module, its width after)
+            "skip": lambda lv, aux: (InputSkip(dims=self.dims, image_channels=aux, channels=lv.channels,
+                                               taps=lv.resample_filter), aux),
+            "residual": lambda lv, aux: (InputResidual(dims=self.dims, aux_channels=aux, channels=lv.channels,
+                                                       taps=lv.resample_filter), lv.channels),
+        }
+        out: list[nn.Module | None] = []
+        aux = s.in_channels
+        for lv in s.encoder:
+            module = None
+            if s.input_pyramid != "none" and lv.downsample is not None:
+                module, aux = kinds[s.input_pyramid](lv, aux)
+            out.append(module)
+        return out
 
     def common(self, encoder: list[Level], middle: MiddleBlock, cl: bool) -> dict[str, Any]:
         """What every model's constructor takes besides its decoder and head."""

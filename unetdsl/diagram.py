@@ -160,8 +160,11 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
         resample = a.part.resample if a.kind in ("encoder", "decoder") else None
         if resample:
             sign = "↓2" if a.kind == "encoder" else "↑2"
+            # an NCSN++ pyramid joins (encoder) or leaves a head (decoder) at each resampling
+            pyramid = spec.input_pyramid if a.kind == "encoder" else spec.output_pyramid
+            mark = f" + {pyramid} pyramid" if pyramid != "none" else ""
             out.append(_text((x1 + x2) / 2 + (8 if going_down else -8), (y1 + y2) / 2,
-                             f"{resample} {sign}", size=11, weight="bold",
+                             f"{resample} {sign}{mark}", size=11, weight="bold",
                              anchor="start" if going_down else "end", fill="#444444"))
 
     # the boxes

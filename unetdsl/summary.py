@@ -95,6 +95,14 @@ def render(spec: ResolvedSpec, e: Estimate, device: str = "cpu") -> str:
         where = "the time embedding" if group.into == "time" else "the time features"
         lines.append(f"{'conditions' if i == 0 else '':12} {joined} = {group.joined_width} -> {how} -> "
                      f"added to {where} ({group.width})")
+    pyramids = {"skip": "the image, resampled, joins after each downsample as h + conv1x1(image)",
+                "residual": "the image joins after each downsample as (h + conv3x3-down(pyramid)) / sqrt(2), which "
+                            "becomes the pyramid"}
+    if spec.input_pyramid != "none":  # (their weights are in the encoder rows, the output heads' in the decoder rows)
+        lines.append(f"{'pyramids':12} input {spec.input_pyramid}: {pyramids[spec.input_pyramid]}")
+    if spec.output_pyramid != "none":
+        lines.append(f"{'' if spec.input_pyramid != 'none' else 'pyramids':12} output {spec.output_pyramid}: a head at "
+                     "every decoder level, upsampled and summed into the output")
     seen = "attention before it sees the whole input" if e.global_attention else "no attention before it"
     lines.append(f"receptive field at the bottleneck: {e.receptive_field} positions per side by convolution; {seen}")
     return "\n".join(lines)

@@ -46,6 +46,7 @@ def map_edm(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, 
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         for name, ours in (("map_layer0.", "time_embedding.linear_1."), ("map_layer1.", "time_embedding.linear_2."),
+                           ("map_noise.freqs", "time_embedding.time_proj.weight"),
                            ("map_label.", _group(spec, "class_labels")), ("map_augment.", _group(spec, "augment_labels")),
                            ("out_norm.", "head.norm."), ("out_conv.", "head.conv.")):
             if key.startswith(name):
@@ -56,19 +57,27 @@ def map_edm(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, 
         side, res, part, index, rest = m.group(1), int(m.group(2)), m.group(4), m.group(5), m.group(6)
         if side == "enc":
             level = enc_level[res]
-            prefix = {"conv": "conv_in", "block": f"encoder.{level}", "down": f"encoder.{level - 1}.downsample.block"}
+            # the input pyramid joins after the downsample ending the level above (unetdsl's level - 1)
+            prefix = {"conv": "conv_in", "block": f"encoder.{level}", "down": f"encoder.{level - 1}.downsample.block",
+                      "aux_residual": f"encoder.{level - 1}.pyramid.conv", "aux_skip": f"encoder.{level - 1}.pyramid.conv",
+                      "aux_down": ""}
+            pyramid = {"aux_residual": "residual", "aux_skip": "skip", "aux_down": "skip"}
         else:
             level = dec_level[res]
+            # the output pyramid: a head at every level; the top level's is the model's head
+            head = "head" if level == len(spec.decoder) - 1 else f"decoder.{level}.pyramid.head"
             prefix = {"in": "middle", "block": f"decoder.{level}", "up": f"decoder.{level - 1}.upsample.block",
-                      "aux_norm": "head.norm", "aux_conv": "head.conv"}
+                      "aux_norm": f"{head}.norm", "aux_conv": f"{head}.conv", "aux_up": ""}
+            pyramid = {"aux_up": "skip", **({"aux_norm": "skip", "aux_conv": "skip"} if head != "head" else {})}
         if part not in prefix:
-            raise EdmWeightsError(f"{key}: a SongUNet part unetdsl does not map ({part!r}: the residual or progressive "
-                                  "encoder and decoder are not yet in the language)")
+            raise EdmWeightsError(f"{key}: {part!r} is not a part of a SongUNet's {'encoder' if side == 'enc' else 'decoder'}")
+        _check_pyramid(key, part, pyramid.get(part), spec, side)
         if rest.endswith("resample_filter"):  # the resampling level's filter, which the spec states
-            owner = (spec.encoder if side == "enc" else spec.decoder)[level - 1 if part in ("down", "up") else level]
+            resampled = part in ("down", "up", "aux_residual", "aux_down", "aux_skip", "aux_up")
+            owner = (spec.encoder if side == "enc" else spec.decoder)[level - 1 if resampled else level]
             _check_filter(key, value, owner.resample_filter)
             continue
-        if part in ("conv", "aux_norm", "aux_conv"):
+        if part in ("conv", "aux_norm", "aux_conv", "aux_residual", "aux_skip"):
             out[f"{prefix[part]}.{rest}"] = value
             continue
         block = f"{prefix[part]}.resnets.{index}" if part in ("block", "in") else prefix[part]
@@ -88,6 +97,18 @@ def map_edm(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, 
         else:
             raise EdmWeightsError(f"{key}: {layer!r} is not a layer of a SongUNet block")
     return out
+
+
+def _check_pyramid(key: str, part: str, kind: str | None, spec: ResolvedSpec, side: str) -> None:
+    """A pyramid's weights where the spec has that pyramid (EDM's encoder_type / decoder_type)."""
+    if kind is None:
+        return
+    have = spec.input_pyramid if side == "enc" else spec.output_pyramid
+    if have != kind:
+        setting = "encoder.input_pyramid" if side == "enc" else "decoder.output_pyramid"
+        raise EdmWeightsError(f"{key}: {part!r} belongs to a {'progressive' if side == 'dec' else kind} "
+                              f"{'decoder' if side == 'dec' else 'encoder'}, and the spec's {setting} is {have!r}: "
+                              f"set it to {kind!r}")
 
 
 def _group(spec: ResolvedSpec, name: str) -> str:

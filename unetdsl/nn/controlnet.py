@@ -72,7 +72,8 @@ class ControlNet(_Net):
         hint = self._check_hint(x, hint)
         temb = self._embed(x, t, y, cond, context)
         context = self._projected(context)
-        h, skips = self._encoded(self._stem(x, self.controlnet_cond_embedding(hint)), temb, context)
+        x = self._centered(x)  # (the hint is not centred: diffusers' ControlNet centres the sample only)
+        h, skips = self._encoded(self._stem(x, self.controlnet_cond_embedding(hint)), temb, context, x)
         h = self.middle(h, temb, context)
         out: list[torch.Tensor] = []
         for i, zero_conv in enumerate(self.controlnet_down_blocks):

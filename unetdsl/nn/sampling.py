@@ -98,9 +98,11 @@ class FirResample(nn.Module):
     up: Final[bool]
     padding: Final[int]
 
-    def __init__(self, *, dims: int, taps: list[float], up: bool):
+    def __init__(self, *, dims: int, taps: list[float], up: bool, padding: Optional[int] = None):
         super().__init__()
-        self.dims, self.up, self.padding = dims, up, (len(taps) - 2) // 2
+        # padding: (taps - 2) / 2 keeps the size exact; 0 for a conv padded wider before it (nn/pyramid.py)
+        self.dims, self.up = dims, up
+        self.padding = (len(taps) - 2) // 2 if padding is None else padding
         self.taps: list[float] = [float(t) for t in taps]
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -44,7 +44,9 @@ class SinusoidalProjection(nn.Module):
 
 
 class FourierProjection(nn.Module):
-    """Random Gaussian Fourier features (score SDE): t (B,) -> (B, 2 * n) with fixed frequencies."""
+    """Random Gaussian Fourier features (score SDE): t (B,) -> (B, 2 * n) with fixed frequencies
+    [sin, cos](2 pi w t) (a frozen parameter `weight`, as diffusers' GaussianFourierProjection; EDM's
+    map_noise.freqs buffer)."""
 
     log: Final[bool]
     flip_sin_to_cos: Final[bool]
@@ -55,10 +57,11 @@ class FourierProjection(nn.Module):
         self.log, self.flip_sin_to_cos = log, flip_sin_to_cos
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        x = t.float()
+        # float32 (exact when the model is cast to half precision); a float64 t keeps float64 (EDM's NCSN++)
+        x = t if t.dtype == torch.float64 else t.float()
         if self.log:
             x = torch.log(x)
-        proj = x[:, None] * self.weight[None, :].float() * (2.0 * math.pi)  # (B, n)
+        proj = x[:, None] * self.weight[None, :].to(x.dtype) * (2.0 * math.pi)  # (B, n)
         if self.flip_sin_to_cos:
             return torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1)
         return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)

@@ -60,7 +60,8 @@ class Level(Checkpointable):
 
     def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], *,
                  downsample: Optional[nn.Module] = None, upsample: Optional[nn.Module] = None,
-                 push_skips: bool = False, consume_skips: bool = False, channels_last: bool = False):
+                 push_skips: bool = False, consume_skips: bool = False, channels_last: bool = False,
+                 pyramid: Optional[nn.Module] = None):
         super().__init__()
         self.channels_last = channels_last  # may run channels-last (on inputs large enough)
         self.min_positions = CHANNELS_LAST_MIN_POSITIONS
@@ -71,20 +72,28 @@ class Level(Checkpointable):
         # two names, as diffusers' down and up blocks have them (weights map by prefix); one is None
         self.downsample = downsample
         self.upsample = upsample
+        # NCSN++'s pyramid (nn/pyramid.py), registered last: the state dicts of levels without one are
+        # unchanged. An encoder level's joins the features after its downsample, a decoder level's
+        # reads them before its upsample; (h, aux) -> (h, aux) either way
+        self.pyramid = pyramid
 
     def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor],
-                context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                context: Optional[torch.Tensor], aux: Optional[torch.Tensor] = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor], Optional[torch.Tensor]]:
+        """-> (features, the skips this level made, the pyramid `aux` after this level: nn/pyramid.py)."""
         if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return self._checkpointed(h, temb, skips, context)
-        return self._forward(h, temb, skips, context)
+            return self._checkpointed(h, temb, skips, context, aux)
+        return self._forward(h, temb, skips, context, aux)
 
     @torch.jit.unused
     def _checkpointed(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor],
-                      context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        return checkpoint(self._forward, h, temb, skips, context)
+                      context: Optional[torch.Tensor], aux: Optional[torch.Tensor]
+                      ) -> tuple[torch.Tensor, list[torch.Tensor], Optional[torch.Tensor]]:
+        return checkpoint(self._forward, h, temb, skips, context, aux)
 
     def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor],
-                 context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                 context: Optional[torch.Tensor], aux: Optional[torch.Tensor]
+                 ) -> tuple[torch.Tensor, list[torch.Tensor], Optional[torch.Tensor]]:
         if len(skips) != self.num_skips:
             raise ValueError(f"unetdsl: this level takes {self.num_skips} skip tensors, got {len(skips)}")
         h = in_layout(h, self.channels_last, self.min_positions)
@@ -97,11 +106,15 @@ class Level(Checkpointable):
                 produced.append(h)
         if self.downsample is not None:
             h = self.downsample(h, temb)  # (B, C, *S/2)
+            if self.pyramid is not None:  # the input pyramid joins: its sum is the skip
+                h, aux = self.pyramid(h, aux)
             if self.push_skips:
                 produced.append(h)
         if self.upsample is not None:
+            if self.pyramid is not None:  # the output pyramid reads the features at this size
+                h, aux = self.pyramid(h, aux)
             h = self.upsample(h, temb)  # (B, C, *2S)
-        return h, produced
+        return h, produced, aux
 
 
 class MiddleBlock(Checkpointable):
@@ -216,23 +229,27 @@ class _Net(nn.Module):
             raise ValueError("unetdsl: this model is conditioned on the timestep: call model(x, t)")
         return self.time_embedding(t, x.shape[0], y, cond, context)  # (B, T); the context as given (IF pools it)
 
+    def _centered(self, x: torch.Tensor) -> torch.Tensor:
+        """What the stem (and an input pyramid) reads: x, or 2x - 1 for inputs in [0, 1]."""
+        return 2.0 * x - 1.0 if self.center_input else x
+
     def _stem(self, x: torch.Tensor, added: Optional[torch.Tensor] = None) -> torch.Tensor:
         """conv_in(x) (+ `added`: a ControlNet's embedded hint), in the layout the body runs in."""
-        if self.center_input:
-            x = 2.0 * x - 1.0  # inputs in [0, 1] -> [-1, 1]
         h = self.conv_in(x)
         if added is not None:
             h = h + added
         return in_layout(h, self.channels_last, self.min_positions)
 
-    def _encoded(self, h: torch.Tensor, temb: Optional[torch.Tensor],
-                 context: Optional[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _encoded(self, h: torch.Tensor, temb: Optional[torch.Tensor], context: Optional[torch.Tensor],
+                 image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The encoder levels on the stem's output: the features, and the skips in the order they are
-        made (the stem's first, then every block and downsample output; a U-Net's and ControlNet's only)."""
+        made (the stem's first, then every block and downsample output; a U-Net's and ControlNet's only).
+        `image`, the stem's input, starts an input pyramid (levels without one pass it on)."""
         skips: list[torch.Tensor] = [h]
         none: list[torch.Tensor] = []
+        aux: Optional[torch.Tensor] = image
         for level in self.encoder:
-            h, produced = level(h, temb, none, context)
+            h, produced, aux = level(h, temb, none, context, aux)
             skips.extend(produced)
         return h, skips
 
@@ -247,7 +264,8 @@ class _Net(nn.Module):
         context = self._projected(context)
         if self.post_quant_conv is not None:
             x = self.post_quant_conv(x)  # (B, latent, *S)
-        h, skips = self._encoded(self._stem(x), temb, context)
+        x = self._centered(x)
+        h, skips = self._encoded(self._stem(x), temb, context, x)
         if residuals is not None:
             skips = self._added(skips, residuals)
         h = self.middle(h, temb, context)
@@ -256,11 +274,12 @@ class _Net(nn.Module):
                 raise ValueError(f"unetdsl: the last residual (the middle's) should have shape {list(h.shape)}, "
                                  f"got {list(residuals[-1].shape)}")
             h = h + residuals[-1]  # (B, C, *S/f): the middle's output
+        aux: Optional[torch.Tensor] = None  # an output pyramid's running sum (B, Cout, *S)
         for level in self.decoder:
             # this level's skips, last produced first: the stack pops, the level only reads
             taken = [skips.pop() for _ in range(level.num_skips)]  # type: ignore[arg-type]
-            h, _produced = level(h, temb, taken, context)  # a decoder level produces no skips
-        out = self._finish(h, t)
+            h, _produced, aux = level(h, temb, taken, context, aux)  # a decoder level produces no skips
+        out = self._finish(h, t, aux)
         if self.quant_conv is not None:
             out = self.quant_conv(out)  # (B, 2 x latent, *S): the posterior's moments
         return out
@@ -299,8 +318,10 @@ class _Net(nn.Module):
             raise ValueError(f"unetdsl: expected a context of shape ({x.shape[0]}, tokens, {self.context_dim}), "
                              f"got {list(context.shape)}")
 
-    def _finish(self, h: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
+    def _finish(self, h: torch.Tensor, t: Optional[torch.Tensor], aux: Optional[torch.Tensor] = None) -> torch.Tensor:
         out = self.head(h)
+        if aux is not None:
+            out = out + aux  # an output pyramid's sum of the lower levels' heads
         if self.divide_by_timestep and t is not None:
             # score models: the output is divided by the noise level t, one per sample
             sigma = t.reshape(-1).to(out.dtype).expand(out.shape[0])

@@ -96,6 +96,9 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         center_input=default(spec.center_input, DEFAULTS["center_input"]),
         asymmetric_padding=default(spec.encoder.asymmetric_padding if spec.encoder else None,
                                    DEFAULTS["encoder.asymmetric_padding"]),
+        input_pyramid=default(spec.encoder.input_pyramid if spec.encoder else None, DEFAULTS["encoder.input_pyramid"]),
+        output_pyramid=default(spec.decoder.output_pyramid if spec.decoder else None,
+                               DEFAULTS["decoder.output_pyramid"]),
     )
 
 

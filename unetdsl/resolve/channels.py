@@ -45,10 +45,18 @@ def check_filter(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, resa
     if len(taps) % 2 or sum(taps) == 0:
         ctx.fail(where, f"a resample filter has an even number of taps and a non-zero sum (it is normalised to 1): "
                  f"{taps}", allowed="e.g. [1, 1] or [1, 3, 3, 1]")
-    if resample is not None and resample[1].value not in FILTERED:
+    if resample is not None and resample[1].value not in FILTERED and not _pyramid(ctx, resample[0]):
         ctx.fail(where, f"{what} resamples by {resample[1].value}, which has no filter; resample_filter shapes "
-                 f"{' and '.join(FILTERED)} resampling", found=str(taps),
+                 f"{' and '.join(FILTERED)} resampling and the pyramids'", found=str(taps),
                  hint=f"use {' or '.join(FILTERED)} there, or set the filter on the levels that do")
+
+
+def _pyramid(ctx: Context, resample: str) -> bool:
+    """Whether the side a level `resample`s on has a pyramid (whose resampling the level's filter shapes)."""
+    s = ctx.spec
+    if resample == "downsample":
+        return s.encoder is not None and s.encoder.input_pyramid not in (None, "none")
+    return s.decoder is not None and s.decoder.output_pyramid not in (None, "none")
 
 
 def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: list[ResolvedBlock],
@@ -201,6 +209,8 @@ def resolve_flow(ctx: Context) -> Flow:
         prev = mid_channels
     # an autoencoder's encoder half ends in a head of its own on the middle's channels, with the same settings
     also = [(mid_channels, "the encoder half's output head norm")] if s.model == "autoencoder" else []
+    if s.decoder is not None and s.decoder.output_pyramid not in (None, "none"):  # a head at every level but the last
+        also += [(lv.channels, f"the output pyramid's head norm at decoder level {k}") for k, lv in enumerate(decoder[:-1])]
     return Flow(stem=stem, size=size, encoder=encoder, middle=middle, decoder=decoder,
                 head=resolve_head(ctx, prev, also))
 

@@ -70,6 +70,7 @@ def check_structure(ctx: Context) -> None:
         if s.decoder.levels[last].upsample is not None:
             ctx.fail(("decoder", "levels", last, "upsample"),
                      "the last decoder level does not upsample", hint="remove this key")
+    check_pyramids(ctx)
     # exclusive / type-dependent fields
     for path, norm in all_norms(s):
         for key in ("groups", "min_group_size"):
@@ -92,6 +93,20 @@ def check_structure(ctx: Context) -> None:
         ctx.fail(("middle", "attention"),
                  f"middle attention sits between two ResBlocks; middle has {mblocks} block(s)",
                  hint="set middle.blocks: 2 or remove the attention")
+
+
+def check_pyramids(ctx: Context) -> None:
+    """A pyramid joins at the resamplings: its side must have one (two levels at least)."""
+    s = ctx.spec
+    if s.encoder is not None and s.encoder.input_pyramid not in (None, "none") and len(s.encoder.levels) < 2:
+        ctx.fail(("encoder", "input_pyramid"), "an input pyramid joins the features after each downsample, and this "
+                 "encoder has one level (no downsample)", hint="add a level, or remove input_pyramid")
+    if s.decoder is not None and s.decoder.output_pyramid not in (None, "none"):
+        mirrors = s.model in (*UNET_KINDS, "autoencoder")  # a decoder listing no levels mirrors the encoder
+        levels = s.decoder.levels or (s.encoder.levels if s.encoder is not None and mirrors else [])
+        if len(levels) < 2:
+            ctx.fail(("decoder", "output_pyramid"), "an output pyramid sums a head at every decoder level, and this "
+                     "decoder has one level", hint="add a level, or remove output_pyramid")
 
 
 def check_latent(ctx: Context) -> None:

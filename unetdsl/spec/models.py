@@ -19,9 +19,11 @@ from .vocabulary import (
     ConditionInto,
     ConditionProject,
     Downsample,
+    InputPyramid,
     ModelKind,
     NormType,
     Order,
+    OutputPyramid,
     TimeInjection,
     Upsample,
 )
@@ -197,6 +199,13 @@ class EncoderSpec(StrictModel):
                               "by one (the original DDPM code; diffusers downsample_padding: 0) instead of one on "
                               "every side.")
     )
+    input_pyramid: InputPyramid | None = Field(
+        None, description=doc("encoder.input_pyramid", "NCSN++'s progressive input (EDM's encoder_type): the input "
+                              "image, resampled with each level's resample_filter, joins the features after every "
+                              "downsample. skip: h + conv1x1(the image at that size) | residual: h and the pyramid "
+                              "become (h + conv3x3-down(pyramid)) / sqrt(2), the 3x3 conv fused with the FIR "
+                              "downsampling (zero padding 1 + (taps - 2) / 2, conv, filter with stride 2); none: no "
+                              "pyramid. Replaces the downsample's skip."))
 
 
 class DecoderSpec(StrictModel):
@@ -208,6 +217,12 @@ class DecoderSpec(StrictModel):
         None, max_length=MAX_LEVELS, min_length=1,
         description="Levels in the order they run: lowest resolution first. A U-Net mirrors the encoder when omitted.",
     )
+    output_pyramid: OutputPyramid | None = Field(
+        None, description=doc("decoder.output_pyramid", "NCSN++'s progressive output (EDM's decoder_type: skip): "
+                              "every decoder level ends in a head of its own (the head's norm, activation and "
+                              "kernel) whose output, summed with the pyramid from the level below and upsampled "
+                              "with the level's resample_filter, is added to the next level's; the model's head "
+                              "gives the last term. none: the head alone."))
 
 
 class MiddleSpec(LevelSettings):

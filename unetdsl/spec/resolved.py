@@ -19,9 +19,11 @@ from .vocabulary import (
     ConditionInto,
     ConditionProject,
     Downsample,
+    InputPyramid,
     ModelKind,
     NormType,
     Order,
+    OutputPyramid,
     TimeEmbedding,
     TimeInjection,
     Upsample,
@@ -266,6 +268,8 @@ class ResolvedSpec(_Frozen):
     zero_out: bool
     center_input: bool
     asymmetric_padding: bool  # strided-conv downsampling pads right/bottom only
+    input_pyramid: InputPyramid = "none"  # NCSN++'s progressive input: joins the features after each downsample
+    output_pyramid: OutputPyramid = "none"  # ...and output: a head at every decoder level, summed upwards
 
     # --- derived facts the compiler and the summary share ---
     @property
@@ -327,13 +331,14 @@ class ResolvedSpec(_Frozen):
             return self.model_copy(update={
                 "model": "encoder", "name": f"{self.name[:56]}-encoder", "out_channels": 2 * lat.channels, "decoder": [],
                 "head": self.head.model_copy(update={"in_channels": self.middle.channels}),
-                "latent": lat.model_copy(update={"post_quant_conv": False}),
+                "latent": lat.model_copy(update={"post_quant_conv": False}), "output_pyramid": "none",
             })
         return self.model_copy(update={
             "model": "decoder", "name": f"{self.name[:56]}-decoder", "in_channels": lat.channels, "encoder": [],
             "stem_channels": self.middle.channels,
             "sample_size": [s // self.downsampling_factor for s in self.sample_size],
             "latent": lat.model_copy(update={"quant_conv": False}), "asymmetric_padding": False,
+            "input_pyramid": "none",
         })
 
     # --- the stored form, the view and the id ---------------------------------------------------
@@ -385,9 +390,13 @@ class ResolvedSpec(_Frozen):
             data["defaults"] = {"norm": self.head.norm.view()}
         if self.encoder:
             data["encoder"] = _side_view(self.encoder, "downsample") | {"asymmetric_padding": self.asymmetric_padding}
+            if self.input_pyramid != "none":
+                data["encoder"]["input_pyramid"] = self.input_pyramid
         data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_view()}
         if self.decoder:
             data["decoder"] = _side_view(self.decoder, "upsample")
+            if self.output_pyramid != "none":
+                data["decoder"]["output_pyramid"] = self.output_pyramid
         data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size,
                         "activation": self.head.activation, "divide_by_timestep": self.head.divide_by_timestep}
         data["init"] = {"zero_out": self.zero_out}

@@ -38,10 +38,10 @@ LEVEL_SETTINGS: dict[str, LevelSetting] = {
         False, "A ResBlock that resamples (downsample/upsample: resblock) projects its shortcut with a 1x1 conv even "
         "where the channels stay (EDM's resample_proj)."),
     "resample_filter": LevelSetting(
-        [1.0, 1.0], "The 1-D filter of avgpool and resblock resampling, applied along every dimension (its outer "
-        "product, normalised to sum 1): [1, 1] is 2x average pooling / nearest upsampling; [1, 3, 3, 1] the FIR "
-        "filter of NCSN++ and StyleGAN2. An even number of taps (down: depthwise stride-2 convolution padded by "
-        "(taps - 2) / 2; up: the transposed one, times 2^dims)."),
+        [1.0, 1.0], "The 1-D filter of avgpool and resblock resampling (and of the pyramids'), applied along every "
+        "dimension (its outer product, normalised to sum 1): [1, 1] is 2x average pooling / nearest upsampling; "
+        "[1, 3, 3, 1] the FIR filter of NCSN++ and StyleGAN2. An even number of taps (down: depthwise stride-2 "
+        "convolution padded by (taps - 2) / 2; up: the transposed one, times 2^dims)."),
     "time_activation": LevelSetting(
         True, "The activation on the time embedding inside each ResBlock, before its projection; false: the "
         "embedding as it comes (diffusers' resnet_skip_time_act; EDM, whose embedding ends in its own SiLU)."),
@@ -78,6 +78,8 @@ DEFAULTS: dict[str, Any] = {
     "middle.blocks": 2,
     "encoder.downsample": "conv",
     "encoder.asymmetric_padding": False,
+    "encoder.input_pyramid": "none",
+    "decoder.output_pyramid": "none",
     "decoder.upsample": "nearest",
     "attention.norm": True,
     "attention.type": "self",

@@ -19,6 +19,9 @@ TimeInjection = Literal["add", "scale_shift"]
 AttentionType = Literal["self", "transformer", "joint"]
 ConditionProject = Literal["mlp", "linear", "none"]
 ConditionInto = Literal["time", "features"]
+# NCSN++'s progressive pyramids (score SDE, EDM's SongUNet encoder_type / decoder_type)
+InputPyramid = Literal["none", "skip", "residual"]
+OutputPyramid = Literal["none", "skip"]
 
 
 @dataclass(frozen=True)
