@@ -173,6 +173,12 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         if draw(st.booleans()):
             spec["conditions"] = draw(_conditions())
         spec["head"]["divide_by_timestep"] = embedding == "fourier" and draw(st.booleans())
+        if kind == "unet" and not spec["head"]["divide_by_timestep"] and draw(st.booleans()):  # a denoiser of x
+            spec["out_channels"] = spec["in_channels"]
+            spec["preconditioning"] = draw(st.sampled_from([{"type": "edm"}, {"type": "edm", "sigma_data": 1.0},
+                                                            {"type": "vp"}, {"type": "ve"}]))
+            if embedding == "fourier":
+                time["log"] = False  # c_noise is already a log (a fourier log of it is refused)
     resample = "upsample" if kind == "decoder" else "downsample"
     for lv in levels[:-1]:
         lv[resample] = draw(st.sampled_from(names(Upsample) if kind == "decoder" else names(Downsample)))

@@ -98,13 +98,16 @@ def input_signature(spec: ResolvedSpec, dtype: torch.dtype, fmt: str, residuals:
     """The dtype and shape each input of the artifact takes. TorchScript runs the model's Python-level
     code, so `t` may be any integer or float dtype there; torch.export and ONNX fix each input's
     dtype at export: `t` is int64 timesteps for sinusoidal and learned embeddings (what diffusers'
-    schedulers hand out) and float32 noise levels for fourier ones (cast before calling)."""
+    schedulers hand out) and float32 noise levels for fourier ones and preconditioned models (cast before
+    calling)."""
     spatial = ", ".join(["H", "W", "D"][: spec.dims] if spec.dims > 1 else ["L"])
     x = f"x: {str(dtype).removeprefix('torch.')} (B, {spec.in_channels}, {spatial})"
     if spec.time is None:
         return x
-    t_dtype = "float32" if spec.time.embedding == "fourier" else "int64"
+    t_dtype = "float32" if spec.time.embedding == "fourier" or spec.preconditioning is not None else "int64"
     t = "t: any integer or float dtype, () or (B,)" if fmt == "torchscript" else f"t: {t_dtype} (B,)"
+    if spec.preconditioning is not None:  # a denoiser's t ("; t: float32" is what the C++ runner reads)
+        t += ": the noise level sigma"
     y = "; y: int64 (B,)" if spec.classes else ""
     shown = str(dtype).removeprefix("torch.")
     last = ""

@@ -20,6 +20,7 @@ from .nn.attention import AttentionBlock, JointAttention, NoAttention
 from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, ContextPool, Mlp
 from .nn.controlnet import ControlNet, HintEmbedding
 from .nn.layers import activation, conv_nd, norm, zero_module
+from .nn.precond import EdmPreconditioning, VePreconditioning, VpPreconditioning
 from .nn.pyramid import InputResidual, InputSkip, OutputSkip
 from .nn.resblock import ResBlock
 from .nn.sampling import (
@@ -270,7 +271,19 @@ class _Compiler:
             time_embedding=time_embedding, encoder=encoder, middle=middle, center_input=s.center_input,
             channels_last=cl, context_dim=s.context_dim or 0,
             context_proj=nn.Linear(s.context_input_dim, s.context_dim) if s.context_input_dim and s.context_dim else None,
+            preconditioning=self.preconditioning(),
         )
+
+    def preconditioning(self) -> nn.Module | None:
+        p = self.spec.preconditioning
+        if p is None:
+            return None
+        kinds: dict[str, Callable[[], nn.Module]] = {
+            "edm": lambda: EdmPreconditioning(sigma_data=p.sigma_data),
+            "vp": lambda: VpPreconditioning(beta_d=p.beta_d, beta_min=p.beta_min, timesteps=p.timesteps),
+            "ve": lambda: VePreconditioning(),
+        }
+        return kinds[p.type]()
 
     def controlnet(self, encoder: list[Level], middle: MiddleBlock, cl: bool) -> nn.Module:
         """The U-Net's trunk (stem, time embedding, encoder, middle; built in the U-Net's order), the hint

@@ -125,7 +125,8 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
     # conditioning: one box above the U, feeding every ResBlock
     if spec.time is not None:
         t = spec.time
-        label = [f"time: {t.embedding} ({t.features}) → MLP → {t.dim}",
+        noise = f"c_noise(σ), {spec.preconditioning.type} denoiser" if spec.preconditioning is not None else ""
+        label = [f"time: {t.embedding} ({t.features}) → MLP → {t.dim}" + (f" · {noise}" if noise else ""),
                  f"into every ResBlock ({t.injection.replace('_', '-')})"]
         if spec.classes is not None:
             label.insert(1, f"+ class embedding ({spec.classes} classes)")

@@ -38,6 +38,13 @@ SECTIONS: list[tuple[str, str, str]] = [
      "(DeepFloyd IF's pooled text: `conditions: [{pool_context: {heads: 64}}]`)."),
     ("stem", "StemSpec", "The stem convolution: its own width (EDM's SongUNet: model_channels below a wider level 0) "
      "and kernel (lucidrains' 7x7; diffusers' conv_in_kernel)."),
+    ("preconditioning", "PreconditioningSpec",
+     "The denoiser around the network (Karras et al. 2022, table 1): `model(x, sigma)` returns "
+     "c_skip x + c_out F(c_in x, c_noise), F the network the rest of the spec describes, with the same weights "
+     "and names (EDM's EDMPrecond: `{type: edm, sigma_data: 0.5}`, also EDM2's Precond; VPPrecond: `vp`; "
+     "VEPrecond: `ve`). `center_input` (diffusers' x -> 2x - 1) and `head.divide_by_timestep` (diffusers' score "
+     "models) stay beside it: they are diffusers' config keys, converted one to one, and neither is of the form "
+     "c_skip x + c_out F(c_in x) (a shift; no sigma-dependent input scaling)."),
     ("head", "HeadSpec", "The output head."),
     ("init", "InitSpec", "How the weights start."),
     ("latent", "LatentSpec", "An autoencoder's latent space (`model: autoencoder`; on `model: encoder` or "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,11 @@ def sample_inputs(spec: ResolvedSpec, *, batch: int = 2, size: list[int] | None 
     g = torch.Generator().manual_seed(seed)
     shape = (batch, spec.in_channels, *(size or spec.sample_size))
     x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
-    t = _TIMESTEPS[spec.time.embedding](spec.time, batch, g).to(device) if spec.time is not None else None
+    t = None
+    if spec.preconditioning is not None:  # a denoiser takes the noise level: log-uniform over EDM's [0.002, 80]
+        t = torch.exp(torch.rand(batch, generator=g) * (math.log(80.0) - math.log(0.002)) + math.log(0.002)).to(device)
+    elif spec.time is not None:
+        t = _TIMESTEPS[spec.time.embedding](spec.time, batch, g).to(device)
     y = torch.randint(0, spec.classes, (batch,), generator=g).to(device) if spec.classes is not None else None
     context = None
     if spec.context_dim is not None:

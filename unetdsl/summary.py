@@ -103,6 +103,11 @@ def render(spec: ResolvedSpec, e: Estimate, device: str = "cpu") -> str:
     if spec.output_pyramid != "none":
         lines.append(f"{'' if spec.input_pyramid != 'none' else 'pyramids':12} output {spec.output_pyramid}: a head at "
                      "every decoder level, upsampled and summed into the output")
+    if spec.preconditioning is not None:
+        p = spec.preconditioning.view()
+        own = ", ".join(f"{k} {v}" for k, v in p.items() if k != "type")
+        lines.append(f"{'denoiser':12} model(x, sigma) = c_skip x + c_out F(c_in x, c_noise): {p['type']}"
+                     + (f" ({own})" if own else ""))
     seen = "attention before it sees the whole input" if e.global_attention else "no attention before it"
     lines.append(f"receptive field at the bottleneck: {e.receptive_field} positions per side by convolution; {seen}")
     return "\n".join(lines)

@@ -39,6 +39,12 @@ class EdmWeightsError(UnetdslError):
 def map_edm(state: Mapping[str, torch.Tensor], spec: ResolvedSpec) -> dict[str, torch.Tensor]:
     """An EDM SongUNet (DDPM++, standard encoder and decoder) or DhariwalUNet (ADM) state dict under
     unetdsl's names for `spec`."""
+    if state and all(k.startswith("model.") for k in state):  # EDM's EDMPrecond / VPPrecond / VEPrecond around it
+        if spec.preconditioning is None:
+            raise EdmWeightsError("the state dict is a preconditioned network's (every key under 'model.', EDM's "
+                                  "EDMPrecond, VPPrecond or VEPrecond): give the spec the same preconditioning "
+                                  "(preconditioning: {type: edm | vp | ve})")
+        state = {k.removeprefix("model."): v for k, v in state.items()}
     sides = {side: sorted({int(m.group(2)) for k in state if (m := PART.match(k)) and m.group(1) == side},
                           reverse=True) for side in ("enc", "dec")}
     enc_level = {r: i for i, r in enumerate(sides["enc"])}

@@ -70,6 +70,8 @@ class ControlNet(_Net):
         self._check(x)
         self._check_context(x, context)
         hint = self._check_hint(x, hint)
+        if self.preconditioning is not None:  # as its U-Net: the trunk sees c_in x and c_noise (sigma = t)
+            x, t, _ = self._preconditioned(x, t)
         temb = self._embed(x, t, y, cond, context)
         context = self._projected(context)
         x = self._centered(x)  # (the hint is not centred: diffusers' ControlNet centres the sample only)

@@ -185,7 +185,7 @@ class _Net(nn.Module):
                  decoder: list[Level], head: Head, center_input: bool = False,
                  divide_by_timestep: bool = False, channels_last: bool = False, context_dim: int = 0,
                  quant_conv: Optional[nn.Module] = None, post_quant_conv: Optional[nn.Module] = None,
-                 context_proj: Optional[nn.Linear] = None):
+                 context_proj: Optional[nn.Linear] = None, preconditioning: Optional[nn.Module] = None):
         super().__init__()
         self.context_dim = context_proj.in_features if context_proj is not None else context_dim
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
@@ -208,6 +208,8 @@ class _Net(nn.Module):
         self.post_quant_conv = post_quant_conv
         # the context as given (B, T, context_input_dim) -> (B, T, context_dim) (diffusers' encoder_hid_proj)
         self.encoder_hid_proj = context_proj
+        # the denoiser around the network (nn/precond.py): sigma (B,) -> c_skip, c_out, c_in, c_noise; no weights
+        self.preconditioning = preconditioning
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != self.dims + 2:
@@ -260,6 +262,10 @@ class _Net(nn.Module):
         residuals (a U-Net's: a ControlNet's output, one per skip then the middle's) -> (B, Cout, *S')."""
         self._check(x)
         self._check_context(x, context)
+        noisy = x
+        coefficients: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        if self.preconditioning is not None:  # t is sigma: the network sees c_in x and c_noise
+            x, t, coefficients = self._preconditioned(x, t)
         temb = self._embed(x, t, y, cond, context)
         context = self._projected(context)
         if self.post_quant_conv is not None:
@@ -282,7 +288,29 @@ class _Net(nn.Module):
         out = self._finish(h, t, aux)
         if self.quant_conv is not None:
             out = self.quant_conv(out)  # (B, 2 x latent, *S): the posterior's moments
+        if coefficients is not None:  # D = c_skip x + c_out F, in the coefficients' precision
+            c_skip, c_out = coefficients
+            out = (c_skip * noisy.to(c_skip.dtype) + c_out * out.to(c_out.dtype)).to(noisy.dtype)
         return out
+
+    def _preconditioned(self, x: torch.Tensor, t: Optional[torch.Tensor]
+                        ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, C, *S), sigma = t () | (B,) -> c_in x, c_noise (B,), and (c_skip, c_out) shaped (B, 1, ...)."""
+        if t is None:
+            raise ValueError("unetdsl: this model is a denoiser: call model(x, sigma) with the noise level sigma")
+        if t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"unetdsl: the noise level sigma is a real number, got {t.dtype}")
+        sigma = t.reshape(-1).to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+        if sigma.shape[0] == 1 and x.shape[0] != 1:
+            sigma = sigma.expand(x.shape[0])
+        if sigma.shape[0] != x.shape[0]:
+            raise ValueError(f"unetdsl: got {sigma.shape[0]} noise levels for a batch of {x.shape[0]}; give one, "
+                             "or one per sample")
+        assert self.preconditioning is not None
+        c_skip, c_out, c_in, c_noise = self.preconditioning(sigma)
+        shape = [x.shape[0]] + [1] * (x.dim() - 1)  # (B, 1, ...): one per sample
+        x_in = (c_in.reshape(shape) * x.to(c_in.dtype)).to(x.dtype)
+        return x_in, c_noise, (c_skip.reshape(shape), c_out.reshape(shape))
 
     def _added(self, skips: list[torch.Tensor], residuals: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each skip plus its residual (a ControlNet's, diffusers' down_block_additional_residuals)."""

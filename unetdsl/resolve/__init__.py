@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ..errors import InternalError, Problem, SpecError, sort_problems
 from ..spec.models import Spec
-from ..spec.resolved import ResolvedControlNet, ResolvedLatent, ResolvedSpec
+from ..spec.resolved import ResolvedControlNet, ResolvedLatent, ResolvedPreconditioning, ResolvedSpec
 from ..spec.settings import DEFAULTS
 from .attention import uses_context
 from .channels import resolve_flow
@@ -99,7 +99,17 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         input_pyramid=default(spec.encoder.input_pyramid if spec.encoder else None, DEFAULTS["encoder.input_pyramid"]),
         output_pyramid=default(spec.decoder.output_pyramid if spec.decoder else None,
                                DEFAULTS["decoder.output_pyramid"]),
+        preconditioning=_preconditioning(spec),
     )
+
+
+def _preconditioning(spec: Spec) -> ResolvedPreconditioning | None:
+    p = spec.preconditioning
+    if p is None:
+        return None
+    return ResolvedPreconditioning(
+        type=p.type, **{k: type(DEFAULTS[f"preconditioning.{k}"])(default(getattr(p, k), DEFAULTS[f"preconditioning.{k}"]))
+                        for k in ("sigma_data", "beta_d", "beta_min", "timesteps")})
 
 
 def _controlnet(spec: Spec) -> ResolvedControlNet | None:

@@ -71,6 +71,7 @@ def check_structure(ctx: Context) -> None:
             ctx.fail(("decoder", "levels", last, "upsample"),
                      "the last decoder level does not upsample", hint="remove this key")
     check_pyramids(ctx)
+    check_preconditioning(ctx)
     # exclusive / type-dependent fields
     for path, norm in all_norms(s):
         for key in ("groups", "min_group_size"):
@@ -107,6 +108,41 @@ def check_pyramids(ctx: Context) -> None:
         if len(levels) < 2:
             ctx.fail(("decoder", "output_pyramid"), "an output pyramid sums a head at every decoder level, and this "
                      "decoder has one level", hint="add a level, or remove output_pyramid")
+
+
+PRECONDITIONING_OWN = {"edm": ("sigma_data",), "vp": ("beta_d", "beta_min", "timesteps"), "ve": ()}
+
+
+def check_preconditioning(ctx: Context) -> None:
+    """The denoiser c_skip x + c_out F(...): a U-Net (or its ControlNet) with a time section whose output is
+    its input's shape; each setting on the kind that reads it."""
+    s, p = ctx.spec, ctx.spec.preconditioning
+    if p is None:
+        return
+    if s.model not in UNET_KINDS:
+        ctx.fail(("preconditioning",), f"preconditioning makes a U-Net a denoiser of its input; a model of kind "
+                 f"{s.model!r} has none", hint="remove preconditioning, or use model: unet")
+    elif s.time is None:
+        pass  # (the missing time section is reported on its own)
+    elif s.in_channels != s.out_channels:
+        ctx.fail(("preconditioning",), f"the denoiser adds c_skip x to the network's output: its {s.out_channels} "
+                 f"output channels must be the {s.in_channels} input channels", found=str(s.out_channels),
+                 allowed=str(s.in_channels), hint="make out_channels in_channels, or remove preconditioning (a "
+                 "network with extra outputs, such as a learned variance, is wrapped outside unetdsl)")
+    if isinstance(s.time, FourierTime) and s.time.log is not False:
+        c_noise = {"edm": "ln(sigma) / 4", "ve": "ln(sigma / 2)", "vp": "(M - 1) t(sigma)"}[p.type]
+        ctx.fail(("time", "log") if s.time.log else ("time", "embedding"), "with preconditioning the network's noise "
+                 f"input is c_noise ({c_noise}), already a log and negative below sigma 1: fourier's log would make "
+                 "it NaN",
+                 hint="write time: {embedding: fourier, log: false} (EDM's NCSN++)")
+    if s.head is not None and s.head.divide_by_timestep:
+        ctx.fail(("head", "divide_by_timestep"), "the preconditioning's c_out already scales the output by the noise "
+                 "level", hint="remove divide_by_timestep (a VE score model: preconditioning type ve)")
+    for key in ("sigma_data", "beta_d", "beta_min", "timesteps"):
+        if getattr(p, key) is not None and key not in PRECONDITIONING_OWN[p.type]:
+            owner = " and ".join(k for k, own in PRECONDITIONING_OWN.items() if key in own)
+            ctx.fail(("preconditioning", key), f"{key} is a setting of {owner} preconditioning, not {p.type}",
+                     hint=f"remove {key}")
 
 
 def check_latent(ctx: Context) -> None:

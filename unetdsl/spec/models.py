@@ -24,6 +24,7 @@ from .vocabulary import (
     NormType,
     Order,
     OutputPyramid,
+    Preconditioning,
     TimeInjection,
     Upsample,
 )
@@ -381,6 +382,28 @@ class ConditionSpec(StrictModel):
         "timestep's features before the MLP (EDM)."))
 
 
+class PreconditioningSpec(StrictModel):
+    """The denoiser the network is (Karras et al. 2022, "Elucidating the design space", table 1):
+    model(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma)), F the network the
+    rest of the spec describes; `t` is the noise level sigma. edm: c_skip = sd^2 / (sigma^2 + sd^2), c_out =
+    sigma sd / sqrt(sigma^2 + sd^2), c_in = 1 / sqrt(sigma^2 + sd^2), c_noise = ln(sigma) / 4 (EDM's
+    EDMPrecond, EDM2's Precond) | vp: c_skip 1, c_out -sigma, c_in 1 / sqrt(sigma^2 + 1), c_noise =
+    (timesteps - 1) t(sigma) with t(sigma) the VP schedule's inverse (DDPM++ as trained by Song et al.) |
+    ve: c_skip 1, c_out sigma, c_in 1, c_noise = ln(sigma / 2) (NCSN++). Coefficients in float32 (float64
+    for a float64 input)."""
+
+    type: Preconditioning = Field(description="edm | vp | ve.")
+    sigma_data: Annotated[float, Field(gt=0.0, le=1e3)] | None = Field(
+        None, description=doc("preconditioning.sigma_data", "The data's standard deviation. edm only."))
+    beta_d: Annotated[float, Field(gt=0.0, le=1e3)] | None = Field(
+        None, description=doc("preconditioning.beta_d", "The VP schedule's beta_d. vp only."))
+    beta_min: Annotated[float, Field(ge=0.0, le=1e3)] | None = Field(
+        None, description=doc("preconditioning.beta_min", "The VP schedule's beta_min. vp only."))
+    timesteps: Annotated[int, Field(ge=2, le=1_000_000)] | None = Field(
+        None, description=doc("preconditioning.timesteps", "The VP schedule's M: c_noise runs over 0 .. M - 1. vp "
+                              "only."))
+
+
 class ControlNetSpec(StrictModel):
     """What a ControlNet adds to the U-Net it controls (diffusers' ControlNetModel): a hint image
     embedded by 3x3 convs (SiLU after each, a stride-2 conv between consecutive widths, a zero conv to
@@ -443,6 +466,10 @@ class Spec(StrictModel):
         None, description=doc("center_input", "Map the input x to 2x - 1 first (inputs in [0, 1]; diffusers "
                               "center_input_sample).")
     )
+    preconditioning: PreconditioningSpec | None = Field(
+        None, description="The denoiser around the network: model(x, sigma) = c_skip x + c_out F(c_in x, c_noise) "
+        "(EDM's preconditioning; a U-Net whose output has its input's channels). A ControlNet of it takes c_in x "
+        "and c_noise the same way.")
     stem: StemSpec | None = Field(None, description="The stem convolution's width and kernel.")
     head: HeadSpec | None = Field(None, description="Output head options (both halves' heads for an autoencoder).")
     latent: LatentSpec | None = Field(

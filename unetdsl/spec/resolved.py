@@ -24,6 +24,7 @@ from .vocabulary import (
     NormType,
     Order,
     OutputPyramid,
+    Preconditioning,
     TimeEmbedding,
     TimeInjection,
     Upsample,
@@ -230,6 +231,18 @@ class ResolvedControlNet(_Frozen):
         return 2 ** (len(self.embedding) - 1)
 
 
+class ResolvedPreconditioning(_Frozen):
+    type: Preconditioning
+    sigma_data: float  # edm only (its default elsewhere)
+    beta_d: float  # vp only
+    beta_min: float  # vp only
+    timesteps: int  # vp only
+
+    def view(self) -> dict[str, Any]:
+        own = {"edm": ("sigma_data",), "vp": ("beta_d", "beta_min", "timesteps"), "ve": ()}[self.type]
+        return {"type": self.type, **{k: getattr(self, k) for k in own}}
+
+
 class ResolvedMiddle(ResolvedSettings):
     channels: int
     blocks: int
@@ -270,6 +283,7 @@ class ResolvedSpec(_Frozen):
     asymmetric_padding: bool  # strided-conv downsampling pads right/bottom only
     input_pyramid: InputPyramid = "none"  # NCSN++'s progressive input: joins the features after each downsample
     output_pyramid: OutputPyramid = "none"  # ...and output: a head at every decoder level, summed upwards
+    preconditioning: ResolvedPreconditioning | None = None  # the denoiser around the network: t is sigma
 
     # --- derived facts the compiler and the summary share ---
     @property
@@ -386,6 +400,8 @@ class ResolvedSpec(_Frozen):
             data["stem"] = stem
         if self.controlnet is not None:
             data["controlnet"] = self.controlnet.model_dump()
+        if self.preconditioning is not None:
+            data["preconditioning"] = self.preconditioning.view()
         if self.head.norm is not None:  # once every level is explicit, defaults only feed the head's norm
             data["defaults"] = {"norm": self.head.norm.view()}
         if self.encoder:

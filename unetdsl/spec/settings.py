@@ -109,6 +109,11 @@ DEFAULTS: dict[str, Any] = {
     "head.divide_by_timestep": False,
     "init.zero_out": False,
     "center_input": False,
+    # the denoiser D(x, sigma) = c_skip x + c_out F(c_in x, c_noise) (EDM's EDMPrecond / VPPrecond / VEPrecond)
+    "preconditioning.sigma_data": 0.5,
+    "preconditioning.beta_d": 19.9,
+    "preconditioning.beta_min": 0.1,
+    "preconditioning.timesteps": 1000,
     # a condition group (diffusers' add_embedding / class_embedding, EDM's map_label)
     "condition.project": "mlp",
     "condition.into": "time",

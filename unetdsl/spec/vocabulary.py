@@ -22,6 +22,8 @@ ConditionInto = Literal["time", "features"]
 # NCSN++'s progressive pyramids (score SDE, EDM's SongUNet encoder_type / decoder_type)
 InputPyramid = Literal["none", "skip", "residual"]
 OutputPyramid = Literal["none", "skip"]
+# the denoiser a raw network is wrapped in (Karras et al. 2022, table 1; EDM2 uses edm's)
+Preconditioning = Literal["edm", "vp", "ve"]
 
 
 @dataclass(frozen=True)
