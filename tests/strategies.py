@@ -51,6 +51,11 @@ def _overrides(draw: st.DrawFn) -> dict[str, Any]:
         value = _optional(draw, st.sampled_from(setting_values(name)))
         if value is not None:
             out[name] = value
+    # time_at first needs post order: a place saying first says post, a place saying pre says second
+    if out.get("time_at") == "first":
+        out["order"] = "post"
+    if out.get("order") == "pre":
+        out["time_at"] = "second"
     return out
 
 
@@ -173,7 +178,8 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         if draw(st.booleans()):
             spec["conditions"] = draw(_conditions())
         spec["head"]["divide_by_timestep"] = embedding == "fourier" and draw(st.booleans())
-        if kind == "unet" and not spec["head"]["divide_by_timestep"] and draw(st.booleans()):  # a denoiser of x
+        if (kind == "unet" and embedding != "learned" and not spec["head"]["divide_by_timestep"]
+                and draw(st.booleans())):  # a denoiser of x
             spec["out_channels"] = spec["in_channels"]
             spec["preconditioning"] = draw(st.sampled_from([{"type": "edm"}, {"type": "edm", "sigma_data": 1.0},
                                                             {"type": "vp"}, {"type": "ve"}]))

@@ -138,6 +138,7 @@ def test_a_controlnet_of_a_denoiser_sees_what_its_unet_sees() -> None:
     ({"out_channels": 3}, ("preconditioning",), "its 3 output channels must be the 2 input channels"),
     ({"head": {"divide_by_timestep": True}}, ("head", "divide_by_timestep"), "c_out already scales the output"),
     ({"time": {"embedding": "fourier"}}, ("time", "embedding"), "fourier's log would make it NaN"),
+    ({"time": {"embedding": "learned", "timesteps": 10}}, ("time", "embedding"), "indexed by integer timesteps"),
     ({"time": {"embedding": "fourier", "log": True}}, ("time", "log"), "c_noise (ln(sigma) / 4), already a log"),
     ({"preconditioning": {"type": "vp", "sigma_data": 0.5}}, ("preconditioning", "sigma_data"),
      "sigma_data is a setting of edm preconditioning, not vp"),

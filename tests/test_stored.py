@@ -79,6 +79,8 @@ def test_every_level_setting_overridden_at_every_place_against_every_defaults_va
     if name == "resample_filter":  # a filter shapes resblock (and avgpool) resampling only
         spec["encoder"]["downsample"] = "resblock"
         spec["decoder"] = {**(spec.get("decoder") or {}), "upsample": "resblock"}
+    if name == "time_at":  # the first norm takes the embedding in post order only
+        spec["defaults"]["order"] = "post"
     spec["defaults"][name] = at_defaults
     spec["encoder"]["levels"][0][name] = at_place
     spec["middle"][name] = at_place

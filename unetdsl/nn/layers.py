@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from .rmsnorm import RMSNorm
+
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d (the same parameters, names and numbers) that, in CPU inference, convolves with
@@ -225,7 +227,9 @@ NORMS: dict[str, Callable[[int, int, int, float], nn.Module]] = {
     "layer": lambda dims, channels, groups, eps: nn.GroupNorm(1, channels, eps=eps),
     "instance": lambda dims, channels, groups, eps: nn.GroupNorm(channels, channels, eps=eps),
     "batch": lambda dims, channels, groups, eps: BATCH_NORM[dims](channels, eps=eps),
+    "rms": lambda dims, channels, groups, eps: RMSNorm(channels, eps=eps),
 }
+
 
 
 def norm(kind: str, dims: int, channels: int, groups: int, eps: float) -> nn.Module:

@@ -8,6 +8,8 @@ post:           h = act(norm1(conv1(x)))
                 scale_shift: h = act(norm2(conv2(drop(h))) * (1 + s) + b)
 out = (shortcut(x) + h) * residual_scale,  shortcut = 1x1 conv when channels change, else identity;
 the time embedding's act skipped with time_activation false (diffusers' skip_time_act).
+time_first (post order): the embedding joins norm1's output instead, h = act(norm1(conv1(x)) * (1 + s) + b)
+(or + proj(t)), and norm2 takes none (lucidrains' ResnetBlock: Block1 takes the scale and shift).
 
 `resample` ('up'/'down') makes it the ResBlock-up/down of guided-diffusion and diffusers
 (ResnetBlock2D(up/down=True)): nearest x2 / avg-pool /2 applied to both the branch (after the
@@ -30,6 +32,7 @@ class ResBlock(Checkpointable):
     dims: Final[int]
     residual_scale: Final[float]
     time_activation: Final[bool]
+    time_first: Final[bool]
 
     def __init__(
         self,
@@ -51,10 +54,12 @@ class ResBlock(Checkpointable):
         residual_scale: float = 1.0,
         time_activation: bool = True,
         shortcut_conv: bool = False,
+        time_first: bool = False,
     ):
         super().__init__()
         self.dims, self.pre, self.scale_shift = dims, pre, scale_shift
         self.residual_scale, self.time_activation = residual_scale, time_activation
+        self.time_first = time_first  # the time embedding joins at norm1 instead of norm2 (lucidrains)
         # (B, Cin, ...) -> (B, Cout, ...). The compiler drops a conv's bias only where the norm right
         # after it subtracts a per-channel mean (instance, batch); GroupNorm removes only a
         # per-group mean, so there a per-channel bias still matters (and diffusers carries it).
@@ -86,9 +91,15 @@ class ResBlock(Checkpointable):
 
     def _forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         # x: (B, Cin, *spatial); temb: (B, T) or None
+        t: Optional[torch.Tensor] = None  # the projected embedding (B, C[*2], 1...)
+        if self.time_emb_proj is not None and temb is not None:
+            temb = self.nonlinearity(temb) if self.time_activation else temb
+            t = broadcast_to_spatial(self.time_emb_proj(temb), self.dims)
+        first = t if self.time_first else None  # where the embedding joins: norm1's output, or at norm2
+        second = None if self.time_first else t
         shortcut = x
         if self.pre:
-            h = self._act(self.norm1(x))
+            h = self._act(self._joined(self.norm1(x), first))
             if self.resample is not None:
                 h = self.resample(h)
                 shortcut = self.resample(shortcut)
@@ -97,30 +108,16 @@ class ResBlock(Checkpointable):
             if self.resample is not None:
                 x = self.resample(x)
                 shortcut = x
-            h = self._act(self.norm1(self.conv1(x)))
+            h = self._act(self._joined(self.norm1(self.conv1(x)), first))
 
-        scale: Optional[torch.Tensor] = None
-        shift: Optional[torch.Tensor] = None
-        if self.time_emb_proj is not None and temb is not None:
-            temb = self.nonlinearity(temb) if self.time_activation else temb
-            t = broadcast_to_spatial(self.time_emb_proj(temb), self.dims)  # (B, C[*2], 1...)
-            if self.scale_shift:
-                scale, shift = t.chunk(2, dim=1)
-            elif torch.is_grad_enabled():
-                h = h + t
-            else:  # inference: into h's own memory (made in this block), no new (B, C, *S) allocation
-                h = h.add_(t)
-
+        if second is not None and not self.scale_shift:  # add: before norm2
+            h = h + second if torch.is_grad_enabled() else h.add_(second)  # (inference: into h's own memory)
+        scale_shift = second if self.scale_shift else None  # scale-shift: norm2's output
         if self.pre:
-            h = self.norm2(h)
-            if scale is not None and shift is not None:
-                h = self._scale_shift(h, scale, shift)
+            h = self._joined(self.norm2(h), scale_shift)
             h = self.conv2(self.dropout(self._act(h)))
         else:
-            h = self.norm2(self.conv2(self.dropout(h)))
-            if scale is not None and shift is not None:
-                h = self._scale_shift(h, scale, shift)
-            h = self._act(h)
+            h = self._act(self._joined(self.norm2(self.conv2(self.dropout(h))), scale_shift))
 
         if self.conv_shortcut is not None:
             shortcut = self.conv_shortcut(shortcut)
@@ -132,9 +129,15 @@ class ResBlock(Checkpointable):
         out = h.add_(shortcut)  # inference: h is this block's own tensor
         return out if self.residual_scale == 1.0 else out.mul_(self.residual_scale)
 
-    def _scale_shift(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """h * (1 + scale) + shift, h a norm's output this block made: in place in inference (the
-        same two roundings, no two new (B, C, *S) tensors)."""
+    def _joined(self, h: torch.Tensor, t: Optional[torch.Tensor]) -> torch.Tensor:
+        """A norm's output `h` (this block's own tensor) with the embedding `t` joined: h * (1 + scale) +
+        shift (scale_shift) or h + t (add); `h` where t is None. In place in inference (the same
+        roundings, no new (B, C, *S) tensors)."""
+        if t is None:
+            return h
+        if not self.scale_shift:
+            return h + t if torch.is_grad_enabled() else h.add_(t)
+        scale, shift = t.chunk(2, dim=1)
         if torch.is_grad_enabled():
             return h * (1.0 + scale) + shift
         return h.mul_(1.0 + scale).add_(shift)

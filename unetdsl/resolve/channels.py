@@ -51,6 +51,16 @@ def check_filter(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, resa
                  hint=f"use {' or '.join(FILTERED)} there, or set the filter on the levels that do")
 
 
+def check_time_at(ctx: Context, lv: LevelSettings, path: Path) -> None:
+    """time_at: first joins the embedding (projected to the block's output width) at the first norm's
+    output: conv1's in post order; in pre order that norm sees the block's input."""
+    at = setting(ctx, lv, path, "time_at")
+    if at.value == "first" and setting(ctx, lv, path, "order").value == "pre":
+        ctx.fail(at.origin or (*path, "time_at"), "time_at: first joins the embedding at the first norm's output, "
+                 "which in pre order normalises the block's input (before conv1 sets its width)",
+                 hint="set order: post (lucidrains' conv -> norm -> scale-shift -> act), or time_at: second")
+
+
 def _pyramid(ctx: Context, resample: str) -> bool:
     """Whether the side a level `resample`s on has a pyramid (whose resampling the level's filter shapes)."""
     s = ctx.spec
@@ -83,6 +93,7 @@ def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: lis
         if chosen.value == "resblock":
             seen.append((lv.channels, f"{what}'s {key} ResBlock"))
     check_filter(ctx, lv, path, resample, what)
+    check_time_at(ctx, lv, path)
     return ResolvedLevel(
         channels=lv.channels,
         blocks=blocks,
@@ -188,6 +199,7 @@ def resolve_flow(ctx: Context) -> Flow:
     mseen = [(mid_channels, "the middle blocks")] if mblocks else []
     if mid_spec.attention is not None and mid_spec.attention.norm is not False:
         mseen.append((mid_channels, "the middle attention"))
+    check_time_at(ctx, mid_spec, ("middle",))
     middle = ResolvedMiddle(
         channels=mid_channels,
         blocks=mblocks,

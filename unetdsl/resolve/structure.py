@@ -4,7 +4,7 @@ the last levels' resampling, and settings that exclude one another. Reports ever
 from __future__ import annotations
 
 from ..errors import Path
-from ..spec.models import AttentionSpec, FourierTime, LevelSettings, MiddleSpec, NormSpec, Spec
+from ..spec.models import AttentionSpec, FourierTime, LearnedTime, LevelSettings, MiddleSpec, NormSpec, Spec
 from ..spec.vocabulary import NORM_KINDS, UNET_KINDS
 from .context import Context
 from .inherit import BUILTIN
@@ -129,6 +129,9 @@ def check_preconditioning(ctx: Context) -> None:
                  f"output channels must be the {s.in_channels} input channels", found=str(s.out_channels),
                  allowed=str(s.in_channels), hint="make out_channels in_channels, or remove preconditioning (a "
                  "network with extra outputs, such as a learned variance, is wrapped outside unetdsl)")
+    if isinstance(s.time, LearnedTime):
+        ctx.fail(("time", "embedding"), "a learned table is indexed by integer timesteps, and with preconditioning "
+                 "the network's noise input is c_noise, a real number", hint="use embedding: sinusoidal or fourier")
     if isinstance(s.time, FourierTime) and s.time.log is not False:
         c_noise = {"edm": "ln(sigma) / 4", "ve": "ln(sigma / 2)", "vp": "(M - 1) t(sigma)"}[p.type]
         ctx.fail(("time", "log") if s.time.log else ("time", "embedding"), "with preconditioning the network's noise "

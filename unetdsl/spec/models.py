@@ -68,7 +68,9 @@ class NormSpec(StrictModel):
     channel; `batch` normalises over the batch (allowed, but warned about: its statistics differ
     between training and sampling)."""
 
-    type: NormType | None = Field(None, description=doc("norm.type", "group | layer | instance | batch."))
+    type: NormType | None = Field(None, description=doc(
+        "norm.type", "group | layer | instance | batch | rms (lucidrains' RMSNorm: x / max(|x|, eps) * g * sqrt(C), "
+        "|x| the norm over the channels at each position; eps 1e-12 there)."))
     groups: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | Literal["auto"] | None = Field(
         None,
         description=doc("norm.groups", "GroupNorm groups: a number dividing every channel count it normalises, or "
@@ -156,6 +158,7 @@ class LevelSettings(StrictModel):
     conv_bias: bool | None = Field(None, description=describe("conv_bias"))
     residual_scale: Annotated[float, Field(gt=0.0, le=4.0)] | None = Field(None, description=describe("residual_scale"))
     time_activation: bool | None = Field(None, description=describe("time_activation"))
+    time_at: Literal["second", "first"] | None = Field(None, description=describe("time_at"))
     resample_projection: bool | None = Field(None, description=describe("resample_projection"))
     resample_filter: Annotated[list[Annotated[float, Field(ge=-1e3, le=1e3)]], Field(min_length=2, max_length=16)] | None = (
         Field(None, description=describe("resample_filter")))

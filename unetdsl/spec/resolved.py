@@ -127,6 +127,7 @@ class ResolvedSettings(_Frozen):
     resample_filter: list[float] = [1.0, 1.0]  # avgpool / resblock resampling's 1-D filter ([1, 1]: the box)
     residual_scale: float = 1.0  # each ResBlock's output times this
     time_activation: bool = True  # the activation on the time embedding inside each ResBlock
+    time_at: Literal["second", "first"] = "second"  # which norm of each ResBlock the embedding joins
 
     def settings_view(self) -> dict[str, Any]:
         """Every setting of this place, written out: nothing left to inherit."""

@@ -9,7 +9,7 @@ from typing import Literal, get_args
 ModelKind = Literal["unet", "encoder", "decoder", "autoencoder", "controlnet"]
 # the kinds whose channel flow is a U-Net's (a ControlNet is written as the U-Net it controls)
 UNET_KINDS = ("unet", "controlnet")
-NormType = Literal["group", "layer", "instance", "batch"]
+NormType = Literal["group", "layer", "instance", "batch", "rms"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "mish", "elu"]
 Order = Literal["pre", "post"]
 Downsample = Literal["conv", "avgpool", "maxpool", "resblock"]
@@ -42,6 +42,8 @@ NORM_KINDS: dict[str, NormKind] = {
     "layer": NormKind(groups="one", per_channel_mean=False, erases_added_time=False, batch_statistics=False),
     "instance": NormKind(groups="per_channel", per_channel_mean=True, erases_added_time=True, batch_statistics=False),
     "batch": NormKind(groups="none", per_channel_mean=True, erases_added_time=False, batch_statistics=True),
+    # RMSNorm (lucidrains): each position scaled to unit RMS over the channels, no mean removed
+    "rms": NormKind(groups="none", per_channel_mean=False, erases_added_time=False, batch_statistics=False),
 }
 
 
