@@ -75,7 +75,11 @@ def _norm(draw: st.DrawFn, types_allowed: list[str], *, groups: bool = False) ->
 
 def _attention(draw: st.DrawFn, transformer: bool, level: bool = True) -> Any:
     choices: list[Any] = [{"heads": 2}, {"head_dim": 2}, {}, True, {"heads": 1, "norm": False},
-                          {"heads": 1, "residual_scale": 0.5}]  # EDM's scaled residual
+                          {"heads": 1, "residual_scale": 0.5},  # EDM's scaled residual
+                          # lucidrains': a width of its own, memory slots, no q/k/v biases; linear attention
+                          {"heads": 2, "head_dim": 3, "memory": 2, "qkv_bias": False},
+                          {"type": "linear", "heads": 2, "head_dim": 2, "memory": 1},
+                          {"type": "linear", "heads": 1, "qkv_bias": False}]
     if level:  # (the middle's attention sits between its ResBlocks: no placement)
         choices.append({"head_dim": 4, "placement": "last"})
     if transformer:
@@ -195,6 +199,16 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         if kind == "unet":
             spec["decoder"] = {"upsample": draw(st.sampled_from(names(Upsample)))}
     _filters_where_they_apply(spec, levels, defaults, middle)
+    if kind in ("unet", "encoder") and draw(st.booleans()):  # lucidrains' layout: widths changed in the resamplers
+        resamplers = [lv.get("downsample", "conv") for lv in levels[:-1]]
+        if all(r not in ("avgpool", "maxpool") for r in resamplers):
+            spec["channel_change"] = "resample"
+    if kind == "unet" and draw(st.booleans()):
+        spec["encoder"]["skips"] = "blocks"
+    if kind == "unet" and draw(st.booleans()):
+        spec["head"]["stem_block"] = True
+    if kind in ("unet", "encoder") and middle["blocks"] and draw(st.booleans()):
+        middle["channels"] = draw(st.sampled_from(CHANNELS))
     if n >= 2:  # NCSN++'s pyramids join at the resamplings: a side that has one
         if kind != "decoder" and draw(st.booleans()):
             spec["encoder"]["input_pyramid"] = draw(st.sampled_from(["none", "skip", "residual"]))

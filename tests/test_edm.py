@@ -110,7 +110,7 @@ def test_groups_by_group_size_as_edm_counts_them() -> None:
     ({"middle": {"blocks": 2, "attention": {"heads": 1, "placement": "last"}}}, ("middle", "attention", "placement"),
      "placement is a level's"),
     ({"middle": {"blocks": 2, "attention": {"type": "transformer", "heads": 1, "residual_scale": 0.5}}},
-     ("middle", "attention", "residual_scale"), "a setting of the self attention block, not of transformer"),
+     ("middle", "attention", "residual_scale"), "a setting of the self and linear attention blocks, not of transformer"),
     ({"defaults": {"norm": {"groups": "auto", "min_group_size": 4}}}, ("defaults", "norm", "min_group_size"),
      "groups: auto chooses one itself"),
     ({"defaults": {"norm": {"type": "layer", "min_group_size": 4}}}, ("defaults", "norm", "min_group_size"),

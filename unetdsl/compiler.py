@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .errors import InternalError
-from .nn.attention import AttentionBlock, JointAttention, NoAttention
+from .nn.attention import AttentionBlock, JointAttention, LinearAttentionBlock, NoAttention
 from .nn.conditions import ConditionEmbeddings, ConditionGroup, ConditionInput, ContextPool, Mlp
 from .nn.controlnet import ControlNet, HintEmbedding
 from .nn.layers import activation, conv_nd, norm, zero_module
@@ -27,6 +27,7 @@ from .nn.sampling import (
     ConvDownsample,
     FirResample,
     InterpolateUpsample,
+    PixelUnshuffleDownsample,
     PoolDownsample,
     ResBlockResample,
     TransposedUpsample,
@@ -99,13 +100,25 @@ class _Compiler:
 
     # --- registry of attention kinds: type -> builder(level settings, channels) ---------------
     def _attention(self) -> dict[str, Callable[[ResolvedSettings, int], nn.Module]]:
-        return {"self": self._self_attention, "transformer": self._transformer, "joint": self._joint}
+        return {"self": self._self_attention, "transformer": self._transformer, "joint": self._joint,
+                "linear": self._linear_attention}
 
     def _self_attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
-        assert settings.attention is not None
-        pre_norm = self.norm(settings.norm, channels) if settings.attention.norm else nn.Identity()
-        return AttentionBlock(channels=channels, heads=settings.attention.heads, norm=pre_norm,
-                              zero_out=self.spec.zero_out, residual_scale=settings.attention.residual_scale)
+        att = settings.attention
+        assert att is not None
+        pre_norm = self.norm(settings.norm, channels) if att.norm else nn.Identity()
+        return AttentionBlock(channels=channels, heads=att.heads, norm=pre_norm, zero_out=self.spec.zero_out,
+                              residual_scale=att.residual_scale, width=att.width, memory=att.memory,
+                              qkv_bias=att.qkv_bias)
+
+    def _linear_attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
+        att = settings.attention
+        assert att is not None
+        pre_norm = self.norm(settings.norm, channels) if att.norm else nn.Identity()
+        return LinearAttentionBlock(channels=channels, heads=att.heads, norm=pre_norm,
+                                    out_norm=self.norm(settings.norm, channels), zero_out=self.spec.zero_out,
+                                    residual_scale=att.residual_scale, width=att.width, memory=att.memory,
+                                    qkv_bias=att.qkv_bias)
 
     def _joint(self, settings: ResolvedSettings, channels: int) -> nn.Module:
         att = settings.attention
@@ -137,12 +150,16 @@ class _Compiler:
     # --- registries of resampling methods: name -> builder(level) ----------------------------
     def _down(self) -> dict[str, Callable[[ResolvedLevel], nn.Module]]:
         return {
-            "conv": lambda lv: ConvDownsample(dims=self.dims, channels=lv.channels,
+            "conv": lambda lv: ConvDownsample(dims=self.dims, channels=lv.channels, out_channels=lv.out_channels,
                                               padding=0 if self.spec.asymmetric_padding else 1),
+            "conv4": lambda lv: ConvDownsample(dims=self.dims, channels=lv.channels, out_channels=lv.out_channels,
+                                               kernel_size=4),
+            "pixel_unshuffle": lambda lv: PixelUnshuffleDownsample(dims=self.dims, channels=lv.channels,
+                                                                   out_channels=lv.out_channels),
             "avgpool": lambda lv: self.filtered(lv, up=False) or PoolDownsample(dims=self.dims, kind="avgpool"),
             "maxpool": lambda lv: PoolDownsample(dims=self.dims, kind="maxpool"),
             "resblock": lambda lv: ResBlockResample(self.resblock(
-                lv, lv.channels, lv.channels,
+                lv, lv.channels, lv.out_channels,
                 self.filtered(lv, up=False) or PoolDownsample(dims=self.dims, kind="avgpool").pool)),
         }
 
@@ -155,12 +172,15 @@ class _Compiler:
 
     def _up(self) -> dict[str, Callable[[ResolvedLevel], nn.Module]]:
         return {
-            "nearest": lambda lv: InterpolateUpsample(dims=self.dims, channels=lv.channels, mode="nearest"),
+            "nearest": lambda lv: InterpolateUpsample(dims=self.dims, channels=lv.channels, mode="nearest",
+                                                      out_channels=lv.out_channels),
             "bilinear": lambda lv: InterpolateUpsample(
-                dims=self.dims, channels=lv.channels, mode={1: "linear", 2: "bilinear", 3: "trilinear"}[self.dims]),
-            "transposed": lambda lv: TransposedUpsample(dims=self.dims, channels=lv.channels),
+                dims=self.dims, channels=lv.channels, mode={1: "linear", 2: "bilinear", 3: "trilinear"}[self.dims],
+                out_channels=lv.out_channels),
+            "transposed": lambda lv: TransposedUpsample(dims=self.dims, channels=lv.channels,
+                                                        out_channels=lv.out_channels),
             "resblock": lambda lv: ResBlockResample(self.resblock(
-                lv, lv.channels, lv.channels,
+                lv, lv.channels, lv.out_channels,
                 self.filtered(lv, up=True) or nn.Upsample(scale_factor=2.0, mode="nearest"))),
         }
 
@@ -203,10 +223,12 @@ class _Compiler:
         cl = self.memory_format == "channels_last" and self.dims in (2, 3)
         pyramid = self.input_pyramid()
         encoder = [Level(*self.level_blocks(lv), downsample=down[lv.downsample](lv) if lv.downsample else None,
-                         push_skips=is_unet, channels_last=cl, pyramid=pyramid[i]) for i, lv in enumerate(s.encoder)]
+                         push_skips=is_unet, channels_last=cl, pyramid=pyramid[i], push_resampled=s.skips == "every",
+                         project=self.project(lv)) for i, lv in enumerate(s.encoder)]
         m = s.middle
         middle = MiddleBlock(
-            [self.resblock(m, m.channels, m.channels) for _ in range(m.blocks)],
+            [self.resblock(m, (m.in_channels or m.channels) if i == 0 else m.channels, m.channels)
+             for i in range(m.blocks)],
             [self.attention(m, m.channels) for _ in range(m.blocks - 1)] if m.attention is not None else [],
             channels_last=cl,
         )
@@ -215,9 +237,12 @@ class _Compiler:
         decoder = [Level(*self.level_blocks(lv), upsample=up[lv.upsample](lv) if lv.upsample else None,
                          consume_skips=is_unet, channels_last=cl,
                          pyramid=OutputSkip(head=self.head(lv.channels), dims=self.dims, taps=lv.resample_filter)
-                         if s.output_pyramid == "skip" and lv.upsample else None) for lv in s.decoder]
+                         if s.output_pyramid == "skip" and lv.upsample else None, project=self.project(lv))
+                   for lv in s.decoder]
         h = s.head
         head = self.head(h.in_channels)
+        if h.stem_block is not None:  # (B, C + stem, *S) -> (B, C, *S), built after the head's conv
+            head.block = self.resblock(h.stem_block, h.in_channels + s.stem_channels, h.in_channels)
         common = self.common(encoder, middle, cl) | dict(
             decoder=decoder, head=head, divide_by_timestep=h.divide_by_timestep)
         if s.latent is not None and s.latent.quant_conv:  # the moments: (B, 2L, *S) -> (B, 2L, *S)
@@ -226,6 +251,13 @@ class _Compiler:
             common["post_quant_conv"] = conv_nd(self.dims, s.latent.channels, s.latent.channels, 1)
         models: dict[str, type[nn.Module]] = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
         return models[s.model](**common)
+
+    def project(self, lv: ResolvedLevel) -> nn.Module | None:
+        """channel_change resample: a level that does not resample ends in a 3x3 conv to the next part's
+        width (the last encoder level to the middle's, the last decoder level to the stem's)."""
+        if not lv.end_channels or lv.downsample or lv.upsample:
+            return None
+        return conv_nd(self.dims, lv.channels, lv.end_channels, 3, padding=1)
 
     def head(self, channels: int) -> Head:
         """[norm -> act ->] conv from `channels` to the output channels, with the head's settings (the
@@ -242,10 +274,11 @@ class _Compiler:
         s = self.spec
         kinds: dict[str, Callable[[ResolvedLevel, int], tuple[nn.Module, int]]] = {
             # (level, the pyramid's width there) -> (module, its width after)
-            "skip": lambda lv, aux: (InputSkip(dims=self.dims, image_channels=aux, channels=lv.channels,
+            # (joining after the downsample: the width it gives, lv.out_channels)
+            "skip": lambda lv, aux: (InputSkip(dims=self.dims, image_channels=aux, channels=lv.out_channels,
                                                taps=lv.resample_filter), aux),
-            "residual": lambda lv, aux: (InputResidual(dims=self.dims, aux_channels=aux, channels=lv.channels,
-                                                       taps=lv.resample_filter), lv.channels),
+            "residual": lambda lv, aux: (InputResidual(dims=self.dims, aux_channels=aux, channels=lv.out_channels,
+                                                       taps=lv.resample_filter), lv.out_channels),
         }
         out: list[nn.Module | None] = []
         aux = s.in_channels
@@ -272,7 +305,7 @@ class _Compiler:
             time_embedding=time_embedding, encoder=encoder, middle=middle, center_input=s.center_input,
             channels_last=cl, context_dim=s.context_dim or 0,
             context_proj=nn.Linear(s.context_input_dim, s.context_dim) if s.context_input_dim and s.context_dim else None,
-            preconditioning=self.preconditioning(),
+            preconditioning=self.preconditioning(), push_stem=s.skips == "every",
         )
 
     def preconditioning(self) -> nn.Module | None:

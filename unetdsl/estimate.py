@@ -40,7 +40,7 @@ from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sd
 
 from .errors import UnetdslError
 from .sample import sample_inputs
-from .spec.resolved import ResolvedSettings, ResolvedSpec
+from .spec.resolved import ResolvedLevel, ResolvedSettings, ResolvedSpec
 
 aten = torch.ops.aten
 _FLASH = aten._scaled_dot_product_flash_attention_for_cpu
@@ -397,6 +397,11 @@ def estimate(spec: ResolvedSpec, *, batch: int = 1, size: list[int] | None = Non
     return result
 
 
+def _width(lv: ResolvedLevel) -> str:
+    """A level's width, and the width it ends at where its resampler or last conv changes it."""
+    return f"{lv.channels}->{lv.end_channels}" if lv.end_channels and lv.end_channels != lv.channels else str(lv.channels)
+
+
 def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int], prefix: str = "") -> list[PartEstimate]:
     """The parts in forward order, with what the spec says of each and their parameter counts
     (`prefix`: an autoencoder half's, on its stem, middle and head; a quant conv is its head's or stem's)."""
@@ -423,12 +428,13 @@ def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int], prefix: str = "
                                  params("time_embedding")))
     at = list(size)
     for i, lv in enumerate(spec.encoder):
-        rows.append(PartEstimate(f"encoder {i}", list(at), str(lv.channels), len(lv.blocks), lv.downsample,
+        rows.append(PartEstimate(f"encoder {i}", list(at), _width(lv), len(lv.blocks), lv.downsample,
                                  attention(lv, at), params("encoder", i)))
         if lv.downsample:
             at = [n // 2 for n in at]
     m = spec.middle
-    rows.append(PartEstimate(f"{prefix}middle", list(at), str(m.channels), m.blocks, None, attention(m, at), params("middle")))
+    width = f"{m.in_channels}->{m.channels}" if m.in_channels else str(m.channels)
+    rows.append(PartEstimate(f"{prefix}middle", list(at), width, m.blocks, None, attention(m, at), params("middle")))
     if spec.controlnet is not None:  # no decoder, no head: the hint embedding, then the zero convs
         c = spec.controlnet
         zero = _zero_convs(model)
@@ -438,7 +444,7 @@ def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int], prefix: str = "
                 PartEstimate("residuals", None, f"{len(zero)} zero convs", None, None, None,
                              sum(p.numel() for z in zero for p in z.parameters()))]
     for i, lv in enumerate(spec.decoder):
-        rows.append(PartEstimate(f"decoder {i}", list(at), str(lv.channels), len(lv.blocks), lv.upsample,
+        rows.append(PartEstimate(f"decoder {i}", list(at), _width(lv), len(lv.blocks), lv.upsample,
                                  attention(lv, at), params("decoder", i)))
         if lv.upsample:
             at = [n * 2 for n in at]

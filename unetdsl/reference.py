@@ -19,7 +19,8 @@ SECTIONS: list[tuple[str, str, str]] = [
      "Settings every encoder level, decoder level and the middle inherit unless they set their own."),
     ("norm", "NormSpec", "A normalisation layer (under `defaults`, a level, or the middle)."),
     ("attention", "AttentionSpec",
-     "Self-attention, or latent diffusion's transformer block (`type: transformer`), on a level or the middle. "
+     "Self-attention, latent diffusion's transformer block (`type: transformer`), DeepFloyd IF's joint attention "
+     "(`type: joint`) or lucidrains' linear attention (`type: linear`), on a level or the middle. "
      "`attention: true` is `{}` (one head of self-attention, the defaults); `attention: false` or null is none."),
     ("encoder", "EncoderSpec", "The downsampling path (`model: unet` and `model: encoder`)."),
     ("encoder.levels[i]", "EncoderLevel", "One resolution of the encoder: its settings, and the level settings above."),

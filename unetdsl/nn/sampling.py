@@ -22,10 +22,11 @@ class ConvDownsample(nn.Module):
     asymmetric: Final[bool]
     dims: Final[int]
 
-    def __init__(self, *, dims: int, channels: int, padding: int = 1):
+    def __init__(self, *, dims: int, channels: int, padding: int = 1, out_channels: Optional[int] = None,
+                 kernel_size: int = 3):
         super().__init__()
         self.dims, self.asymmetric = dims, padding == 0
-        self.conv = conv_nd(dims, channels, channels, 3, stride=2, padding=padding)
+        self.conv = conv_nd(dims, channels, out_channels or channels, kernel_size, stride=2, padding=padding)
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         if self.asymmetric:  # pad right/bottom/back by one, as the original DDPM TF code
@@ -51,10 +52,10 @@ class InterpolateUpsample(nn.Module):
 
     mode: Final[str]
 
-    def __init__(self, *, dims: int, channels: int, mode: str):
+    def __init__(self, *, dims: int, channels: int, mode: str, out_channels: Optional[int] = None):
         super().__init__()
         self.mode = mode
-        self.conv = conv_nd(dims, channels, channels, 3, padding=1)
+        self.conv = conv_nd(dims, channels, out_channels or channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         if self.mode == "nearest":
@@ -67,12 +68,38 @@ class InterpolateUpsample(nn.Module):
 class TransposedUpsample(nn.Module):
     """(B, C, *S) -> (B, C, *2S) by a 4x4 stride-2 transposed conv (diffusers' use_conv_transpose)."""
 
-    def __init__(self, *, dims: int, channels: int):
+    def __init__(self, *, dims: int, channels: int, out_channels: Optional[int] = None):
         super().__init__()
-        self.conv = lookup(CONV_TRANSPOSE, dims, "dims")(channels, channels, 4, stride=2, padding=1)
+        self.conv = lookup(CONV_TRANSPOSE, dims, "dims")(channels, out_channels or channels, 4, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         return self.conv(x)
+
+
+class PixelUnshuffleDownsample(nn.Module):
+    """(B, C, *S) -> (B, C_out, *S/2): space-to-depth, each 2^dims block of positions into the channels
+    (channel c * 2^dims + offset, offset = the position in the block, last dimension fastest: lucidrains'
+    'b c (h p1) (w p2) -> b (c p1 p2) h w'), then a 1x1 conv (C * 2^dims -> C_out)."""
+
+    dims: Final[int]
+    block: Final[int]  # positions per block: 2^dims
+
+    def __init__(self, *, dims: int, channels: int, out_channels: int):
+        super().__init__()
+        self.dims, self.block = dims, 2**dims
+        self.conv = conv_nd(dims, channels * 2**dims, out_channels, 1)
+
+    def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        b, c = x.shape[0], x.shape[1]
+        if self.dims == 1:  # (B, C, L/2, 2) -> (B, C, 2, L/2)
+            x = x.reshape(b, c, x.shape[2] // 2, 2).permute(0, 1, 3, 2)
+        elif self.dims == 2:  # (B, C, H/2, 2, W/2, 2) -> (B, C, 2, 2, H/2, W/2)
+            x = x.reshape(b, c, x.shape[2] // 2, 2, x.shape[3] // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        else:
+            x = x.reshape(b, c, x.shape[2] // 2, 2, x.shape[3] // 2, 2, x.shape[4] // 2, 2).permute(
+                0, 1, 3, 5, 7, 2, 4, 6)
+        spatial = list(x.shape[2 + self.dims:])  # the halved sizes, after the dims offsets
+        return self.conv(x.reshape([b, c * self.block] + spatial))  # noqa: RUF005 (TorchScript: no starred lists)
 
 
 class ResBlockResample(nn.Module):

@@ -16,8 +16,8 @@ class SinusoidalProjection(nn.Module):
     """t (B,) -> (B, features): [sin, cos](t * f_i), f_i = exp(-ln(max_period) * i / (half - shift)).
 
     Computed in float32 in forward (as diffusers' get_timestep_embedding), so it stays exact
-    when the model is cast to half precision; a float64 t keeps float64 products and sines (the
-    frequencies stay float32 values, as EDM's); odd `features` are zero-padded by one column."""
+    when the model is cast to half precision; a float64 t computes in float64 throughout (frequencies,
+    products, sines); odd `features` are zero-padded by one column."""
 
     features: Final[int]
     flip_sin_to_cos: Final[bool]
@@ -31,7 +31,10 @@ class SinusoidalProjection(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.features // 2
-        exponent = -self.log_max_period * torch.arange(half, dtype=torch.float32, device=t.device)
+        # float32 frequencies (diffusers' get_timestep_embedding); float64 ones for a float64 t, whose
+        # reference models compute without that float32 island (EDM's, lucidrains' y_all_float64)
+        wide = torch.float64 if t.dtype == torch.float64 else torch.float32
+        exponent = -self.log_max_period * torch.arange(half, dtype=wide, device=t.device)
         freqs = torch.exp(exponent / (half - self.freq_shift))
         x = t[:, None] if t.dtype == torch.float64 else t[:, None].float()
         args = x * freqs[None, :].to(x.dtype)  # (B, half)

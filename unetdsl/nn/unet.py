@@ -54,6 +54,7 @@ class Level(Checkpointable):
     forward hooks) therefore see the same computation."""
 
     push_skips: Final[bool]
+    push_resampled: Final[bool]  # ...the downsample's output too (encoder.skips: every)
     num_skips: Final[int]
     channels_last: Final[bool]
     min_positions: Final[int]  # (TorchScript reads no module-level ints: a constant per module)
@@ -61,11 +62,13 @@ class Level(Checkpointable):
     def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], *,
                  downsample: Optional[nn.Module] = None, upsample: Optional[nn.Module] = None,
                  push_skips: bool = False, consume_skips: bool = False, channels_last: bool = False,
-                 pyramid: Optional[nn.Module] = None):
+                 pyramid: Optional[nn.Module] = None, push_resampled: bool = True,
+                 project: Optional[nn.Module] = None):
         super().__init__()
         self.channels_last = channels_last  # may run channels-last (on inputs large enough)
         self.min_positions = CHANNELS_LAST_MIN_POSITIONS
         self.push_skips = push_skips
+        self.push_resampled = push_resampled
         self.num_skips = len(resnets) if consume_skips else 0
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(attentions)  # NoAttention where the level has none
@@ -76,6 +79,8 @@ class Level(Checkpointable):
         # unchanged. An encoder level's joins the features after its downsample, a decoder level's
         # reads them before its upsample; (h, aux) -> (h, aux) either way
         self.pyramid = pyramid
+        # channel_change resample: the last level's 3x3 conv to the next part's width (lucidrains), or None
+        self.project = project
 
     def forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], skips: list[torch.Tensor],
                 context: Optional[torch.Tensor], aux: Optional[torch.Tensor] = None
@@ -108,12 +113,14 @@ class Level(Checkpointable):
             h = self.downsample(h, temb)  # (B, C, *S/2)
             if self.pyramid is not None:  # the input pyramid joins: its sum is the skip
                 h, aux = self.pyramid(h, aux)
-            if self.push_skips:
+            if self.push_skips and self.push_resampled:
                 produced.append(h)
         if self.upsample is not None:
             if self.pyramid is not None:  # the output pyramid reads the features at this size
                 h, aux = self.pyramid(h, aux)
             h = self.upsample(h, temb)  # (B, C, *2S)
+        if self.project is not None:
+            h = self.project(h)  # (B, C_next, *S)
         return h, produced, aux
 
 
@@ -150,14 +157,20 @@ class MiddleBlock(Checkpointable):
 class Head(nn.Module):
     """[norm -> act ->] conv to the output channels."""
 
-    def __init__(self, norm: Optional[nn.Module], act: nn.Module, conv: nn.Module):
+    def __init__(self, norm: Optional[nn.Module], act: nn.Module, conv: nn.Module, block: Optional[nn.Module] = None):
         super().__init__()
         self.norm = norm
         self.act = act
         self.act_ = in_place(act)  # inference, on the norm's output (layers.in_place)
         self.conv = conv
+        self.block = block  # a ResBlock on cat(h, the stem's output) first (lucidrains' final_res_block), or None
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, stem: Optional[torch.Tensor] = None, temb: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        if self.block is not None:
+            if stem is None:
+                raise ValueError("unetdsl: this head's stem block takes the stem's output")
+            h = self.block(torch.cat([h, stem.to(h.dtype)], dim=1), temb)  # (B, C + C_stem, *S) -> (B, C, *S)
         if self.norm is not None:
             h = self.norm(h)
             h = self.act(h) if torch.is_grad_enabled() else self.act_(h)
@@ -179,13 +192,15 @@ class _Net(nn.Module):
     min_positions: Final[int]
     context_dim: Final[int]  # 0: the model takes no context; else the width it takes (before any projection)
     takes_residuals: Final[bool]  # a U-Net: its decoder consumes skips a ControlNet's residuals are added to
+    push_stem: Final[bool]  # the stem's output is the first skip (encoder.skips: every)
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
                  time_embedding: Optional[TimeEmbedding], encoder: list[Level], middle: MiddleBlock,
                  decoder: list[Level], head: Head, center_input: bool = False,
                  divide_by_timestep: bool = False, channels_last: bool = False, context_dim: int = 0,
                  quant_conv: Optional[nn.Module] = None, post_quant_conv: Optional[nn.Module] = None,
-                 context_proj: Optional[nn.Linear] = None, preconditioning: Optional[nn.Module] = None):
+                 context_proj: Optional[nn.Linear] = None, preconditioning: Optional[nn.Module] = None,
+                 push_stem: bool = True):
         super().__init__()
         self.context_dim = context_proj.in_features if context_proj is not None else context_dim
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
@@ -202,6 +217,7 @@ class _Net(nn.Module):
         self.middle = middle
         self.decoder = nn.ModuleList(decoder)
         self.takes_residuals = bool(decoder) and decoder[0].num_skips > 0
+        self.push_stem = push_stem
         # an autoencoder's halves: 1x1 convs on the moments after the head (encoder) and on the
         # latent before the stem (decoder), registered last (they are new, the order is the artifacts')
         self.quant_conv = quant_conv
@@ -247,7 +263,7 @@ class _Net(nn.Module):
         """The encoder levels on the stem's output: the features, and the skips in the order they are
         made (the stem's first, then every block and downsample output; a U-Net's and ControlNet's only).
         `image`, the stem's input, starts an input pyramid (levels without one pass it on)."""
-        skips: list[torch.Tensor] = [h]
+        skips: list[torch.Tensor] = [h] if self.push_stem else []
         none: list[torch.Tensor] = []
         aux: Optional[torch.Tensor] = image
         for level in self.encoder:
@@ -271,7 +287,8 @@ class _Net(nn.Module):
         if self.post_quant_conv is not None:
             x = self.post_quant_conv(x)  # (B, latent, *S)
         x = self._centered(x)
-        h, skips = self._encoded(self._stem(x), temb, context, x)
+        stem = self._stem(x)
+        h, skips = self._encoded(stem, temb, context, x)
         if residuals is not None:
             skips = self._added(skips, residuals)
         h = self.middle(h, temb, context)
@@ -285,7 +302,7 @@ class _Net(nn.Module):
             # this level's skips, last produced first: the stack pops, the level only reads
             taken = [skips.pop() for _ in range(level.num_skips)]  # type: ignore[arg-type]
             h, _produced, aux = level(h, temb, taken, context, aux)  # a decoder level produces no skips
-        out = self._finish(h, t, aux)
+        out = self._finish(h, t, aux, stem, temb)
         if self.quant_conv is not None:
             out = self.quant_conv(out)  # (B, 2 x latent, *S): the posterior's moments
         if coefficients is not None:  # D = c_skip x + c_out F, in the coefficients' precision
@@ -346,8 +363,9 @@ class _Net(nn.Module):
             raise ValueError(f"unetdsl: expected a context of shape ({x.shape[0]}, tokens, {self.context_dim}), "
                              f"got {list(context.shape)}")
 
-    def _finish(self, h: torch.Tensor, t: Optional[torch.Tensor], aux: Optional[torch.Tensor] = None) -> torch.Tensor:
-        out = self.head(h)
+    def _finish(self, h: torch.Tensor, t: Optional[torch.Tensor], aux: Optional[torch.Tensor] = None,
+                stem: Optional[torch.Tensor] = None, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
+        out = self.head(h, stem, temb)
         if aux is not None:
             out = out + aux  # an output pyramid's sum of the lower levels' heads
         if self.divide_by_timestep and t is not None:

@@ -100,6 +100,8 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         output_pyramid=default(spec.decoder.output_pyramid if spec.decoder else None,
                                DEFAULTS["decoder.output_pyramid"]),
         preconditioning=_preconditioning(spec),
+        channel_change=default(spec.channel_change, DEFAULTS["channel_change"]),
+        skips=default(spec.encoder.skips if spec.encoder else None, DEFAULTS["encoder.skips"]),
     )
 
 

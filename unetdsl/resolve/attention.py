@@ -14,7 +14,10 @@ from .inherit import default
 # the settings only some kinds have: kind -> {AttentionSpec field: its DEFAULTS key}
 KIND_SETTINGS = {"transformer": {name: f"transformer.{name}" for name in ResolvedTransformer.model_fields},
                  "joint": {name: f"joint.{name}" for name in ResolvedJoint.model_fields},
-                 "self": {"residual_scale": "attention.residual_scale"}}
+                 "self": {"residual_scale": "attention.residual_scale", "memory": "attention.memory",
+                          "qkv_bias": "attention.qkv_bias"},
+                 "linear": {"residual_scale": "attention.residual_scale", "memory": "attention.memory",
+                            "qkv_bias": "attention.qkv_bias"}}
 TRANSFORMER_SETTINGS = KIND_SETTINGS["transformer"]
 
 
@@ -40,7 +43,11 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
                  "heads: 8; 2.x and XL: head_dim: 64; a diffusers UNet2DConditionModel's attention_head_dim is "
                  "its heads; for SimpleCrossAttn blocks it is the head_dim)")
         # (resolved on with one head, so that no rule downstream reports a second problem)
-    if att.head_dim is not None:
+    own_width = att.heads is not None and att.head_dim is not None
+    if own_width:  # (self and linear only: check_structure refuses the rest)
+        assert att.heads is not None and att.head_dim is not None
+        heads = att.heads
+    elif att.head_dim is not None:
         if channels % att.head_dim:
             ctx.fail((*ap, "head_dim"), f"head_dim {att.head_dim} does not divide the level's {channels} channels",
                      found=str(att.head_dim), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
@@ -55,7 +62,10 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
     if att.placement is not None and path == ("middle",):
         ctx.fail((*ap, "placement"), "the middle's attention sits between its ResBlocks: placement is a level's",
                  found=att.placement, hint="remove it")
-    return ResolvedAttention(heads=heads, head_dim=channels // heads, norm=default(att.norm, DEFAULTS["attention.norm"]),
+    return ResolvedAttention(heads=heads, head_dim=att.head_dim if own_width else channels // heads,  # type: ignore[arg-type]
+                             norm=default(att.norm, DEFAULTS["attention.norm"]), own_width=own_width,
+                             memory=default(att.memory, DEFAULTS["attention.memory"]),
+                             qkv_bias=default(att.qkv_bias, DEFAULTS["attention.qkv_bias"]),
                              type=kind, transformer=transformer, joint=joint,
                              residual_scale=default(att.residual_scale, DEFAULTS["attention.residual_scale"]),
                              placement=default(att.placement, DEFAULTS["attention.placement"]))

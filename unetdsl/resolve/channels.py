@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import Path
 from ..spec.models import DecoderLevel, EncoderLevel, LevelSettings, MiddleSpec
-from ..spec.resolved import ResolvedBlock, ResolvedHead, ResolvedLevel, ResolvedMiddle
+from ..spec.resolved import ResolvedBlock, ResolvedHead, ResolvedLevel, ResolvedMiddle, ResolvedSettings
 from ..spec.settings import DEFAULTS, LEVEL_SETTINGS
 from ..spec.vocabulary import UNET_KINDS
 from .attention import resolve_attention
@@ -70,7 +70,7 @@ def _pyramid(ctx: Context, resample: str) -> bool:
 
 
 def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: list[ResolvedBlock],
-          resample: tuple[str, Setting] | None, what: str) -> ResolvedLevel:
+          resample: tuple[str, Setting] | None, what: str, end: int = 0) -> ResolvedLevel:
     """One level: its settings inherited, its norms checked against what its blocks see."""
     order = setting(ctx, lv, path, "order").value
     seen: list[tuple[int, str]] = []
@@ -92,6 +92,8 @@ def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: lis
         resolved_resample[key] = chosen.value
         if chosen.value == "resblock":
             seen.append((lv.channels, f"{what}'s {key} ResBlock"))
+            if end:
+                seen.append((end, f"{what}'s {key} ResBlock's second norm"))
     check_filter(ctx, lv, path, resample, what)
     check_time_at(ctx, lv, path)
     return ResolvedLevel(
@@ -101,6 +103,7 @@ def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: lis
         **plain_settings(ctx, lv, path),
         attention=resolve_attention(ctx, lv.attention, lv.channels, path),
         **resolved_resample,
+        end_channels=end,
     )
 
 
@@ -118,12 +121,16 @@ ENCODER = Side("encoder", "downsample", pushes=True)
 DECODER = Side("decoder", "upsample", pushes=False)
 
 
+NO_CONV = ("avgpool", "maxpool")  # resamplers without a conv: they cannot change the width
+
+
 def side(ctx: Context, sd: Side, placed: Sequence[tuple[EncoderLevel | DecoderLevel, Path, int | None]],
-         prev: int, skips: list[int]) -> tuple[list[ResolvedLevel], int]:
+         prev: int, skips: list[int], every: bool = True, ends: Sequence[int] = ()) -> tuple[list[ResolvedLevel], int]:
     """One side's levels, in forward order, from `prev` input channels: each (level, the path its
     settings are reported at, the blocks a U-Net decoder level must have or None). Encoder blocks
-    push their outputs on the U-Net `skips` stack (and each downsample); decoder blocks pop one
-    each. Returns the levels and the channels the last one gives."""
+    push their outputs on the U-Net `skips` stack (and each downsample where `every`); decoder blocks
+    pop one each. `ends`: the width each level ends at (channel_change resample; 0 or none: its own).
+    Returns the levels and the channels the last one gives."""
     unet = ctx.spec.model in UNET_KINDS
     part = getattr(ctx.spec, sd.name)
     side_default = getattr(part, sd.resample) if part is not None else None
@@ -133,9 +140,10 @@ def side(ctx: Context, sd: Side, placed: Sequence[tuple[EncoderLevel | DecoderLe
         n = lv.blocks if lv.blocks is not None else (need if need is not None else BUILTIN["blocks"])
         if need is not None and n != need:
             mirror = len(placed) - 1 - k
+            counted = f"{need - 1} blocks + 1" if every else "one per block: skips: blocks"
             ctx.fail((*path, "blocks"),
                      f"decoder level {k} consumes the {need} skip tensors encoder level {mirror} "
-                     f"leaves at its resolution ({need - 1} blocks + 1), one per block",
+                     f"leaves at its resolution ({counted}), one per block",
                      found=str(n), allowed=str(need), hint="or omit blocks")
             n = need
         blocks = []
@@ -146,22 +154,32 @@ def side(ctx: Context, sd: Side, placed: Sequence[tuple[EncoderLevel | DecoderLe
             if unet and sd.pushes:
                 skips.append(prev)
         resample = None
+        end = ends[k] if k < len(ends) else 0
         if k < len(placed) - 1:  # every level but the last changes the resolution
             resample = (sd.resample, pick((getattr(lv, sd.resample), (*path, sd.resample)),
                                           (side_default, (sd.name, sd.resample)), builtin=builtin))
-            if unet and sd.pushes:
+            method = resample[1]
+            if end and method.value in NO_CONV:
+                ctx.fail(method.origin or (*path, sd.resample), f"with channel_change: resample a level's resampler "
+                         f"sets the next level's width, and {method.value} has no conv to do it",
+                         found=method.value, hint="use conv, pixel_unshuffle or resblock, or channel_change: block")
+            prev = end or prev
+            if unet and sd.pushes and every:
                 skips.append(prev)
-        out.append(level(ctx, lv, path, blocks, resample, f"{sd.name} level {k}"))
+        else:
+            prev = end or prev  # (channel_change resample: the side's last 3x3 conv)
+        out.append(level(ctx, lv, path, blocks, resample, f"{sd.name} level {k}", end))
     return out, prev
 
 
-def mirrored(enc_levels: list[EncoderLevel], encoder: list[ResolvedLevel]) -> list[DecoderLevel]:
+def mirrored(enc_levels: list[EncoderLevel], encoder: list[ResolvedLevel], every: bool = True) -> list[DecoderLevel]:
     """The decoder a U-Net gets when it lists none: the encoder's levels reversed with their
-    channels and per-level settings (attention included, as DDPM's AttnUpBlock mirrors its
-    AttnDownBlock), one block more per level for the extra skip."""
+    channels (the width each encoder level ends at: its own, or with channel_change resample the next
+    part's) and per-level settings (attention included, as DDPM's AttnUpBlock mirrors its
+    AttnDownBlock), one block more per level for the extra skip where every output is kept."""
     return [
-        DecoderLevel(channels=lv.channels, blocks=len(encoder[i].blocks) + 1, norm=lv.norm, attention=lv.attention,
-                     **{name: getattr(lv, name) for name in LEVEL_SETTINGS})
+        DecoderLevel(channels=encoder[i].out_channels, blocks=len(encoder[i].blocks) + (1 if every else 0),
+                     norm=lv.norm, attention=lv.attention, **{name: getattr(lv, name) for name in LEVEL_SETTINGS})
         for i, lv in reversed(list(enumerate(enc_levels)))
     ]
 
@@ -179,9 +197,19 @@ def resolve_flow(ctx: Context) -> Flow:
                  "the middle's", found=str(given), allowed=str(first_channels), hint="remove stem.channels")
         given = None
     stem = prev = given or first_channels
-    skips: list[int] = [stem]  # U-Net skip stack: conv_in, every block, every downsample
+    every = default(s.encoder.skips if s.encoder else None, DEFAULTS["encoder.skips"]) == "every"
+    resample = default(s.channel_change, DEFAULTS["channel_change"]) == "resample"
+    mid_spec = s.middle or MiddleSpec()
+    mid_channels = enc_levels[-1].channels if enc_levels else (dec_given or [])[0].channels
+    if mid_spec.channels is not None and enc_levels:
+        mid_channels = mid_spec.channels
+    elif mid_spec.channels is not None and mid_spec.channels != mid_channels:
+        ctx.fail(("middle", "channels"), "a model without an encoder starts at its middle: its width is the first "
+                 "decoder level's", found=str(mid_spec.channels), allowed=str(mid_channels), hint="remove it")
+    skips: list[int] = [stem] if every else []  # U-Net skip stack: conv_in, every block, every downsample
+    enc_ends = [*(lv.channels for lv in enc_levels[1:]), mid_channels] if resample else []
     encoder, prev = side(ctx, ENCODER, [(lv, ("encoder", "levels", i), None) for i, lv in enumerate(enc_levels)],
-                         prev, skips)
+                         prev, skips, every, enc_ends)
 
     factor = 2 ** max(len(enc_levels) - 1, 0)
     if enc_levels and any(x % factor for x in size):
@@ -190,18 +218,23 @@ def resolve_flow(ctx: Context) -> Flow:
                  f"the encoder's total downsampling ({len(enc_levels) - 1} halvings)",
                  found=str(s.sample_size), allowed=f"a multiple of {factor}")
 
-    # middle: at the deepest channels
-    mid_spec = s.middle or MiddleSpec()
-    mid_channels = enc_levels[-1].channels if enc_levels else (dec_given or [])[0].channels
+    # middle: at the deepest channels (its first ResBlock reaching them from `prev` where they differ)
     if not enc_levels:
         prev = mid_channels
     mblocks = mid_spec.blocks if mid_spec.blocks is not None else BUILTIN["middle_blocks"]
     mseen = [(mid_channels, "the middle blocks")] if mblocks else []
+    if prev != mid_channels:
+        mseen.append((prev, "the middle's first block's first norm"))
+        if not mblocks:
+            ctx.fail(("middle", "channels"), f"the middle has no ResBlock to change the width from the encoder's "
+                     f"{prev} channels", found=str(mid_channels), hint="give the middle blocks, or channel_change: "
+                     "resample (the encoder's last 3x3 conv changes it), or remove middle.channels")
     if mid_spec.attention is not None and mid_spec.attention.norm is not False:
         mseen.append((mid_channels, "the middle attention"))
     check_time_at(ctx, mid_spec, ("middle",))
     middle = ResolvedMiddle(
         channels=mid_channels,
+        in_channels=prev if prev != mid_channels else 0,
         blocks=mblocks,
         norm=resolve_norm(ctx, mid_spec, ("middle",), mseen),
         **plain_settings(ctx, mid_spec, ("middle",)),
@@ -210,21 +243,41 @@ def resolve_flow(ctx: Context) -> Flow:
 
     decoder: list[ResolvedLevel] = []
     if s.model in (*UNET_KINDS, "autoencoder") or dec_given is not None:
-        dec_levels = list(dec_given) if dec_given is not None else mirrored(list(enc_levels), encoder)
+        dec_levels = list(dec_given) if dec_given is not None else mirrored(list(enc_levels), encoder, every)
         # problems in a mirrored level are the encoder level's settings: point there
         placed = [(dlv, ("decoder", "levels", k) if dec_given is not None
                    else ("encoder", "levels", len(enc_levels) - 1 - k),
-                   len(encoder[len(enc_levels) - 1 - k].blocks) + 1 if s.model in UNET_KINDS else None)
+                   len(encoder[len(enc_levels) - 1 - k].blocks) + (1 if every else 0) if s.model in UNET_KINDS else None)
                   for k, dlv in enumerate(dec_levels)]
-        decoder, prev = side(ctx, DECODER, placed, prev, skips)
+        dec_ends = [*(d.channels for d in dec_levels[1:]), stem] if resample else []
+        prev = mid_channels
+        decoder, prev = side(ctx, DECODER, placed, prev, skips, every, dec_ends)
     if not decoder:
         prev = mid_channels
     # an autoencoder's encoder half ends in a head of its own on the middle's channels, with the same settings
     also = [(mid_channels, "the encoder half's output head norm")] if s.model == "autoencoder" else []
     if s.decoder is not None and s.decoder.output_pyramid not in (None, "none"):  # a head at every level but the last
         also += [(lv.channels, f"the output pyramid's head norm at decoder level {k}") for k, lv in enumerate(decoder[:-1])]
-    return Flow(stem=stem, size=size, encoder=encoder, middle=middle, decoder=decoder,
-                head=resolve_head(ctx, prev, also))
+    head = resolve_head(ctx, prev, also)
+    if s.head is not None and s.head.stem_block:
+        head = head.model_copy(update={"stem_block": stem_block(ctx, prev, stem)})
+    return Flow(stem=stem, size=size, encoder=encoder, middle=middle, decoder=decoder, head=head)
+
+
+def stem_block(ctx: Context, channels: int, stem: int) -> ResolvedSettings:
+    """The head's ResBlock on cat(features, stem output): (channels + stem) -> channels, with the defaults'
+    settings (lucidrains' final_res_block)."""
+    path = ("head", "stem_block")
+    if ctx.spec.model not in UNET_KINDS:  # (a ControlNet's spec is its U-Net's: it has no head to run it)
+        ctx.fail(path, f"the stem block concatenates the stem's output with the decoder's, which a {ctx.spec.model} "
+                 "does not have at one size", hint="remove it (a U-Net only)")
+    place = LevelSettings()  # nothing of its own: every setting is the defaults'
+    order = setting(ctx, place, path, "order").value
+    seen = [(channels + stem if order == "pre" else channels, "the head's stem block's first norm"),
+            (channels, "the head's stem block's second norm")]
+    check_time_at(ctx, place, path)
+    return ResolvedSettings(norm=resolve_norm(ctx, place, path, seen), **plain_settings(ctx, place, path),
+                            attention=None)
 
 
 def resolve_head(ctx: Context, channels: int, also: list[tuple[int, str]]) -> ResolvedHead:

@@ -79,9 +79,11 @@ def check_structure(ctx: Context) -> None:
                 ctx.fail((*path, key), f"{key} applies only to norm type 'group', not {norm.type!r}",
                          hint=f"remove {key}, or set type: group")
     for path, att in all_attention(s):
-        if att.heads is not None and att.head_dim is not None:
-            ctx.fail(path, "give attention heads or head_dim, not both",
-                     found=f"heads: {att.heads}, head_dim: {att.head_dim}")
+        att_kind = att.type or "self"
+        if att.heads is not None and att.head_dim is not None and att_kind not in ("self", "linear"):
+            ctx.fail(path, f"give attention heads or head_dim, not both: a {att_kind} block works at its level's width",
+                     found=f"heads: {att.heads}, head_dim: {att.head_dim}",
+                     hint="both (a width of its own, heads x head_dim) only for type self or linear")
     if isinstance(s.time, FourierTime) and s.time.features is not None and s.time.features % 2:
         ctx.fail(("time", "features"), f"fourier features come in sin/cos pairs: {s.time.features} is odd",
                  found=str(s.time.features), allowed="an even number")

@@ -16,6 +16,7 @@ from .settings import DEFAULTS, TIME_SETTINGS, describe, doc
 from .vocabulary import (
     Activation,
     AttentionType,
+    ChannelChange,
     ConditionInto,
     ConditionProject,
     Downsample,
@@ -25,6 +26,7 @@ from .vocabulary import (
     Order,
     OutputPyramid,
     Preconditioning,
+    Skips,
     TimeInjection,
     Upsample,
 )
@@ -93,15 +95,30 @@ class AttentionSpec(StrictModel):
     Transformer2DModel): norm, proj_in, `depth` x [LayerNorm -> self-attention, LayerNorm ->
     cross-attention to the context (when the spec has context_dim), LayerNorm -> GEGLU
     feed-forward (4 x channels)], proj_out, residual; q/k/v without bias.
-    Give `heads` or `head_dim`, not both; self-attention with neither has one head, a transformer block
-    must state one (its weights do not say how many heads it has)."""
+    `type: linear` is lucidrains' LinearAttention (norm, q/k/v, softmax of q over each head's features
+    and of k over the positions, out = q (k^T v), out projection, the level's norm, residual).
+    Give `heads` or `head_dim`; both (self and linear only) give the attention a width of its own,
+    heads x head_dim (lucidrains). Self-attention with neither has one head; a transformer block must
+    state one (its weights do not say how many heads it has)."""
 
-    type: AttentionType | None = Field(None, description=doc("attention.type", "self | transformer | joint."))
+    type: AttentionType | None = Field(None, description=doc("attention.type", "self | transformer | joint | linear "
+                                       "(lucidrains' LinearAttention: q softmaxed over each head's features, k over "
+                                       "the positions, out = (k v^T)^T q, its output projection followed by the "
+                                       "level's norm; cost linear in the positions)."))
 
-    heads: Annotated[int, Field(ge=1, le=1024)] | None = Field(None, description="Number of heads; must divide channels.")
+    heads: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        None, description="Number of heads; must divide channels (unless head_dim is given too).")
     head_dim: Annotated[int, Field(ge=1, le=MAX_CHANNELS)] | None = Field(
-        None, description="Channels per head; must divide channels (heads = channels / head_dim)."
+        None, description="Channels per head; must divide channels (heads = channels / head_dim). Both heads and "
+        "head_dim: attention of its own width heads x head_dim, projected from and back to the level's channels "
+        "(lucidrains: 4 heads x 32 at any width). self and linear only."
     )
+    memory: Annotated[int, Field(ge=0, le=1024)] | None = Field(
+        None, description=doc("attention.memory", "Learned key/value slots every query also attends to (lucidrains' "
+                              "mem_kv: 4). self and linear only."))
+    qkv_bias: bool | None = Field(
+        None, description=doc("attention.qkv_bias", "Biases on the q, k and v projections (diffusers: true; "
+                              "lucidrains' to_qkv: false). self and linear only."))
     norm: bool | None = Field(
         None, description=doc("attention.norm", "Normalise (the level's norm) before q/k/v (diffusers' scale-shift "
                               "middle attention has none).")
@@ -192,7 +209,10 @@ class DecoderLevel(LevelSettings):
 class EncoderSpec(StrictModel):
     downsample: Downsample = Field(
         DEFAULTS["encoder.downsample"],
-        description=doc("encoder.downsample", "conv (strided 3x3) | avgpool | maxpool | resblock; any level may override."),
+        description=doc("encoder.downsample", "conv (strided 3x3) | conv4 (kernel 4, stride 2, padding 1: lucidrains' "
+                        "1-D Downsample) | avgpool | maxpool | resblock | pixel_unshuffle "
+                        "(space-to-depth, each 2^dims block of positions into channels c * 2^dims + offset, then a "
+                        "1x1 conv: lucidrains' Downsample); any level may override."),
     )
     levels: list[EncoderLevel] = Field(
         min_length=1, max_length=MAX_LEVELS,
@@ -203,6 +223,12 @@ class EncoderSpec(StrictModel):
                               "by one (the original DDPM code; diffusers downsample_padding: 0) instead of one on "
                               "every side.")
     )
+    skips: Skips | None = Field(
+        None, description=doc("encoder.skips", "What a U-Net's encoder keeps for its decoder: every (the stem's, "
+                              "each ResBlock's (after its attention) and each downsample's output: diffusers, "
+                              "guided-diffusion; a decoder level has one block more than its encoder level) | blocks "
+                              "(each ResBlock's output alone: lucidrains; a decoder level has as many blocks as its "
+                              "encoder level)."))
     input_pyramid: InputPyramid | None = Field(
         None, description=doc("encoder.input_pyramid", "NCSN++'s progressive input (EDM's encoder_type): the input "
                               "image, resampled with each level's resample_filter, joins the features after every "
@@ -230,6 +256,9 @@ class DecoderSpec(StrictModel):
 
 
 class MiddleSpec(LevelSettings):
+    channels: Channels | None = Field(
+        None, description="Its width. Default: the last encoder level's. A different width is reached by the "
+        "middle's first ResBlock (channel_change: block) or by the encoder's last 3x3 conv (resample).")
     blocks: Annotated[int, Field(ge=0, le=MAX_BLOCKS)] | None = Field(
         None, description=doc("middle.blocks", "ResBlocks at the lowest resolution (attention between consecutive ones).")
     )
@@ -306,6 +335,10 @@ class HeadSpec(StrictModel):
         None, description="The head's activation (default: defaults.activation; diffusers' UNet2DModel always uses silu)."
     )
     kernel_size: Annotated[Literal[1, 3], NoBool] | None = Field(None, description=doc("head.kernel_size", "Output conv kernel."))
+    stem_block: bool | None = Field(
+        None, description=doc("head.stem_block", "A ResBlock (the defaults' settings) on the features concatenated "
+                              "with the stem's output, before the head (lucidrains' final_res_block): (B, C + stem, "
+                              "*S) -> (B, C, *S). A U-Net only."))
     divide_by_timestep: bool | None = Field(
         None, description=doc("head.divide_by_timestep", "Divide the output by t (score models where t is the noise "
                               "level sigma; diffusers does this for fourier time embeddings). Needs a time section.")
@@ -469,6 +502,13 @@ class Spec(StrictModel):
         None, description=doc("center_input", "Map the input x to 2x - 1 first (inputs in [0, 1]; diffusers "
                               "center_input_sample).")
     )
+    channel_change: ChannelChange | None = Field(
+        None, description=doc("channel_change", "Where the width changes between levels: block (the first ResBlock "
+                              "of the next part: diffusers, guided-diffusion, EDM) | resample (each resampler's conv "
+                              "maps a level's width to the next level's; the last encoder level ends in a 3x3 conv "
+                              "to the middle's width, the last decoder level in one to the stem's: lucidrains). "
+                              "resample needs resamplers with a conv: conv, pixel_unshuffle or resblock down, any "
+                              "upsample."))
     preconditioning: PreconditioningSpec | None = Field(
         None, description="The denoiser around the network: model(x, sigma) = c_skip x + c_out F(c_in x, c_noise) "
         "(EDM's preconditioning; a U-Net whose output has its input's channels). A ControlNet of it takes c_in x "

@@ -16,6 +16,7 @@ from .vocabulary import (
     NORM_KINDS,
     Activation,
     AttentionType,
+    ChannelChange,
     ConditionInto,
     ConditionProject,
     Downsample,
@@ -25,6 +26,7 @@ from .vocabulary import (
     Order,
     OutputPyramid,
     Preconditioning,
+    Skips,
     TimeEmbedding,
     TimeInjection,
     Upsample,
@@ -93,6 +95,14 @@ class ResolvedAttention(_Frozen):
     joint: ResolvedJoint | None = None  # type joint only
     residual_scale: float = 1.0  # (type self) the output, input + attention, times this
     placement: Literal["each", "last"] = "each"  # after every ResBlock of a level, or its last only
+    memory: int = 0  # (self, linear) learned key/value slots
+    qkv_bias: bool = True  # (self, linear) biases on q, k, v
+    own_width: bool = False  # heads x head_dim both given: a width of its own, not the level's channels
+
+    @property
+    def width(self) -> int:
+        """The attention's inner width, heads x head_dim (the level's channels unless own_width)."""
+        return self.heads * self.head_dim
 
     def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"type": self.type, "heads": self.heads, "norm": self.norm}
@@ -100,6 +110,12 @@ class ResolvedAttention(_Frozen):
             data["residual_scale"] = self.residual_scale
         if self.placement != "each":
             data["placement"] = self.placement
+        if self.own_width:
+            data["head_dim"] = self.head_dim
+        if self.memory:
+            data["memory"] = self.memory
+        if not self.qkv_bias:
+            data["qkv_bias"] = False
         for own in (self.transformer, self.joint):
             if own is not None:
                 data |= own.model_dump()
@@ -143,6 +159,13 @@ class ResolvedLevel(ResolvedSettings):
     # How the level ends: encoder levels downsample, decoder levels upsample, the last neither.
     downsample: Downsample | None = None
     upsample: Upsample | None = None
+    # channel_change resample: the width the level ends at (its resampler's, or its last 3x3 conv's); 0: its own
+    end_channels: int = 0
+
+    @property
+    def out_channels(self) -> int:
+        """What the level gives the next part."""
+        return self.end_channels or self.channels
 
 
 class ResolvedTime(_Frozen):
@@ -247,10 +270,12 @@ class ResolvedPreconditioning(_Frozen):
 class ResolvedMiddle(ResolvedSettings):
     channels: int
     blocks: int
+    in_channels: int = 0  # what its first ResBlock takes where not `channels` (0: channels)
 
 
 class ResolvedHead(_Frozen):
     in_channels: int
+    stem_block: ResolvedSettings | None = None  # a ResBlock on cat(features, stem output) first (lucidrains)
     norm: ResolvedNorm | None  # None: conv only
     activation: Activation
     kernel_size: int
@@ -285,6 +310,8 @@ class ResolvedSpec(_Frozen):
     input_pyramid: InputPyramid = "none"  # NCSN++'s progressive input: joins the features after each downsample
     output_pyramid: OutputPyramid = "none"  # ...and output: a head at every decoder level, summed upwards
     preconditioning: ResolvedPreconditioning | None = None  # the denoiser around the network: t is sigma
+    channel_change: ChannelChange = "block"  # where widths change between levels
+    skips: Skips = "every"  # what a U-Net's encoder keeps for its decoder
 
     # --- derived facts the compiler and the summary share ---
     @property
@@ -306,20 +333,23 @@ class ResolvedSpec(_Frozen):
     def residual_channels(self) -> list[int]:
         """A U-Net's (or its ControlNet's) residuals: the channels of every skip, in the order they
         are made (the stem, each encoder block, each downsample), then the middle's output."""
-        skips = [self.stem_channels]
+        every = self.skips == "every"
+        skips = [self.stem_channels] if every else []
         for lv in self.encoder:
-            skips += [b.out_channels for b in lv.blocks] + ([lv.channels] if lv.downsample is not None else [])
+            skips += [b.out_channels for b in lv.blocks] + ([lv.out_channels] if lv.downsample and every else [])
         return [*skips, self.middle.channels]
 
     @property
     def residual_scales(self) -> list[int]:
         """How much smaller than the input each residual is per side (residual_channels' order)."""
-        scales, at = [1], 1
+        every = self.skips == "every"
+        scales, at = [1] if every else [], 1
         for lv in self.encoder:
             scales += [at] * len(lv.blocks)
             if lv.downsample is not None:
                 at *= 2
-                scales.append(at)
+                if every:
+                    scales.append(at)
         return [*scales, at]
 
     @property
@@ -403,19 +433,29 @@ class ResolvedSpec(_Frozen):
             data["controlnet"] = self.controlnet.model_dump()
         if self.preconditioning is not None:
             data["preconditioning"] = self.preconditioning.view()
+        if self.channel_change != "block":
+            data["channel_change"] = self.channel_change
         if self.head.norm is not None:  # once every level is explicit, defaults only feed the head's norm
             data["defaults"] = {"norm": self.head.norm.view()}
+        if self.head.stem_block is not None:  # ...and the head's stem block (the same norm: both are defaults')
+            data["defaults"] = self.head.stem_block.settings_view()
         if self.encoder:
             data["encoder"] = _side_view(self.encoder, "downsample") | {"asymmetric_padding": self.asymmetric_padding}
             if self.input_pyramid != "none":
                 data["encoder"]["input_pyramid"] = self.input_pyramid
+            if self.skips != "every":
+                data["encoder"]["skips"] = self.skips
         data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_view()}
+        if self.encoder and self.middle.channels != self.encoder[-1].channels:
+            data["middle"]["channels"] = self.middle.channels
         if self.decoder:
             data["decoder"] = _side_view(self.decoder, "upsample")
             if self.output_pyramid != "none":
                 data["decoder"]["output_pyramid"] = self.output_pyramid
         data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size,
                         "activation": self.head.activation, "divide_by_timestep": self.head.divide_by_timestep}
+        if self.head.stem_block is not None:
+            data["head"]["stem_block"] = True  # (its settings are the defaults': every level's are written)
         data["init"] = {"zero_out": self.zero_out}
         data["center_input"] = self.center_input
         return data

@@ -82,6 +82,9 @@ DEFAULTS: dict[str, Any] = {
     "encoder.downsample": "conv",
     "encoder.asymmetric_padding": False,
     "encoder.input_pyramid": "none",
+    "encoder.skips": "every",
+    "channel_change": "block",
+    "head.stem_block": False,
     "decoder.output_pyramid": "none",
     "decoder.upsample": "nearest",
     "attention.norm": True,
@@ -96,6 +99,8 @@ DEFAULTS: dict[str, Any] = {
     # the joint self/cross attention (diffusers' SimpleCrossAttn blocks: DeepFloyd IF, unCLIP)
     "attention.residual_scale": 1.0,
     "attention.placement": "each",
+    "attention.memory": 0,
+    "attention.qkv_bias": True,
     "joint.only_cross": False,
     "joint.context_norm_groups": 0,
     "time.injection": TIME_SETTINGS["injection"].default,

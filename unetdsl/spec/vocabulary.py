@@ -12,11 +12,11 @@ UNET_KINDS = ("unet", "controlnet")
 NormType = Literal["group", "layer", "instance", "batch", "rms"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "mish", "elu"]
 Order = Literal["pre", "post"]
-Downsample = Literal["conv", "avgpool", "maxpool", "resblock"]
+Downsample = Literal["conv", "avgpool", "maxpool", "resblock", "pixel_unshuffle", "conv4"]
 Upsample = Literal["nearest", "bilinear", "transposed", "resblock"]
 TimeEmbedding = Literal["sinusoidal", "fourier", "learned"]
 TimeInjection = Literal["add", "scale_shift"]
-AttentionType = Literal["self", "transformer", "joint"]
+AttentionType = Literal["self", "transformer", "joint", "linear"]
 ConditionProject = Literal["mlp", "linear", "none"]
 ConditionInto = Literal["time", "features"]
 # NCSN++'s progressive pyramids (score SDE, EDM's SongUNet encoder_type / decoder_type)
@@ -24,6 +24,10 @@ InputPyramid = Literal["none", "skip", "residual"]
 OutputPyramid = Literal["none", "skip"]
 # the denoiser a raw network is wrapped in (Karras et al. 2022, table 1; EDM2 uses edm's)
 Preconditioning = Literal["edm", "vp", "ve"]
+# where the width changes between levels: in the next ResBlock (diffusers) or in the resampler (lucidrains)
+ChannelChange = Literal["block", "resample"]
+# which encoder outputs a U-Net keeps for its decoder
+Skips = Literal["every", "blocks"]
 
 
 @dataclass(frozen=True)
