@@ -95,3 +95,26 @@ def test_the_options_are_bounded_and_checked_where_written(change: dict[str, Any
 
 def test_residual_scale_at_its_bound_is_allowed() -> None:
     assert resolve_spec({**SPEC, "defaults": {"norm": {"groups": 4}, "residual_scale": 4.0}})[0].encoder[0].residual_scale == 4.0
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_a_level_kernel_size_is_each_resblocks_two_convolutions(dims: int) -> None:
+    """Dance Diffusion's ResConvBlock: kernel 5, padded by 2, at one level only (the others keep 3)."""
+    spec = SPEC | {"dims": dims, "encoder": {"levels": [{"channels": 8, "blocks": 1, "kernel_size": 5},
+                                                        {"channels": 12, "blocks": 1}]}}
+    model = build_model(spec, seed=0, dtype=torch.float64).eval()
+    block = model.encoder[0].resnets[0]
+    assert block.conv1.kernel_size == (5,) * dims and block.conv1.padding == (2,) * dims
+    assert model.encoder[1].resnets[0].conv1.kernel_size == (3,) * dims
+    assert model.decoder[1].resnets[0].conv2.kernel_size == (5,) * dims  # the mirror of level 0
+    x = torch.randn(2, 4, *[8] * dims, dtype=torch.float64)
+    temb = torch.randn(2, 16, dtype=torch.float64)
+    conv = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[dims]
+    h = conv(torch.nn.functional.silu(block.norm1(x)), block.conv1.weight, block.conv1.bias, padding=2)
+    h = h + block.time_emb_proj(temb).reshape(2, 8, *[1] * dims)  # time_activation false: as it comes
+    h = conv(torch.nn.functional.silu(block.norm2(h)), block.conv2.weight, block.conv2.bias, padding=2)
+    want = (h + block.conv_shortcut(x)) * 0.7071067811865476
+    with torch.no_grad():
+        assert (block(x, temb) - want).abs().max().item() <= 1e-12
+        x_in, t = torch.randn(2, 3, *[8] * dims), torch.tensor([1, 500])
+        assert (script(model.float())(x_in, t) - model(x_in, t)).abs().max().item() <= 1e-5

@@ -90,7 +90,7 @@ class _Compiler:
             conv1_bias=bias, conv2_bias=bias or pre, residual_scale=settings.residual_scale,
             time_activation=settings.time_activation,
             shortcut_conv=resample is not None and settings.resample_projection,
-            time_first=settings.time_at == "first",
+            time_first=settings.time_at == "first", kernel_size=settings.kernel_size,
         )
 
     def attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:

@@ -419,7 +419,10 @@ def _rows(spec: ResolvedSpec, model: nn.Module, size: list[int], prefix: str = "
         tokens = 1
         for n in at:
             tokens *= n
-        return {"heads": s.attention.heads, "head_dim": s.attention.head_dim, "tokens": tokens}
+        a = s.attention
+        extra = {"memory": a.memory} if a.memory else {}  # (learned key/value slots every query also sees)
+        return {"heads": a.heads, "head_dim": a.head_dim, "tokens": tokens, **extra,
+                **({"linear": 1} if a.type == "linear" else {})}
 
     rows = [PartEstimate(f"{prefix}stem", list(size), f"{spec.in_channels}->{spec.stem_channels}", None, None, None,
                          params("conv_in"))]

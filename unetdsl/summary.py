@@ -40,7 +40,11 @@ def _blocks(p: PartEstimate) -> str:
 
 def _attention(p: PartEstimate) -> str:
     a = p.attention
-    return f"{a['heads']}x{a['head_dim']} @{a['tokens']}" if a is not None else "-"
+    if a is None:
+        return "-"
+    kind = " linear" if a.get("linear") else ""  # (lucidrains' linear attention: cost linear in the tokens)
+    memory = f"+{a['memory']}" if a.get("memory") else ""  # learned key/value slots beside the tokens
+    return f"{a['heads']}x{a['head_dim']}{kind} @{a['tokens']}{memory}"
 
 
 def table(spec: ResolvedSpec, e: Estimate) -> list[str]:

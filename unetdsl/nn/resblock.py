@@ -55,6 +55,7 @@ class ResBlock(Checkpointable):
         time_activation: bool = True,
         shortcut_conv: bool = False,
         time_first: bool = False,
+        kernel_size: int = 3,
     ):
         super().__init__()
         self.dims, self.pre, self.scale_shift = dims, pre, scale_shift
@@ -64,13 +65,13 @@ class ResBlock(Checkpointable):
         # after it subtracts a per-channel mean (instance, batch); GroupNorm removes only a
         # per-group mean, so there a per-channel bias still matters (and diffusers carries it).
         self.norm1 = norm1
-        self.conv1 = conv_nd(dims, in_channels, out_channels, 3, padding=1, bias=conv1_bias)
+        self.conv1 = conv_nd(dims, in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=conv1_bias)
         # (no instance annotations on these Optional submodules: TorchScript warns about them)
         self.time_emb_proj = (None if temb_channels is None
                               else nn.Linear(temb_channels, out_channels * (2 if scale_shift else 1)))
         self.norm2 = norm2
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv_nd(dims, out_channels, out_channels, 3, padding=1, bias=conv2_bias)
+        self.conv2 = conv_nd(dims, out_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=conv2_bias)
         if zero_out:
             zero_module(self.conv2)
         self.nonlinearity = act

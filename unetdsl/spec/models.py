@@ -176,6 +176,7 @@ class LevelSettings(StrictModel):
     residual_scale: Annotated[float, Field(gt=0.0, le=4.0)] | None = Field(None, description=describe("residual_scale"))
     time_activation: bool | None = Field(None, description=describe("time_activation"))
     time_at: Literal["second", "first"] | None = Field(None, description=describe("time_at"))
+    kernel_size: Annotated[Literal[1, 3, 5, 7], NoBool] | None = Field(None, description=describe("kernel_size"))
     resample_projection: bool | None = Field(None, description=describe("resample_projection"))
     resample_filter: Annotated[list[Annotated[float, Field(ge=-1e3, le=1e3)]], Field(min_length=2, max_length=16)] | None = (
         Field(None, description=describe("resample_filter")))

@@ -144,6 +144,7 @@ class ResolvedSettings(_Frozen):
     residual_scale: float = 1.0  # each ResBlock's output times this
     time_activation: bool = True  # the activation on the time embedding inside each ResBlock
     time_at: Literal["second", "first"] = "second"  # which norm of each ResBlock the embedding joins
+    kernel_size: int = 3  # each ResBlock's two convolutions
 
     def settings_view(self) -> dict[str, Any]:
         """Every setting of this place, written out: nothing left to inherit."""

@@ -42,6 +42,9 @@ LEVEL_SETTINGS: dict[str, LevelSetting] = {
         "dimension (its outer product, normalised to sum 1): [1, 1] is 2x average pooling / nearest upsampling; "
         "[1, 3, 3, 1] the FIR filter of NCSN++ and StyleGAN2. An even number of taps (down: depthwise stride-2 "
         "convolution padded by (taps - 2) / 2; up: the transposed one, times 2^dims)."),
+    "kernel_size": LevelSetting(
+        3, "The kernel of each ResBlock's two convolutions, padded to keep the size (Dance Diffusion's "
+        "ResConvBlock: 5)."),
     "time_at": LevelSetting(
         "second", "Where the time embedding joins each ResBlock: second (at the second norm: DDPM, diffusers) | first "
         "(at the first norm's output; post order only: lucidrains' conv -> norm -> scale-shift -> act)."),
