@@ -178,7 +178,8 @@ def render_svg(spec: ResolvedSpec, e: Estimate) -> str:
             out.append(_text(b.cx, b.y + 17 + k * LINE, line, size=12 if k else 13, weight="bold" if k == 0 else "normal"))
         att = b.part.attention
         if att is not None:
-            out.append(_text(b.cx, b.y + 17 + len(lines) * LINE, f"{'linear ' if att.get('linear') else ''}attention {att['heads']}×{att['head_dim']}",
+            kind = "linear attention" if att.get("linear") else "attention"
+            out.append(_text(b.cx, b.y + 17 + len(lines) * LINE, f"{kind} {att['heads']}×{att['head_dim']}",
                              size=12, weight="bold", fill=ATTENTION))
         if spec.time is not None and b.kind in ("encoder", "middle", "decoder"):  # its ResBlocks read the time
             out.append(f'<rect x="{b.x + BOX_W - 19:.1f}" y="{b.y + 4:.1f}" width="15" height="15" rx="3" '
