@@ -51,7 +51,7 @@ ALL_SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 # whose checks would decode 512x512 images) are built on the meta device only in the suite; SPECS,
 # which tests build and run for real, leaves them out
 META_ONLY = {"sd15-unet", "sd2-unet", "sd-vae", "sdxl-base-unet", "controlnet-sd15", "if-stage1-shaped",
-             "edm-ddpmpp-cifar10", "edm-ncsnpp-cifar10", "lucidrains-unet"}
+             "edm-ddpmpp-cifar10", "edm-ncsnpp-cifar10", "lucidrains-unet", "dance-diffusion"}
 SPECS = [p for p in ALL_SPECS if p.stem not in META_ONLY]
 INVALID = sorted((ROOT / "tests" / "fixtures" / "invalid").glob("*.yaml"))
 # the mechanics tests (build, run, backward, script, export) take a spec's miniature twin where it

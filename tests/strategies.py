@@ -200,8 +200,8 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
             spec["decoder"] = {"upsample": draw(st.sampled_from(names(Upsample)))}
     _filters_where_they_apply(spec, levels, defaults, middle)
     if kind in ("unet", "encoder") and draw(st.booleans()):  # lucidrains' layout: widths changed in the resamplers
-        resamplers = [lv.get("downsample", "conv") for lv in levels[:-1]]
-        if all(r not in ("avgpool", "maxpool") for r in resamplers):
+        resamplers = [lv.get("downsample", "conv") for lv in levels[:-1]] + [spec.get("decoder", {}).get("upsample")]
+        if all(r not in ("avgpool", "maxpool", "filter") for r in resamplers):
             spec["channel_change"] = "resample"
     if kind == "unet" and draw(st.booleans()):
         spec["encoder"]["skips"] = "blocks"
@@ -209,6 +209,28 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
         spec["head"]["stem_block"] = True
     if kind in ("unet", "encoder") and middle["blocks"] and draw(st.booleans()):
         middle["channels"] = draw(st.sampled_from(CHANNELS))
+    if kind in ("unet", "encoder") and has_time and draw(st.booleans()):  # Dance Diffusion's layout
+        spec["time"] = {"embedding": "fourier", "features": 4, "log": False, "into": "input"}
+        spec.pop("classes", None)
+        spec.pop("conditions", None)
+        spec["head"].pop("divide_by_timestep", None)
+        if draw(st.booleans()):  # the first level normalises the input and features: 4 + 4 channels
+            spec["stem"] = {"conv": False}
+            spec["in_channels"] = spec["out_channels"] = 4
+    if kind == "unet" and spec.get("channel_change") is None and draw(st.booleans()):
+        spec["channel_change"] = "mirror"  # (a last attention at the next level's width keeps its heads: 1 or 2)
+        for lv in levels:
+            att = lv.get("attention")
+            if isinstance(att, dict) and "head_dim" in att and "heads" not in att:
+                lv["attention"] = {**{k: v for k, v in att.items() if k != "head_dim"}, "heads": 2}
+        if draw(st.booleans()):
+            spec["head"] = {"conv": False}  # the mirrored last level ends at out_channels (normalised: 4)
+            spec["in_channels"] = spec["out_channels"] = 4
+            spec.pop("preconditioning", None)
+    if kind == "unet" and spec["encoder"].get("skips") is None and draw(st.booleans()):
+        spec["encoder"]["skips"] = "levels"
+    if kind in ("unet", "encoder") and draw(st.booleans()):
+        middle["resample"] = True
     if n >= 2:  # NCSN++'s pyramids join at the resamplings: a side that has one
         if kind != "decoder" and draw(st.booleans()):
             spec["encoder"]["input_pyramid"] = draw(st.sampled_from(["none", "skip", "residual"]))
@@ -223,6 +245,8 @@ def specs(draw: st.DrawFn, kinds: tuple[str, ...] = ("unet", "unet", "encoder", 
             spec["out_channels"] = 2 * latent
         if kind == "decoder":
             spec["in_channels"] = latent
+    if "reflect" in str(spec) or middle.get("resample"):  # positions to reflect, and the middle's own halving
+        spec["sample_size"] = 2 ** (n - 1) * 8 if kind != "decoder" else 8
     attending = [a for a in [*(lv.get("attention") for lv in levels), middle.get("attention")]
                  if isinstance(a, dict) and a.get("type") in ("transformer", "joint")]
     attends = [a for a in attending if a.get("type") == "transformer"]

@@ -108,7 +108,7 @@ def test_groups_by_group_size_as_edm_counts_them() -> None:
     ({"defaults": {"norm": {"groups": 32, "min_group_size": 4, "eps": 1e-6}}, "stem": {"channels": 30}},
      ("defaults", "norm", "min_group_size"), "30 channels of"),
     ({"middle": {"blocks": 2, "attention": {"heads": 1, "placement": "last"}}}, ("middle", "attention", "placement"),
-     "placement is a level's"),
+     "each and last are a level's"),
     ({"middle": {"blocks": 2, "attention": {"type": "transformer", "heads": 1, "residual_scale": 0.5}}},
      ("middle", "attention", "residual_scale"), "a setting of the self and linear attention blocks, not of transformer"),
     ({"defaults": {"norm": {"groups": "auto", "min_group_size": 4}}}, ("defaults", "norm", "min_group_size"),

@@ -174,7 +174,8 @@ def check_inputs(spec: ResolvedSpec, device: torch.device, dtype: torch.dtype,
     multiple of the downsampling factor, leaving at least 2 positions at the deepest level."""
     factor = spec.downsampling_factor
     base = spec.sample_size
-    second = [factor * 2 if s != factor * 2 else factor * 3 for s in base]
+    k = max(2, spec.smallest_multiple)  # (reflect-padded resampling needs more positions at the deepest part)
+    second = [factor * k if s != factor * k else factor * (k + 1) for s in base]
     return [
         sample_inputs(spec, batch=2, device=device, dtype=dtype, seed=0, residuals=residuals),
         sample_inputs(spec, batch=3, size=second, device=device, dtype=dtype, seed=1, tokens=SAMPLE_TOKENS - 3,
@@ -217,7 +218,8 @@ def _dynamic_shapes(spec: ResolvedSpec, args: tuple[Any, ...], residuals: bool =
     batch = Dim("batch", min=1, max=4096)
     factor = spec.downsampling_factor
     # up to the language's cap, and never below the spec's own sample size
-    free = [Dim(f"size{i}", min=2, max=max(MAX_SAMPLE_SIZE // factor, 2)) for i in range(spec.dims)]
+    least = max(2, spec.smallest_multiple)  # (reflect-padded resampling: pad < size at every resampling)
+    free = [Dim(f"size{i}", min=least, max=max(MAX_SAMPLE_SIZE // factor, least)) for i in range(spec.dims)]
 
     def spatial(times: int) -> dict[int, Any]:
         return {0: batch, **{2 + i: f * times if times > 1 else f for i, f in enumerate(free)}}
@@ -264,9 +266,10 @@ class _Traceable(nn.Module):
 def _trace_inputs(spec: ResolvedSpec, inputs: SampleInputs) -> SampleInputs:
     # torch.export specialises sizes of 0/1: trace where every free factor is at least 2
     factor = spec.downsampling_factor
-    if all(s // factor >= 2 for s in inputs.x.shape[2:]):
+    least = max(2, spec.smallest_multiple)
+    if all(s // factor >= least for s in inputs.x.shape[2:]):
         return inputs
-    return sample_inputs(spec, batch=2, size=[2 * factor] * spec.dims, device=inputs.x.device, dtype=inputs.x.dtype,
+    return sample_inputs(spec, batch=2, size=[least * factor] * spec.dims, device=inputs.x.device, dtype=inputs.x.dtype,
                          residuals=inputs.residuals is not None)
 
 
@@ -449,7 +452,7 @@ def check_request(spec: ResolvedSpec, format: str, target: Path, *, device: torc
                           "cannot be checked here: use --dtype float16 or float32, or --device cuda")
     if format == "onnx":
         onnx_providers(device)  # refuses before minutes of exporting when the check could not run
-    smallest = 2 * spec.downsampling_factor
+    smallest = max(2, spec.smallest_multiple) * spec.downsampling_factor
     if format in TRACED_BY_EXPORT and min(spec.sample_size) < smallest:
         raise ExportError(
             f"the {format} format's program takes spatial sizes from {smallest} (torch.export specialises a size of "

@@ -32,10 +32,11 @@ from .nn.sampling import (
     ResBlockResample,
     TransposedUpsample,
 )
-from .nn.time import FourierProjection, LearnedProjection, SinusoidalProjection, TimeEmbedding
+from .nn.time import FourierProjection, InputTime, LearnedProjection, SinusoidalProjection, TimeEmbedding
 from .nn.transformer import SpatialTransformer
 from .nn.unet import AutoencoderKL, Decoder, Encoder, Head, Level, MiddleBlock, UNet
 from .spec.resolved import (
+    ResolvedAttention,
     ResolvedCondition,
     ResolvedLevel,
     ResolvedNorm,
@@ -69,22 +70,28 @@ class _Compiler:
         self.spec = spec
         self.memory_format = memory_format
         self.dims = spec.dims
-        self.temb = spec.time.dim if spec.time is not None else None
+        # the width every ResBlock's time projection reads; none where the time features are input channels
+        self.temb = spec.time.dim if spec.time is not None and spec.time.into == "blocks" else None
         self.scale_shift = spec.time is not None and spec.time.injection == "scale_shift"
 
     # --- pieces ---------------------------------------------------------------------------
     def norm(self, n: ResolvedNorm, channels: int) -> nn.Module:
         return norm(n.type, self.dims, channels, n.groups_for(channels), n.eps)
 
-    def resblock(self, settings: ResolvedSettings, cin: int, cout: int, resample: nn.Module | None = None) -> ResBlock:
+    def resblock(self, settings: ResolvedSettings, cin: int, cout: int, resample: nn.Module | None = None,
+                 mid: int = 0, final: bool = False) -> ResBlock:
         """A ResBlock with `settings`; with `resample`, a ResBlock-up/down (its shortcut projected where
-        the settings say: resample_projection)."""
+        the settings say: resample_projection); `mid`: conv1's width where the width changes in conv2;
+        `final`: the model's last block without a head (no norm2 and act after conv2, post order)."""
         pre = settings.order == "pre"
         # pre: conv1 -> (+t) -> norm2, conv2 -> residual add; post: conv1 -> norm1, conv2 -> norm2
         bias = settings.conv_bias and settings.norm.type not in PER_CHANNEL_NORMS
+        width = mid or cout  # conv1's output
         return ResBlock(
             dims=self.dims, in_channels=cin, out_channels=cout, temb_channels=self.temb,
-            norm1=self.norm(settings.norm, cin if pre else cout), norm2=self.norm(settings.norm, cout),
+            norm1=self.norm(settings.norm, cin if pre else width),
+            norm2=nn.Identity() if final and not pre else self.norm(settings.norm, width if pre else cout),
+            mid_channels=mid, shortcut_bias=settings.shortcut_bias, final=final and not pre,
             act=activation(settings.activation), dropout=settings.dropout, pre=pre,
             scale_shift=self.scale_shift, resample=resample, zero_out=self.spec.zero_out,
             conv1_bias=bias, conv2_bias=bias or pre, residual_scale=settings.residual_scale,
@@ -108,8 +115,14 @@ class _Compiler:
         assert att is not None
         pre_norm = self.norm(settings.norm, channels) if att.norm else nn.Identity()
         return AttentionBlock(channels=channels, heads=att.heads, norm=pre_norm, zero_out=self.spec.zero_out,
-                              residual_scale=att.residual_scale, width=att.width, memory=att.memory,
+                              residual_scale=att.residual_scale, width=self.attention_width(att, channels),
+                              memory=att.memory,
                               qkv_bias=att.qkv_bias)
+
+    @staticmethod
+    def attention_width(att: ResolvedAttention, channels: int) -> int:
+        """heads x head_dim where the attention has a width of its own, else the channels it runs at."""
+        return att.width if att.own_width else channels
 
     def _linear_attention(self, settings: ResolvedSettings, channels: int) -> nn.Module:
         att = settings.attention
@@ -117,7 +130,8 @@ class _Compiler:
         pre_norm = self.norm(settings.norm, channels) if att.norm else nn.Identity()
         return LinearAttentionBlock(channels=channels, heads=att.heads, norm=pre_norm,
                                     out_norm=self.norm(settings.norm, channels), zero_out=self.spec.zero_out,
-                                    residual_scale=att.residual_scale, width=att.width, memory=att.memory,
+                                    residual_scale=att.residual_scale, width=self.attention_width(att, channels),
+                              memory=att.memory,
                                     qkv_bias=att.qkv_bias)
 
     def _joint(self, settings: ResolvedSettings, channels: int) -> nn.Module:
@@ -140,47 +154,56 @@ class _Compiler:
                                   only_cross=tf.only_cross, upcast=tf.upcast, layer_norm_eps=tf.layer_norm_eps,
                                   zero_out=self.spec.zero_out)
 
-    def level_blocks(self, lv: ResolvedLevel) -> tuple[list[nn.Module], list[nn.Module]]:
-        resnets: list[nn.Module] = [self.resblock(lv, b.in_channels + b.skip_channels, b.out_channels) for b in lv.blocks]
+    def level_blocks(self, lv: ResolvedLevel, final: bool = False) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The level's ResBlocks and attention blocks; `final`: its last ResBlock is the model's output."""
+        last_block = len(lv.blocks) - 1
+        resnets: list[nn.Module] = [self.resblock(lv, b.in_channels + b.skip_channels, b.out_channels, mid=b.mid_channels,
+                                                  final=final and j == last_block) for j, b in enumerate(lv.blocks)]
         last = len(lv.blocks) - 1  # placement last: the level's last ResBlock only (EDM's decoder levels)
         every = lv.attention is None or lv.attention.placement == "each"
-        return resnets, [self.attention(lv, lv.channels) if every or i == last else NoAttention()
+        # each attention at its block's output width (the level's, but where channel_change mirror ends it)
+        return resnets, [self.attention(lv, lv.blocks[i].out_channels) if every or i == last else NoAttention()
                          for i in range(len(lv.blocks))]
 
     # --- registries of resampling methods: name -> builder(level) ----------------------------
     def _down(self) -> dict[str, Callable[[ResolvedLevel], nn.Module]]:
         return {
-            "conv": lambda lv: ConvDownsample(dims=self.dims, channels=lv.channels, out_channels=lv.out_channels,
+            "conv": lambda lv: ConvDownsample(dims=self.dims, channels=self.resample_in(lv), out_channels=lv.out_channels,
                                               padding=0 if self.spec.asymmetric_padding else 1),
-            "conv4": lambda lv: ConvDownsample(dims=self.dims, channels=lv.channels, out_channels=lv.out_channels,
+            "conv4": lambda lv: ConvDownsample(dims=self.dims, channels=self.resample_in(lv), out_channels=lv.out_channels,
                                                kernel_size=4),
-            "pixel_unshuffle": lambda lv: PixelUnshuffleDownsample(dims=self.dims, channels=lv.channels,
+            "pixel_unshuffle": lambda lv: PixelUnshuffleDownsample(dims=self.dims, channels=self.resample_in(lv),
                                                                    out_channels=lv.out_channels),
             "avgpool": lambda lv: self.filtered(lv, up=False) or PoolDownsample(dims=self.dims, kind="avgpool"),
             "maxpool": lambda lv: PoolDownsample(dims=self.dims, kind="maxpool"),
             "resblock": lambda lv: ResBlockResample(self.resblock(
-                lv, lv.channels, lv.out_channels,
+                lv, self.resample_in(lv), lv.out_channels,
                 self.filtered(lv, up=False) or PoolDownsample(dims=self.dims, kind="avgpool").pool)),
         }
 
-    def filtered(self, lv: ResolvedLevel, *, up: bool) -> nn.Module | None:
-        """The level's FIR resampler, or None where its filter is the box [1, 1] (the pooling and
-        nearest modules then, as before the option: the same numbers, no new buffers)."""
-        if lv.resample_filter == [1.0, 1.0]:
+    def fir(self, place: ResolvedSettings, *, up: bool) -> nn.Module:
+        """The place's FIR resampler whatever its filter (the upsample `filter`, the middle's own resampling)."""
+        return FirResample(dims=self.dims, taps=place.resample_filter, up=up, reflect=place.resample_padding == "reflect")
+
+    def filtered(self, lv: ResolvedSettings, *, up: bool) -> nn.Module | None:
+        """The level's FIR resampler, or None where its filter is the box [1, 1] with zero padding (the
+        pooling and nearest modules then, as before the option: the same numbers, no new buffers)."""
+        if lv.resample_filter == [1.0, 1.0] and lv.resample_padding == "zeros":
             return None
-        return FirResample(dims=self.dims, taps=lv.resample_filter, up=up)
+        return self.fir(lv, up=up)
 
     def _up(self) -> dict[str, Callable[[ResolvedLevel], nn.Module]]:
         return {
-            "nearest": lambda lv: InterpolateUpsample(dims=self.dims, channels=lv.channels, mode="nearest",
+            "nearest": lambda lv: InterpolateUpsample(dims=self.dims, channels=self.resample_in(lv), mode="nearest",
                                                       out_channels=lv.out_channels),
             "bilinear": lambda lv: InterpolateUpsample(
-                dims=self.dims, channels=lv.channels, mode={1: "linear", 2: "bilinear", 3: "trilinear"}[self.dims],
+                dims=self.dims, channels=self.resample_in(lv), mode={1: "linear", 2: "bilinear", 3: "trilinear"}[self.dims],
                 out_channels=lv.out_channels),
-            "transposed": lambda lv: TransposedUpsample(dims=self.dims, channels=lv.channels,
+            "filter": lambda lv: self.fir(lv, up=True),
+            "transposed": lambda lv: TransposedUpsample(dims=self.dims, channels=self.resample_in(lv),
                                                         out_channels=lv.out_channels),
             "resblock": lambda lv: ResBlockResample(self.resblock(
-                lv, lv.channels, lv.out_channels,
+                lv, self.resample_in(lv), lv.out_channels,
                 self.filtered(lv, up=True) or nn.Upsample(scale_factor=2.0, mode="nearest"))),
         }
 
@@ -224,23 +247,28 @@ class _Compiler:
         pyramid = self.input_pyramid()
         encoder = [Level(*self.level_blocks(lv), downsample=down[lv.downsample](lv) if lv.downsample else None,
                          push_skips=is_unet, channels_last=cl, pyramid=pyramid[i], push_resampled=s.skips == "every",
+                         skip_levels=s.skips == "levels",
                          project=self.project(lv)) for i, lv in enumerate(s.encoder)]
         m = s.middle
         middle = MiddleBlock(
             [self.resblock(m, (m.in_channels or m.channels) if i == 0 else m.channels, m.channels)
              for i in range(m.blocks)],
-            [self.attention(m, m.channels) for _ in range(m.blocks - 1)] if m.attention is not None else [],
-            channels_last=cl,
+            [self.attention(m, m.channels) for _ in range(m.blocks - (0 if m.attention.placement == "all" else 1))]
+            if m.attention is not None else [],
+            channels_last=cl, down=self.fir(m, up=False) if m.resample else None,
+            up=self.fir(m, up=True) if m.resample else None,
         )
         if s.controlnet is not None:
             return self.controlnet(encoder, middle, cl)
-        decoder = [Level(*self.level_blocks(lv), upsample=up[lv.upsample](lv) if lv.upsample else None,
-                         consume_skips=is_unet, channels_last=cl,
-                         pyramid=OutputSkip(head=self.head(lv.channels), dims=self.dims, taps=lv.resample_filter)
+        final = not s.head.conv  # no head: the last decoder ResBlock gives the output
+        decoder = [Level(*self.level_blocks(lv, final=final and k == len(s.decoder) - 1),
+                         upsample=up[lv.upsample](lv) if lv.upsample else None,
+                         consume_skips=is_unet, channels_last=cl, skip_levels=s.skips == "levels",
+                         pyramid=OutputSkip(head=self.head(self.resample_in(lv)), dims=self.dims, taps=lv.resample_filter)
                          if s.output_pyramid == "skip" and lv.upsample else None, project=self.project(lv))
-                   for lv in s.decoder]
+                   for k, lv in enumerate(s.decoder)]
         h = s.head
-        head = self.head(h.in_channels)
+        head = self.head(h.in_channels) if h.conv else Head(None, nn.Identity(), nn.Identity())
         if h.stem_block is not None:  # (B, C + stem, *S) -> (B, C, *S), built after the head's conv
             head.block = self.resblock(h.stem_block, h.in_channels + s.stem_channels, h.in_channels)
         common = self.common(encoder, middle, cl) | dict(
@@ -252,10 +280,15 @@ class _Compiler:
         models: dict[str, type[nn.Module]] = {"unet": UNet, "encoder": Encoder, "decoder": Decoder}
         return models[s.model](**common)
 
+    def resample_in(self, lv: ResolvedLevel) -> int:
+        """The width a level's resampler takes: its own, or with channel_change mirror the width its last
+        ResBlock already ended at."""
+        return lv.out_channels if self.spec.channel_change == "mirror" else lv.channels
+
     def project(self, lv: ResolvedLevel) -> nn.Module | None:
         """channel_change resample: a level that does not resample ends in a 3x3 conv to the next part's
         width (the last encoder level to the middle's, the last decoder level to the stem's)."""
-        if not lv.end_channels or lv.downsample or lv.upsample:
+        if self.spec.channel_change != "resample" or not lv.end_channels or lv.downsample or lv.upsample:
             return None
         return conv_nd(self.dims, lv.channels, lv.end_channels, 3, padding=1)
 
@@ -292,8 +325,11 @@ class _Compiler:
     def common(self, encoder: list[Level], middle: MiddleBlock, cl: bool) -> dict[str, Any]:
         """What every model's constructor takes besides its decoder and head."""
         s = self.spec
-        time_embedding = None
-        if s.time is not None:
+        time_embedding: nn.Module | None = None
+        features_in = s.time.features if s.time is not None and s.time.into == "input" else 0
+        if s.time is not None and s.time.into == "input":
+            time_embedding = InputTime(proj=self._time_projection()[s.time.embedding](s.time))
+        elif s.time is not None:
             time_embedding = TimeEmbedding(proj=self._time_projection()[s.time.embedding](s.time),
                                            features=s.time.features, dim=s.time.dim, classes=s.classes,
                                            act=activation(s.time.activation), conditions=self.conditions(),
@@ -301,7 +337,9 @@ class _Compiler:
                                            else activation(s.time.post_activation))
         return dict(
             dims=self.dims, in_channels=s.in_channels, size_multiple=s.downsampling_factor,
-            conv_in=conv_nd(self.dims, s.in_channels, s.stem_channels, s.stem_kernel, padding=s.stem_kernel // 2),
+            conv_in=conv_nd(self.dims, s.in_channels + features_in, s.stem_channels, s.stem_kernel,
+                            padding=s.stem_kernel // 2) if s.stem_conv else nn.Identity(),
+            time_into_input=bool(features_in), size_min=s.smallest_multiple * s.downsampling_factor,
             time_embedding=time_embedding, encoder=encoder, middle=middle, center_input=s.center_input,
             channels_last=cl, context_dim=s.context_dim or 0,
             context_proj=nn.Linear(s.context_input_dim, s.context_dim) if s.context_input_dim and s.context_dim else None,

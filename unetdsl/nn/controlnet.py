@@ -75,7 +75,10 @@ class ControlNet(_Net):
         temb = self._embed(x, t, y, cond, context)
         context = self._projected(context)
         x = self._centered(x)  # (the hint is not centred: diffusers' ControlNet centres the sample only)
-        h, skips = self._encoded(self._stem(x, self.controlnet_cond_embedding(hint)), temb, context, x)
+        stem = self._stem(self._with_time(x, temb), self.controlnet_cond_embedding(hint))
+        if self.time_into_input:
+            temb = None
+        h, skips = self._encoded(stem, temb, context, x)
         h = self.middle(h, temb, context)
         out: list[torch.Tensor] = []
         for i, zero_conv in enumerate(self.controlnet_down_blocks):

@@ -33,6 +33,7 @@ class ResBlock(Checkpointable):
     residual_scale: Final[float]
     time_activation: Final[bool]
     time_first: Final[bool]
+    final: Final[bool]
 
     def __init__(
         self,
@@ -56,6 +57,9 @@ class ResBlock(Checkpointable):
         shortcut_conv: bool = False,
         time_first: bool = False,
         kernel_size: int = 3,
+        mid_channels: int = 0,
+        shortcut_bias: bool = True,
+        final: bool = False,
     ):
         super().__init__()
         self.dims, self.pre, self.scale_shift = dims, pre, scale_shift
@@ -65,21 +69,28 @@ class ResBlock(Checkpointable):
         # after it subtracts a per-channel mean (instance, batch); GroupNorm removes only a
         # per-group mean, so there a per-channel bias still matters (and diffusers carries it).
         self.norm1 = norm1
-        self.conv1 = conv_nd(dims, in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=conv1_bias)
+        mid = mid_channels or out_channels  # conv1's width (the width changes in conv2 where it is not out_channels)
+        self.conv1 = conv_nd(dims, in_channels, mid, kernel_size, padding=kernel_size // 2, bias=conv1_bias)
         # (no instance annotations on these Optional submodules: TorchScript warns about them)
         self.time_emb_proj = (None if temb_channels is None
-                              else nn.Linear(temb_channels, out_channels * (2 if scale_shift else 1)))
+                              else nn.Linear(temb_channels, self._time_width(mid, out_channels) * (2 if scale_shift else 1)))
         self.norm2 = norm2
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv_nd(dims, out_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=conv2_bias)
+        self.conv2 = conv_nd(dims, mid, out_channels, kernel_size, padding=kernel_size // 2, bias=conv2_bias)
         if zero_out:
             zero_module(self.conv2)
         self.nonlinearity = act
         self.nonlinearity_ = in_place(act)  # inference, on this block's own tensors (layers.in_place)
         # a 1x1 conv where the channels change, or where asked (EDM's resampling blocks project theirs)
-        self.conv_shortcut = (conv_nd(dims, in_channels, out_channels, 1)
+        self.conv_shortcut = (conv_nd(dims, in_channels, out_channels, 1, bias=shortcut_bias)
                               if in_channels != out_channels or shortcut_conv else None)
+        self.final = final  # post order: no norm2 and act after conv2 (the model's output: Dance Diffusion's is_last)
         self.resample = resample  # parameter-free x2 / /2 (ResBlock-up/down), or None
+
+    def _time_width(self, mid: int, out: int) -> int:
+        """The width the embedding joins at: norm2's output in post order with scale-shift at the second
+        norm (the block's output width), else conv1's (the added embedding, the first norm, pre's norm2)."""
+        return out if self.scale_shift and not self.pre and not self.time_first else mid
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
         if self.checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
@@ -117,6 +128,8 @@ class ResBlock(Checkpointable):
         if self.pre:
             h = self._joined(self.norm2(h), scale_shift)
             h = self.conv2(self.dropout(self._act(h)))
+        elif self.final:
+            h = self.conv2(self.dropout(h))
         else:
             h = self._act(self._joined(self.norm2(self.conv2(self.dropout(h))), scale_shift))
 

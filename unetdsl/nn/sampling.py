@@ -124,12 +124,19 @@ class FirResample(nn.Module):
     dims: Final[int]
     up: Final[bool]
     padding: Final[int]
+    reflect: Final[int]  # > 0: reflect-pad the input by this much first (and pad the convolution less)
 
-    def __init__(self, *, dims: int, taps: list[float], up: bool, padding: Optional[int] = None):
+    def __init__(self, *, dims: int, taps: list[float], up: bool, padding: Optional[int] = None, reflect: bool = False):
         super().__init__()
         # padding: (taps - 2) / 2 keeps the size exact; 0 for a conv padded wider before it (nn/pyramid.py)
         self.dims, self.up = dims, up
-        self.padding = (len(taps) - 2) // 2 if padding is None else padding
+        p = (len(taps) - 2) // 2 if padding is None else padding
+        # reflect (Dance Diffusion's Downsample1d / Upsample1d): down reflect-pads the input by p and the conv
+        # by nothing; up reflect-pads the input by q = (p + 1) // 2, and as each padded input position adds two
+        # outputs the transposed conv crops p + 2q (the output is 2S exactly)
+        q = (p if not up else (p + 1) // 2) if reflect else 0
+        self.reflect = q
+        self.padding = (p - q if not up else p + 2 * q) if reflect else p
         self.taps: list[float] = [float(t) for t in taps]
 
     def forward(self, x: torch.Tensor, temb: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -140,6 +147,8 @@ class FirResample(nn.Module):
             kernel = kernel.unsqueeze(-1) * f  # the outer product: (k,) * dims
         gain = 2.0**self.dims if self.up else 1.0
         kernel = (kernel / kernel.sum() * gain).to(x.dtype)
+        if self.reflect > 0:
+            x = F.pad(x, [self.reflect] * (2 * self.dims), mode="reflect")
         w = kernel.unsqueeze(0).unsqueeze(0).expand([c, 1] + [-1] * self.dims)  # (C, 1, k, ...): one per channel
         if self.up:
             if self.dims == 1:

@@ -135,3 +135,23 @@ class TimeEmbedding(nn.Module):
         if y.dim() > 1 or y.numel() != batch:  # never broadcast: one label per sample, (B,) (or () for a batch of 1)
             raise ValueError(f"unetdsl: got class labels of shape {list(y.shape)} for a batch of {batch}; give ({batch},)")
         return emb + self.class_embedding(y.reshape(-1).long()).to(emb.dtype)
+
+
+class InputTime(nn.Module):
+    """time.into input (Dance Diffusion): the projection's features (B, F) alone, no MLP; the model
+    concatenates them after its input's channels. t: () or (B,) -> (B, F)."""
+
+    def __init__(self, *, proj: nn.Module):
+        super().__init__()
+        self.time_proj = proj
+
+    def forward(self, t: torch.Tensor, batch: int, y: Optional[torch.Tensor],
+                cond: Optional[dict[str, torch.Tensor]] = None, context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if y is not None or cond is not None:
+            raise ValueError("unetdsl: this model takes its time as input channels, and no labels or conditions")
+        t = t.reshape(-1)
+        if t.shape[0] == 1 and batch != 1:
+            t = t.expand(batch)
+        if t.shape[0] != batch:
+            raise ValueError(f"unetdsl: got {t.shape[0]} timesteps for a batch of {batch}; give one, or one per sample")
+        return self.time_proj(t)

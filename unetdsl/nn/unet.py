@@ -16,7 +16,6 @@ from torch import nn
 from .attention import NoAttention
 from .checkpointing import Checkpointable, checkpoint
 from .layers import in_place
-from .time import TimeEmbedding
 
 # a part allowed to run channels-last does so when its input has at least this many positions
 # (batch x spatial): oneDNN's channels-last convolutions are faster, but each call reorders the
@@ -55,6 +54,7 @@ class Level(Checkpointable):
 
     push_skips: Final[bool]
     push_resampled: Final[bool]  # ...the downsample's output too (encoder.skips: every)
+    last_only: Final[bool]  # ...only the last block's output (encoder.skips: levels)
     num_skips: Final[int]
     channels_last: Final[bool]
     min_positions: Final[int]  # (TorchScript reads no module-level ints: a constant per module)
@@ -62,14 +62,16 @@ class Level(Checkpointable):
     def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], *,
                  downsample: Optional[nn.Module] = None, upsample: Optional[nn.Module] = None,
                  push_skips: bool = False, consume_skips: bool = False, channels_last: bool = False,
-                 pyramid: Optional[nn.Module] = None, push_resampled: bool = True,
+                 pyramid: Optional[nn.Module] = None, push_resampled: bool = True, skip_levels: bool = False,
                  project: Optional[nn.Module] = None):
         super().__init__()
         self.channels_last = channels_last  # may run channels-last (on inputs large enough)
         self.min_positions = CHANNELS_LAST_MIN_POSITIONS
         self.push_skips = push_skips
         self.push_resampled = push_resampled
-        self.num_skips = len(resnets) if consume_skips else 0
+        # encoder.skips levels: one skip a level (its last block's output; the first decoder block takes it)
+        self.num_skips = (1 if skip_levels else len(resnets)) if consume_skips else 0
+        self.last_only = skip_levels
         self.resnets = nn.ModuleList(resnets)
         self.attentions = nn.ModuleList(attentions)  # NoAttention where the level has none
         # two names, as diffusers' down and up blocks have them (weights map by prefix); one is None
@@ -103,11 +105,12 @@ class Level(Checkpointable):
             raise ValueError(f"unetdsl: this level takes {self.num_skips} skip tensors, got {len(skips)}")
         h = in_layout(h, self.channels_last, self.min_positions)
         produced: list[torch.Tensor] = []  # this level's own skip outputs, in the order they are made
+        last = len(self.resnets) - 1
         for i, (res, attn) in enumerate(zip(self.resnets, self.attentions)):
-            if self.num_skips > 0:
+            if i < self.num_skips:
                 h = torch.cat([h, in_layout(skips[i], self.channels_last, self.min_positions)], dim=1)  # (B, C + C_skip, *S)
             h = attn(res(h, temb), context)
-            if self.push_skips:
+            if self.push_skips and (not self.last_only or i == last):
                 produced.append(h)
         if self.downsample is not None:
             h = self.downsample(h, temb)  # (B, C, *S/2)
@@ -130,11 +133,15 @@ class MiddleBlock(Checkpointable):
     channels_last: Final[bool]
     min_positions: Final[int]
 
-    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], channels_last: bool = False):
+    def __init__(self, resnets: list[nn.Module], attentions: list[nn.Module], channels_last: bool = False,
+                 down: Optional[nn.Module] = None, up: Optional[nn.Module] = None):
         super().__init__()
         self.channels_last = channels_last
         self.min_positions = CHANNELS_LAST_MIN_POSITIONS
         self.resnets = nn.ModuleList(resnets)
+        # middle.resample: halve the size first, double it last (Dance Diffusion's UNetMidBlock1D), or None
+        self.down = down
+        self.up = up
         # attention i follows resnet i; the last resnet is followed by NoAttention (no weights)
         self.attentions = nn.ModuleList([*attentions, *[NoAttention() for _ in range(len(resnets) - len(attentions))]])
 
@@ -148,9 +155,13 @@ class MiddleBlock(Checkpointable):
         return checkpoint(self._forward, h, temb, context)
 
     def _forward(self, h: torch.Tensor, temb: Optional[torch.Tensor], context: Optional[torch.Tensor]) -> torch.Tensor:
+        if self.down is not None:
+            h = self.down(h)  # (B, C, *S/2)
         h = in_layout(h, self.channels_last, self.min_positions)
         for res, attn in zip(self.resnets, self.attentions):
             h = attn(res(h, temb), context)
+        if self.up is not None:
+            h = self.up(h)  # (B, C, *2S)
         return h
 
 
@@ -186,6 +197,7 @@ class _Net(nn.Module):
     dims: Final[int]
     in_channels: Final[int]
     size_multiple: Final[int]
+    size_min: Final[int]  # the smallest spatial size (reflect-padded resampling needs positions to reflect)
     center_input: Final[bool]
     divide_by_timestep: Final[bool]
     channels_last: Final[bool]
@@ -193,14 +205,15 @@ class _Net(nn.Module):
     context_dim: Final[int]  # 0: the model takes no context; else the width it takes (before any projection)
     takes_residuals: Final[bool]  # a U-Net: its decoder consumes skips a ControlNet's residuals are added to
     push_stem: Final[bool]  # the stem's output is the first skip (encoder.skips: every)
+    time_into_input: Final[bool]  # time.into input: the time features are input channels, no ResBlock takes time
 
     def __init__(self, *, dims: int, in_channels: int, size_multiple: int, conv_in: nn.Module,
-                 time_embedding: Optional[TimeEmbedding], encoder: list[Level], middle: MiddleBlock,
+                 time_embedding: Optional[nn.Module], encoder: list[Level], middle: MiddleBlock,
                  decoder: list[Level], head: Head, center_input: bool = False,
                  divide_by_timestep: bool = False, channels_last: bool = False, context_dim: int = 0,
                  quant_conv: Optional[nn.Module] = None, post_quant_conv: Optional[nn.Module] = None,
                  context_proj: Optional[nn.Linear] = None, preconditioning: Optional[nn.Module] = None,
-                 push_stem: bool = True):
+                 push_stem: bool = True, time_into_input: bool = False, size_min: int = 1):
         super().__init__()
         self.context_dim = context_proj.in_features if context_proj is not None else context_dim
         self.dims, self.in_channels, self.size_multiple = dims, in_channels, size_multiple
@@ -218,6 +231,8 @@ class _Net(nn.Module):
         self.decoder = nn.ModuleList(decoder)
         self.takes_residuals = bool(decoder) and decoder[0].num_skips > 0
         self.push_stem = push_stem
+        self.size_min = size_min
+        self.time_into_input = time_into_input
         # an autoencoder's halves: 1x1 convs on the moments after the head (encoder) and on the
         # latent before the stem (decoder), registered last (they are new, the order is the artifacts')
         self.quant_conv = quant_conv
@@ -233,6 +248,9 @@ class _Net(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"unetdsl: expected {self.in_channels} input channels, got {x.shape[1]}")
         for size in x.shape[2:]:
+            if size < self.size_min:
+                raise ValueError(f"unetdsl: every spatial size must be at least {self.size_min} (its reflect-padded "
+                                 f"resampling needs positions to reflect); got {list(x.shape[2:])}")
             if size % self.size_multiple != 0:
                 raise ValueError(f"unetdsl: every spatial size must be a multiple of {self.size_multiple} "
                                  f"(the total downsampling); got {list(x.shape[2:])}")
@@ -250,6 +268,17 @@ class _Net(nn.Module):
     def _centered(self, x: torch.Tensor) -> torch.Tensor:
         """What the stem (and an input pyramid) reads: x, or 2x - 1 for inputs in [0, 1]."""
         return 2.0 * x - 1.0 if self.center_input else x
+
+    def _with_time(self, x: torch.Tensor, temb: Optional[torch.Tensor]) -> torch.Tensor:
+        """time.into input: x (B, C, *S) and the time features (B, F) repeated along the positions ->
+        (B, C + F, *S) (Dance Diffusion); x otherwise."""
+        if not self.time_into_input or temb is None:
+            return x
+        features = temb.to(x.dtype)
+        for _ in range(self.dims):
+            features = features.unsqueeze(-1)
+        shape = [x.shape[0], features.shape[1]] + list(x.shape[2:])  # noqa: RUF005 (TorchScript: no starred lists)
+        return torch.cat([x, features.expand(shape)], dim=1)
 
     def _stem(self, x: torch.Tensor, added: Optional[torch.Tensor] = None) -> torch.Tensor:
         """conv_in(x) (+ `added`: a ControlNet's embedded hint), in the layout the body runs in."""
@@ -287,7 +316,9 @@ class _Net(nn.Module):
         if self.post_quant_conv is not None:
             x = self.post_quant_conv(x)  # (B, latent, *S)
         x = self._centered(x)
-        stem = self._stem(x)
+        stem = self._stem(self._with_time(x, temb))
+        if self.time_into_input:
+            temb = None  # (its features are in the input now)
         h, skips = self._encoded(stem, temb, context, x)
         if residuals is not None:
             skips = self._added(skips, residuals)

@@ -15,6 +15,8 @@ front end can attach `file:line:col`. No torch here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import ValidationError
 
 from ..errors import InternalError, Problem, SpecError, sort_problems
@@ -70,6 +72,18 @@ def _resolve(ctx: Context) -> ResolvedSpec:
     report_groups(ctx)
     if ctx.problems:
         raise SpecError(ctx.problems)
+    resolved = _resolved(ctx, flow, time, conditions)
+    least = resolved.smallest_multiple * resolved.downsampling_factor
+    if min(resolved.sample_size) < least:  # reflect padding: each resampling's input must outsize its padding
+        ctx.fail(("sample_size",), f"sample_size {min(resolved.sample_size)} leaves too few positions for the "
+                 f"reflect-padded resampling (its padding must stay below the size it pads): at least {least}",
+                 found=str(spec.sample_size), allowed=f"a multiple of {resolved.downsampling_factor} from {least}")
+        raise SpecError(ctx.problems)
+    return resolved
+
+
+def _resolved(ctx: Context, flow: Any, time: Any, conditions: Any) -> ResolvedSpec:
+    spec = ctx.spec
     return ResolvedSpec(
         unetdsl=spec.unetdsl,
         name=spec.name,
@@ -88,6 +102,7 @@ def _resolve(ctx: Context) -> ResolvedSpec:
         controlnet=_controlnet(spec),
         stem_channels=flow.stem,
         stem_kernel=default(spec.stem.kernel_size if spec.stem else None, DEFAULTS["stem.kernel_size"]),
+        stem_conv=default(spec.stem.conv if spec.stem else None, DEFAULTS["stem.conv"]),
         encoder=flow.encoder,
         middle=flow.middle,
         decoder=flow.decoder,

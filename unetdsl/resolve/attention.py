@@ -59,9 +59,12 @@ def resolve_attention(ctx: Context, att: AttentionSpec | None, channels: int, pa
             ctx.fail((*ap, "heads"), f"{heads} heads do not divide the level's {channels} channels",
                      found=str(heads), allowed=f"a divisor of {channels}: {join_allowed(divisors(channels))}")
             return None
-    if att.placement is not None and path == ("middle",):
-        ctx.fail((*ap, "placement"), "the middle's attention sits between its ResBlocks: placement is a level's",
-                 found=att.placement, hint="remove it")
+    if att.placement is not None and att.placement != "all" and path == ("middle",):
+        ctx.fail((*ap, "placement"), "the middle's attention sits between its ResBlocks, or after each of them with "
+                 "placement: all; each and last are a level's", found=att.placement, hint="remove it, or write all")
+    if att.placement == "all" and path != ("middle",):
+        ctx.fail((*ap, "placement"), "placement: all is the middle's (after every ResBlock, the last included); a "
+                 "level's attention follows each ResBlock with placement: each", found="all", hint="write each")
     return ResolvedAttention(heads=heads, head_dim=att.head_dim if own_width else channels // heads,  # type: ignore[arg-type]
                              norm=default(att.norm, DEFAULTS["attention.norm"]), own_width=own_width,
                              memory=default(att.memory, DEFAULTS["attention.memory"]),

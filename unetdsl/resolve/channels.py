@@ -30,7 +30,7 @@ class Flow:
     head: ResolvedHead
 
 
-FILTERED = ("avgpool", "resblock")  # the resampling methods a resample_filter shapes
+FILTERED = ("avgpool", "resblock", "filter")  # the resampling methods a resample_filter shapes
 
 
 def check_filter(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, resample: tuple[str, Setting] | None,
@@ -78,14 +78,27 @@ def level(ctx: Context, lv: EncoderLevel | DecoderLevel, path: Path, blocks: lis
         first = b.in_channels + b.skip_channels
         # pre-activation: norm1 sees the block input; post: it sees conv1's output.
         label = f"{what} block {j}"
+        mid = b.mid_channels or b.out_channels  # conv1's output
         if order == "pre":
             skip = f" ({b.in_channels} + {b.skip_channels} skip)" if b.skip_channels else ""
             seen.append((first, f"{label}'s first norm{skip}"))
+            seen.append((mid, f"{label}'s second norm"))
         else:
-            seen.append((b.out_channels, f"{label}'s first norm"))
-        seen.append((b.out_channels, f"{label}'s second norm"))
+            seen.append((mid, f"{label}'s first norm"))
+            seen.append((b.out_channels, f"{label}'s second norm"))
     if lv.attention is not None and lv.attention.norm is not False:
         seen.append((lv.channels, f"{what}'s attention norm"))
+    changed = blocks[-1].out_channels if blocks and blocks[-1].out_channels != lv.channels else 0
+    if lv.attention is not None and changed:  # channel_change mirror: the last attention runs at the width it ends at
+        if lv.attention.norm is not False:
+            seen.append((changed, f"{what}'s last attention norm"))
+        # (the heads the level's width gives, which the last attention keeps)
+        heads = lv.attention.heads or (max(lv.channels // lv.attention.head_dim, 1) if lv.attention.head_dim else 1)
+        own = lv.attention.heads is not None and lv.attention.head_dim is not None
+        if not own and changed % heads:
+            ctx.fail((*path, "attention"), f"{what} ends at {changed} channels (channel_change: mirror), and its last "
+                     f"attention's heads do not divide them", found=str(changed),
+                     hint="give the attention a width of its own (heads and head_dim), or change the widths")
     resolved_resample: dict[str, Any] = {}
     if resample is not None:
         key, chosen = resample
@@ -121,16 +134,20 @@ ENCODER = Side("encoder", "downsample", pushes=True)
 DECODER = Side("decoder", "upsample", pushes=False)
 
 
-NO_CONV = ("avgpool", "maxpool")  # resamplers without a conv: they cannot change the width
+NO_CONV = ("avgpool", "maxpool", "filter")  # resamplers without a conv: they cannot change the width
 
 
 def side(ctx: Context, sd: Side, placed: Sequence[tuple[EncoderLevel | DecoderLevel, Path, int | None]],
-         prev: int, skips: list[int], every: bool = True, ends: Sequence[int] = ()) -> tuple[list[ResolvedLevel], int]:
+         prev: int, skips: list[int], mode: str = "every", ends: Sequence[int] = (), change: str = "block"
+         ) -> tuple[list[ResolvedLevel], int]:
     """One side's levels, in forward order, from `prev` input channels: each (level, the path its
     settings are reported at, the blocks a U-Net decoder level must have or None). Encoder blocks
     push their outputs on the U-Net `skips` stack (and each downsample where `every`); decoder blocks
-    pop one each. `ends`: the width each level ends at (channel_change resample; 0 or none: its own).
+    pop one each (`mode` levels: each level's output before its downsample is pushed, and each decoder
+    level's first block pops one). `ends`: the width each level ends at (0 or none: its own), in its
+    resampler or last conv (`change` resample) or in its last block's second conv (mirror).
     Returns the levels and the channels the last one gives."""
+    every = mode == "every"
     unet = ctx.spec.model in UNET_KINDS
     part = getattr(ctx.spec, sd.name)
     side_default = getattr(part, sd.resample) if part is not None else None
@@ -147,19 +164,25 @@ def side(ctx: Context, sd: Side, placed: Sequence[tuple[EncoderLevel | DecoderLe
                      found=str(n), allowed=str(need), hint="or omit blocks")
             n = need
         blocks = []
-        for _ in range(n):
-            skip = skips.pop() if unet and not sd.pushes else 0
-            blocks.append(ResolvedBlock(in_channels=prev, skip_channels=skip, out_channels=lv.channels))
-            prev = lv.channels
-            if unet and sd.pushes:
+        end = ends[k] if k < len(ends) else 0
+        for j in range(n):
+            pops = unet and not sd.pushes and (mode != "levels" or j == 0)
+            skip = skips.pop() if pops and skips else 0
+            out_channels = lv.channels
+            mid = 0
+            if change == "mirror" and end and j == n - 1:  # the width changes in the last block's second conv
+                out_channels, mid = end, lv.channels
+            blocks.append(ResolvedBlock(in_channels=prev, skip_channels=skip, out_channels=out_channels,
+                                        mid_channels=mid))
+            prev = out_channels
+            if unet and sd.pushes and (mode != "levels" or j == n - 1):
                 skips.append(prev)
         resample = None
-        end = ends[k] if k < len(ends) else 0
         if k < len(placed) - 1:  # every level but the last changes the resolution
             resample = (sd.resample, pick((getattr(lv, sd.resample), (*path, sd.resample)),
                                           (side_default, (sd.name, sd.resample)), builtin=builtin))
             method = resample[1]
-            if end and method.value in NO_CONV:
+            if end and change == "resample" and method.value in NO_CONV:
                 ctx.fail(method.origin or (*path, sd.resample), f"with channel_change: resample a level's resampler "
                          f"sets the next level's width, and {method.value} has no conv to do it",
                          found=method.value, hint="use conv, pixel_unshuffle or resblock, or channel_change: block")
@@ -172,13 +195,13 @@ def side(ctx: Context, sd: Side, placed: Sequence[tuple[EncoderLevel | DecoderLe
     return out, prev
 
 
-def mirrored(enc_levels: list[EncoderLevel], encoder: list[ResolvedLevel], every: bool = True) -> list[DecoderLevel]:
+def mirrored(enc_levels: list[EncoderLevel], encoder: list[ResolvedLevel], mode: str = "every") -> list[DecoderLevel]:
     """The decoder a U-Net gets when it lists none: the encoder's levels reversed with their
     channels (the width each encoder level ends at: its own, or with channel_change resample the next
     part's) and per-level settings (attention included, as DDPM's AttnUpBlock mirrors its
     AttnDownBlock), one block more per level for the extra skip where every output is kept."""
     return [
-        DecoderLevel(channels=encoder[i].out_channels, blocks=len(encoder[i].blocks) + (1 if every else 0),
+        DecoderLevel(channels=encoder[i].out_channels, blocks=len(encoder[i].blocks) + (1 if mode == "every" else 0),
                      norm=lv.norm, attention=lv.attention, **{name: getattr(lv, name) for name in LEVEL_SETTINGS})
         for i, lv in reversed(list(enumerate(enc_levels)))
     ]
@@ -196,9 +219,13 @@ def resolve_flow(ctx: Context) -> Flow:
         ctx.fail(("stem", "channels"), "a model without an encoder feeds its stem to the middle: the stem's width is "
                  "the middle's", found=str(given), allowed=str(first_channels), hint="remove stem.channels")
         given = None
-    stem = prev = given or first_channels
-    every = default(s.encoder.skips if s.encoder else None, DEFAULTS["encoder.skips"]) == "every"
-    resample = default(s.channel_change, DEFAULTS["channel_change"]) == "resample"
+    features = s.time.features if s.time is not None and s.time.into == "input" and s.time.features else 0
+    stem_conv = s.stem is None or s.stem.conv is not False
+    stem = prev = (given or first_channels) if stem_conv else s.in_channels + features
+    mode = default(s.encoder.skips if s.encoder else None, DEFAULTS["encoder.skips"])
+    every = mode == "every"
+    change = default(s.channel_change, DEFAULTS["channel_change"])
+    resample = change == "resample"
     mid_spec = s.middle or MiddleSpec()
     mid_channels = enc_levels[-1].channels if enc_levels else (dec_given or [])[0].channels
     if mid_spec.channels is not None and enc_levels:
@@ -209,7 +236,7 @@ def resolve_flow(ctx: Context) -> Flow:
     skips: list[int] = [stem] if every else []  # U-Net skip stack: conv_in, every block, every downsample
     enc_ends = [*(lv.channels for lv in enc_levels[1:]), mid_channels] if resample else []
     encoder, prev = side(ctx, ENCODER, [(lv, ("encoder", "levels", i), None) for i, lv in enumerate(enc_levels)],
-                         prev, skips, every, enc_ends)
+                         prev, skips, mode, enc_ends, change)
 
     factor = 2 ** max(len(enc_levels) - 1, 0)
     if enc_levels and any(x % factor for x in size):
@@ -232,7 +259,10 @@ def resolve_flow(ctx: Context) -> Flow:
     if mid_spec.attention is not None and mid_spec.attention.norm is not False:
         mseen.append((mid_channels, "the middle attention"))
     check_time_at(ctx, mid_spec, ("middle",))
+    if mid_spec.resample:
+        check_filter(ctx, mid_spec, ("middle",), None, "the middle")  # type: ignore[arg-type]
     middle = ResolvedMiddle(
+        resample=bool(mid_spec.resample),
         channels=mid_channels,
         in_channels=prev if prev != mid_channels else 0,
         blocks=mblocks,
@@ -243,21 +273,34 @@ def resolve_flow(ctx: Context) -> Flow:
 
     decoder: list[ResolvedLevel] = []
     if s.model in (*UNET_KINDS, "autoencoder") or dec_given is not None:
-        dec_levels = list(dec_given) if dec_given is not None else mirrored(list(enc_levels), encoder, every)
+        dec_levels = list(dec_given) if dec_given is not None else mirrored(list(enc_levels), encoder, mode)
         # problems in a mirrored level are the encoder level's settings: point there
         placed = [(dlv, ("decoder", "levels", k) if dec_given is not None
                    else ("encoder", "levels", len(enc_levels) - 1 - k),
-                   len(encoder[len(enc_levels) - 1 - k].blocks) + (1 if every else 0) if s.model in UNET_KINDS else None)
+                   len(encoder[len(enc_levels) - 1 - k].blocks) + (1 if every else 0)
+                   if s.model in UNET_KINDS and mode != "levels" else None)
                   for k, dlv in enumerate(dec_levels)]
-        dec_ends = [*(d.channels for d in dec_levels[1:]), stem] if resample else []
+        head_conv = s.head is None or s.head.conv is not False
+        dec_ends: list[int] = []
+        if resample:
+            dec_ends = [*(d.channels for d in dec_levels[1:]), stem]
+        elif change == "mirror":  # each level ends at the next one's width; the last at the output's without a head
+            dec_ends = [*(d.channels for d in dec_levels[1:]), 0 if head_conv else s.out_channels]
         prev = mid_channels
-        decoder, prev = side(ctx, DECODER, placed, prev, skips, every, dec_ends)
+        decoder, prev = side(ctx, DECODER, placed, prev, skips, mode, dec_ends, change)
+        if not head_conv and prev != s.out_channels:
+            ctx.fail(("head", "conv"), f"without a head the last decoder level gives the output: its {prev} channels "
+                     f"are not the {s.out_channels} output channels",
+                     hint="channel_change: mirror ends the last level at out_channels, or keep the head")
     if not decoder:
         prev = mid_channels
     # an autoencoder's encoder half ends in a head of its own on the middle's channels, with the same settings
     also = [(mid_channels, "the encoder half's output head norm")] if s.model == "autoencoder" else []
     if s.decoder is not None and s.decoder.output_pyramid not in (None, "none"):  # a head at every level but the last
-        also += [(lv.channels, f"the output pyramid's head norm at decoder level {k}") for k, lv in enumerate(decoder[:-1])]
+        also += [(lv.out_channels if change == "mirror" else lv.channels, f"the output pyramid's head norm at decoder "
+                  f"level {k}") for k, lv in enumerate(decoder[:-1])]
+    if s.head is not None and s.head.stem_block:  # the same defaults' norm: `groups: auto` chosen over both
+        also.append((prev + stem, "the head's stem block's first norm"))
     head = resolve_head(ctx, prev, also)
     if s.head is not None and s.head.stem_block:
         head = head.model_copy(update={"stem_block": stem_block(ctx, prev, stem)})
@@ -285,12 +328,15 @@ def resolve_head(ctx: Context, channels: int, also: list[tuple[int, str]]) -> Re
     `head.norm: false`, then the output conv. `also`: other channel counts the same head settings
     normalise (an autoencoder's encoder half)."""
     h = ctx.spec.head
-    norm_on = h.norm if h is not None and h.norm is not None else DEFAULTS["head.norm"]
+    conv = h is None or h.conv is not False
+    norm_on = conv and (h.norm if h is not None and h.norm is not None else DEFAULTS["head.norm"])
     return ResolvedHead(
-        in_channels=channels,
+        in_channels=channels, conv=conv,
         norm=resolve_norm(ctx, None, ("head",), [(channels, "the output head's norm"), *also], carries_time=False)
         if norm_on else None,
-        activation=setting(ctx, LevelSettings(activation=h.activation if h else None), ("head",), "activation").value,
+        # (no head: nothing of one applies, and its fields keep their built-in values)
+        activation=setting(ctx, LevelSettings(activation=h.activation if h else None), ("head",), "activation").value
+        if conv else LEVEL_SETTINGS["activation"].default,
         kernel_size=h.kernel_size if h is not None and h.kernel_size is not None else DEFAULTS["head.kernel_size"],
         divide_by_timestep=default(h.divide_by_timestep if h else None, DEFAULTS["head.divide_by_timestep"]),
     )

@@ -33,7 +33,8 @@ def resolve_norm(ctx: Context, level: LevelSettings | None, path: Path, seen: li
     kind, groups, eps = ns["type"].value, ns["groups"], ns["eps"].value
     t = ctx.spec.time
     traits = NORM_KINDS[kind]
-    adds_time = t is not None and (t.injection or TIME_SETTINGS["injection"].default) == "add"
+    adds_time = (t is not None and t.into != "input"  # (time as input channels reaches no ResBlock)
+                 and (t.injection or TIME_SETTINGS["injection"].default) == "add")
     if traits.erases_added_time and carries_time and seen and adds_time:
         keep = ", ".join(name for name, k in NORM_KINDS.items() if not k.erases_added_time)
         ctx.fail(ns["type"].origin or (*path, "norm", "type"),

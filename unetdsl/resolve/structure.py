@@ -72,6 +72,7 @@ def check_structure(ctx: Context) -> None:
                      "the last decoder level does not upsample", hint="remove this key")
     check_pyramids(ctx)
     check_preconditioning(ctx)
+    check_dance_diffusion_options(ctx)
     # exclusive / type-dependent fields
     for path, norm in all_norms(s):
         for key in ("groups", "min_group_size"):
@@ -92,7 +93,7 @@ def check_structure(ctx: Context) -> None:
                  hint="add time: {embedding: fourier} (t is then the noise level), or remove this key")
     middle = s.middle or MiddleSpec()
     mblocks = middle.blocks if middle.blocks is not None else BUILTIN["middle_blocks"]
-    if middle.attention is not None and mblocks < 2:
+    if middle.attention is not None and middle.attention.placement != "all" and mblocks < 2:
         ctx.fail(("middle", "attention"),
                  f"middle attention sits between two ResBlocks; middle has {mblocks} block(s)",
                  hint="set middle.blocks: 2 or remove the attention")
@@ -148,6 +149,39 @@ def check_preconditioning(ctx: Context) -> None:
             owner = " and ".join(k for k, own in PRECONDITIONING_OWN.items() if key in own)
             ctx.fail(("preconditioning", key), f"{key} is a setting of {owner} preconditioning, not {p.type}",
                      hint=f"remove {key}")
+
+
+def check_dance_diffusion_options(ctx: Context) -> None:
+    """time.into input, stem.conv and head.conv false: where they apply and what they exclude."""
+    s = ctx.spec
+    if s.time is not None and s.time.into == "input":
+        if s.time.features is None:
+            ctx.fail(("time", "features"), "time features concatenated to the input are input channels: state how many",
+                     hint="add features: N (Dance Diffusion: 16)")
+        for key in ("dim", "injection", "activation", "post_activation"):
+            if getattr(s.time, key) is not None:
+                ctx.fail(("time", key), f"{key} belongs to the embedding the ResBlocks take, and with into: input none "
+                         "does (no MLP)", hint=f"remove {key}")
+        for key, what in (("classes", "class labels"), ("conditions", "conditions")):
+            if getattr(s, key) is not None:
+                ctx.fail((key,), f"{what} join the time MLP, which a model with time into: input does not have",
+                         hint="remove them, or time.into: blocks")
+    if s.stem is not None and s.stem.conv is False:
+        for key in ("channels", "kernel_size"):
+            if getattr(s.stem, key) is not None:
+                ctx.fail(("stem", key), f"a model without a stem conv has no stem {key.replace('_', ' ')}",
+                         hint=f"remove {key}, or stem.conv")
+        if s.model not in (*UNET_KINDS, "encoder"):
+            ctx.fail(("stem", "conv"), f"a {s.model} starts from its latent or middle: stem.conv false is for U-Nets "
+                     "and encoders", hint="remove it")
+    if s.head is not None and s.head.conv is False:
+        if s.model not in ("unet", "controlnet", "decoder"):  # (a ControlNet's spec is its U-Net's)
+            ctx.fail(("head", "conv"), f"the last decoder ResBlock gives the output, and a {s.model} has none",
+                     hint="remove it (a U-Net or decoder only)")
+        for key in ("norm", "kernel_size", "activation", "stem_block", "divide_by_timestep"):
+            if getattr(s.head, key):
+                ctx.fail(("head", key), f"a model without a head conv has no head {key.replace('_', ' ')}",
+                         hint=f"remove {key}")
 
 
 def check_latent(ctx: Context) -> None:

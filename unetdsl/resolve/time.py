@@ -14,10 +14,18 @@ from .inherit import default
 
 
 def resolve_time(t: SinusoidalTime | FourierTime | LearnedTime | None, first_channels: int) -> ResolvedTime | None:
+    resolved = _resolve_time(t, first_channels)
+    if resolved is not None and resolved.into == "input":  # no MLP: the features are what the model takes
+        resolved = resolved.model_copy(update={"dim": resolved.features})
+    return resolved
+
+
+def _resolve_time(t: SinusoidalTime | FourierTime | LearnedTime | None, first_channels: int) -> ResolvedTime | None:
     if t is None:
         return None
+    into = default(t.into, DEFAULTS["time.into"])
     common: dict[str, Any] = {
-        "dim": t.dim if t.dim is not None else 4 * first_channels,
+        "dim": t.dim if t.dim is not None else 4 * first_channels, "into": into,
         **{name: default(getattr(t, name), s.default) for name, s in TIME_SETTINGS.items()},
     }
     if isinstance(t, SinusoidalTime):

@@ -126,10 +126,11 @@ class AttentionSpec(StrictModel):
     residual_scale: Annotated[float, Field(gt=0.0, le=4.0)] | None = Field(
         None, description=doc("attention.residual_scale", "The block's output (input + attention) times this "
                               "(EDM's skip_scale, sqrt(1/2)). self only."))
-    placement: Literal["each", "last"] | None = Field(
+    placement: Literal["each", "last", "all"] | None = Field(
         None, description=doc("attention.placement", "each: after every ResBlock of the level | last: after its last "
-                              "ResBlock only (EDM's decoder levels). Levels only (the middle's sits between its "
-                              "ResBlocks)."))
+                              "ResBlock only (EDM's decoder levels, lucidrains) | all: the middle's, after every one "
+                              "of its ResBlocks, the last included (Dance Diffusion; by default the middle's sits "
+                              "between its ResBlocks)."))
     depth: Annotated[int, Field(ge=1, le=64)] | None = Field(
         None, description=doc("transformer.depth", "Transformer layers in each block (SDXL's "
                               "transformer_layers_per_block). transformer only."))
@@ -177,6 +178,8 @@ class LevelSettings(StrictModel):
     time_activation: bool | None = Field(None, description=describe("time_activation"))
     time_at: Literal["second", "first"] | None = Field(None, description=describe("time_at"))
     kernel_size: Annotated[Literal[1, 3, 5, 7], NoBool] | None = Field(None, description=describe("kernel_size"))
+    shortcut_bias: bool | None = Field(None, description=describe("shortcut_bias"))
+    resample_padding: Literal["zeros", "reflect"] | None = Field(None, description=describe("resample_padding"))
     resample_projection: bool | None = Field(None, description=describe("resample_projection"))
     resample_filter: Annotated[list[Annotated[float, Field(ge=-1e3, le=1e3)]], Field(min_length=2, max_length=16)] | None = (
         Field(None, description=describe("resample_filter")))
@@ -229,7 +232,8 @@ class EncoderSpec(StrictModel):
                               "each ResBlock's (after its attention) and each downsample's output: diffusers, "
                               "guided-diffusion; a decoder level has one block more than its encoder level) | blocks "
                               "(each ResBlock's output alone: lucidrains; a decoder level has as many blocks as its "
-                              "encoder level)."))
+                              "encoder level) | levels (each level's output before its downsample; each decoder "
+                              "level's first block takes one: Dance Diffusion)."))
     input_pyramid: InputPyramid | None = Field(
         None, description=doc("encoder.input_pyramid", "NCSN++'s progressive input (EDM's encoder_type): the input "
                               "image, resampled with each level's resample_filter, joins the features after every "
@@ -242,7 +246,8 @@ class EncoderSpec(StrictModel):
 class DecoderSpec(StrictModel):
     upsample: Upsample = Field(
         DEFAULTS["decoder.upsample"],
-        description=doc("decoder.upsample", "nearest | bilinear (interpolate then 3x3 conv) | transposed | resblock."),
+        description=doc("decoder.upsample", "nearest | bilinear (interpolate then 3x3 conv) | transposed | resblock | "
+                        "filter (the level's resample_filter alone, no conv: Dance Diffusion's Upsample1d)."),
     )
     levels: list[DecoderLevel] | None = Field(
         None, max_length=MAX_LEVELS, min_length=1,
@@ -257,6 +262,10 @@ class DecoderSpec(StrictModel):
 
 
 class MiddleSpec(LevelSettings):
+    resample: bool | None = Field(
+        None, description=doc("middle.resample", "The middle halves the size first (with its resample_filter) and "
+                              "doubles it again last: its blocks run one resolution lower (Dance Diffusion's "
+                              "UNetMidBlock1D); the input must divide by one 2 more."))
     channels: Channels | None = Field(
         None, description="Its width. Default: the last encoder level's. A different width is reached by the "
         "middle's first ResBlock (channel_change: block) or by the encoder's last 3x3 conv (resample).")
@@ -277,6 +286,10 @@ class TimeCommon(StrictModel):
     activation: Activation | None = Field(None, description=describe("activation", TIME_SETTINGS))
     post_activation: Activation | Literal["none"] | None = Field(
         None, description=describe("post_activation", TIME_SETTINGS))
+    into: Literal["blocks", "input"] | None = Field(
+        None, description=doc("time.into", "blocks: the features through the MLP into every ResBlock | input: the "
+                              "features as they are, repeated along the positions and concatenated after the input's "
+                              "channels, and no ResBlock takes time (Dance Diffusion)."))
 
 
 class SinusoidalTime(TimeCommon):
@@ -323,6 +336,9 @@ class StemSpec(StrictModel):
     channels: Channels | None = Field(None, description="Its output channels: the first skip's and the first encoder "
                                       "level's input (EDM's model_channels below a wider level 0). Default: the first "
                                       "level's channels.")
+    conv: bool | None = Field(
+        None, description=doc("stem.conv", "false: no stem; the first level takes the input as it is (with the time "
+                              "features where time.into is input: Dance Diffusion). Its width is then the input's."))
     kernel_size: Annotated[Literal[1, 3, 5, 7], NoBool] | None = Field(
         None, description=doc("stem.kernel_size", "Its kernel (padded to keep the size; diffusers' conv_in_kernel, "
                               "lucidrains' 7)."))
@@ -336,6 +352,10 @@ class HeadSpec(StrictModel):
         None, description="The head's activation (default: defaults.activation; diffusers' UNet2DModel always uses silu)."
     )
     kernel_size: Annotated[Literal[1, 3], NoBool] | None = Field(None, description=doc("head.kernel_size", "Output conv kernel."))
+    conv: bool | None = Field(
+        None, description=doc("head.conv", "false: no head; the last decoder ResBlock gives the output (with "
+                              "channel_change mirror it ends at out_channels) without its second norm and "
+                              "activation (Dance Diffusion's last ResConvBlock)."))
     stem_block: bool | None = Field(
         None, description=doc("head.stem_block", "A ResBlock (the defaults' settings) on the features concatenated "
                               "with the stem's output, before the head (lucidrains' final_res_block): (B, C + stem, "
@@ -505,7 +525,9 @@ class Spec(StrictModel):
     )
     channel_change: ChannelChange | None = Field(
         None, description=doc("channel_change", "Where the width changes between levels: block (the first ResBlock "
-                              "of the next part: diffusers, guided-diffusion, EDM) | resample (each resampler's conv "
+                              "of the next part: diffusers, guided-diffusion, EDM) | mirror (the encoder as block, each "
+                              "decoder level in its last ResBlock's second conv, to the next level's width: Dance "
+                              "Diffusion, whose decoder mirrors its encoder) | resample (each resampler's conv "
                               "maps a level's width to the next level's; the last encoder level ends in a 3x3 conv "
                               "to the middle's width, the last decoder level in one to the stem's: lucidrains). "
                               "resample needs resamplers with a conv: conv, pixel_unshuffle or resblock down, any "

@@ -94,7 +94,7 @@ class ResolvedAttention(_Frozen):
     transformer: ResolvedTransformer | None = None  # type transformer only
     joint: ResolvedJoint | None = None  # type joint only
     residual_scale: float = 1.0  # (type self) the output, input + attention, times this
-    placement: Literal["each", "last"] = "each"  # after every ResBlock of a level, or its last only
+    placement: Literal["each", "last", "all"] = "each"  # after every ResBlock of a level, or its last only; all: middle
     memory: int = 0  # (self, linear) learned key/value slots
     qkv_bias: bool = True  # (self, linear) biases on q, k, v
     own_width: bool = False  # heads x head_dim both given: a width of its own, not the level's channels
@@ -128,6 +128,7 @@ class ResolvedBlock(_Frozen):
     in_channels: int
     skip_channels: int  # channels concatenated from the encoder (U-Net decoder), else 0
     out_channels: int
+    mid_channels: int = 0  # conv1's output where not out_channels (the width changes in conv2: channel_change mirror)
 
 
 class ResolvedSettings(_Frozen):
@@ -145,6 +146,8 @@ class ResolvedSettings(_Frozen):
     time_activation: bool = True  # the activation on the time embedding inside each ResBlock
     time_at: Literal["second", "first"] = "second"  # which norm of each ResBlock the embedding joins
     kernel_size: int = 3  # each ResBlock's two convolutions
+    shortcut_bias: bool = True  # the 1x1 shortcut conv's bias
+    resample_padding: Literal["zeros", "reflect"] = "zeros"  # how the resample filter pads
 
     def settings_view(self) -> dict[str, Any]:
         """Every setting of this place, written out: nothing left to inherit."""
@@ -182,6 +185,7 @@ class ResolvedTime(_Frozen):
     timesteps: int  # learned only (0 otherwise)
     activation: Activation  # between the MLP's linear layers
     post_activation: Activation | Literal["none"] = "none"  # on the embedding once the conditions joined it
+    into: Literal["blocks", "input"] = "blocks"  # input: the features concatenated to the input, no MLP
 
     def view(self) -> dict[str, Any]:
         data: dict[str, Any] = {"embedding": self.embedding, "features": self.features, "dim": self.dim}
@@ -192,6 +196,8 @@ class ResolvedTime(_Frozen):
             data |= {"scale": self.scale, "log": self.log, "flip_sin_to_cos": self.flip_sin_to_cos}
         else:
             data["timesteps"] = self.timesteps
+        if self.into == "input":  # no MLP: its width and settings do not apply
+            return {k: v for k, v in data.items() if k != "dim"} | {"into": self.into}
         return data | {name: getattr(self, name) for name in TIME_SETTINGS}
 
 
@@ -272,10 +278,12 @@ class ResolvedMiddle(ResolvedSettings):
     channels: int
     blocks: int
     in_channels: int = 0  # what its first ResBlock takes where not `channels` (0: channels)
+    resample: bool = False  # its blocks run one resolution lower: halved first, doubled last
 
 
 class ResolvedHead(_Frozen):
     in_channels: int
+    conv: bool = True  # false: no head (the last decoder block gives the output)
     stem_block: ResolvedSettings | None = None  # a ResBlock on cat(features, stem output) first (lucidrains)
     norm: ResolvedNorm | None  # None: conv only
     activation: Activation
@@ -301,6 +309,7 @@ class ResolvedSpec(_Frozen):
     controlnet: ResolvedControlNet | None = None  # model controlnet: what it adds to the U-Net it controls
     stem_channels: int  # conv_in: in_channels -> stem_channels
     stem_kernel: int = 3  # conv_in's kernel (padding kernel // 2)
+    stem_conv: bool = True  # false: no conv_in (the first level takes the input, time features included)
     encoder: list[ResolvedLevel]
     middle: ResolvedMiddle
     decoder: list[ResolvedLevel]
@@ -317,7 +326,41 @@ class ResolvedSpec(_Frozen):
     # --- derived facts the compiler and the summary share ---
     @property
     def downsampling_factor(self) -> int:
-        """How much the input must be divisible by: 2 per encoder downsample."""
+        """How much the input must be divisible by: 2 per encoder downsample (and the middle's own)."""
+        return self._encoder_factor * (2 if self.middle.resample else 1)
+
+    @property
+    def smallest_multiple(self) -> int:
+        """The fewest positions per side the deepest part may have (the input is downsampling_factor times
+        it): 1, or more where reflect padding (pad < size) needs them at some resampling."""
+        for k in range(1, 65):
+            if self._reflect_fits(k * self.downsampling_factor):
+                return k
+        return 65
+
+    def _reflect_fits(self, size: int) -> bool:
+        def fits(place: ResolvedSettings, n: int, up: bool) -> bool:
+            if place.resample_padding != "reflect":
+                return True
+            p = (len(place.resample_filter) - 2) // 2
+            return n > ((p + 1) // 2 if up else p)
+        n = size
+        for lv in self.encoder:
+            if lv.downsample is not None:
+                if not fits(lv, n, up=False):
+                    return False
+                n //= 2
+        if self.middle.resample and not (fits(self.middle, n, up=False) and fits(self.middle, n // 2, up=True)):
+            return False
+        for lv in self.decoder:
+            if lv.upsample is not None:
+                if not fits(lv, n, up=True):
+                    return False
+                n *= 2
+        return True
+
+    @property
+    def _encoder_factor(self) -> int:
         return 2 ** sum(1 for lv in self.encoder if lv.downsample is not None)
 
     @property
@@ -328,7 +371,7 @@ class ResolvedSpec(_Frozen):
     @property
     def output_size(self) -> list[int]:
         up = 2 ** sum(1 for lv in self.decoder if lv.upsample is not None)
-        return [s * up // self.downsampling_factor for s in self.sample_size]
+        return [s * up // self._encoder_factor for s in self.sample_size]  # (the middle's resampling cancels)
 
     @property
     def residual_channels(self) -> list[int]:
@@ -337,7 +380,8 @@ class ResolvedSpec(_Frozen):
         every = self.skips == "every"
         skips = [self.stem_channels] if every else []
         for lv in self.encoder:
-            skips += [b.out_channels for b in lv.blocks] + ([lv.out_channels] if lv.downsample and every else [])
+            blocks = lv.blocks[-1:] if self.skips == "levels" else lv.blocks  # levels: each level's last output
+            skips += [b.out_channels for b in blocks] + ([lv.out_channels] if lv.downsample and every else [])
         return [*skips, self.middle.channels]
 
     @property
@@ -346,7 +390,7 @@ class ResolvedSpec(_Frozen):
         every = self.skips == "every"
         scales, at = [1] if every else [], 1
         for lv in self.encoder:
-            scales += [at] * len(lv.blocks)
+            scales += [at] * (1 if self.skips == "levels" else len(lv.blocks))
             if lv.downsample is not None:
                 at *= 2
                 if every:
@@ -426,8 +470,10 @@ class ResolvedSpec(_Frozen):
         if self.latent is not None:
             data["latent"] = self.latent.model_dump()
         first = (self.encoder or self.decoder)[0].channels if (self.encoder or self.decoder) else self.stem_channels
-        stem = {k: v for k, v, default in (("channels", self.stem_channels, first), ("kernel_size", self.stem_kernel, 3))
-                if v != default}
+        stem: dict[str, Any] = {k: v for k, v, default in (("channels", self.stem_channels, first),
+                                                            ("kernel_size", self.stem_kernel, 3)) if v != default}
+        if not self.stem_conv:  # (its width is the input's: nothing else to write)
+            stem = {"conv": False}
         if stem:
             data["stem"] = stem
         if self.controlnet is not None:
@@ -449,12 +495,18 @@ class ResolvedSpec(_Frozen):
         data["middle"] = {"blocks": self.middle.blocks, **self.middle.settings_view()}
         if self.encoder and self.middle.channels != self.encoder[-1].channels:
             data["middle"]["channels"] = self.middle.channels
+        if self.middle.resample:
+            data["middle"]["resample"] = True
         if self.decoder:
             data["decoder"] = _side_view(self.decoder, "upsample")
             if self.output_pyramid != "none":
                 data["decoder"]["output_pyramid"] = self.output_pyramid
         data["head"] = {"norm": self.head.norm is not None, "kernel_size": self.head.kernel_size,
                         "activation": self.head.activation, "divide_by_timestep": self.head.divide_by_timestep}
+        if not self.head.conv:  # (nothing else of a head applies)
+            data["head"] = {}
+        if not self.head.conv:
+            data["head"]["conv"] = False
         if self.head.stem_block is not None:
             data["head"]["stem_block"] = True  # (its settings are the defaults': every level's are written)
         data["init"] = {"zero_out": self.zero_out}

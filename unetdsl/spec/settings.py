@@ -45,6 +45,12 @@ LEVEL_SETTINGS: dict[str, LevelSetting] = {
     "kernel_size": LevelSetting(
         3, "The kernel of each ResBlock's two convolutions, padded to keep the size (Dance Diffusion's "
         "ResConvBlock: 5)."),
+    "shortcut_bias": LevelSetting(
+        True, "A bias on the ResBlock's 1x1 shortcut conv (where the channels change); false: Dance Diffusion's "
+        "conv_skip."),
+    "resample_padding": LevelSetting(
+        "zeros", "How the resample filter pads: zeros | reflect (Dance Diffusion's Downsample1d / Upsample1d). "
+        "reflect: the input reflect-padded by (taps - 2) / 2 (down) or ((taps - 2) / 2 + 1) // 2 (up) first."),
     "time_at": LevelSetting(
         "second", "Where the time embedding joins each ResBlock: second (at the second norm: DDPM, diffusers) | first "
         "(at the first norm's output; post order only: lucidrains' conv -> norm -> scale-shift -> act)."),
@@ -88,6 +94,10 @@ DEFAULTS: dict[str, Any] = {
     "encoder.skips": "every",
     "channel_change": "block",
     "head.stem_block": False,
+    "head.conv": True,
+    "stem.conv": True,
+    "middle.resample": False,
+    "time.into": "blocks",
     "decoder.output_pyramid": "none",
     "decoder.upsample": "nearest",
     "attention.norm": True,

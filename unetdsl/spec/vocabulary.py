@@ -13,7 +13,7 @@ NormType = Literal["group", "layer", "instance", "batch", "rms"]
 Activation = Literal["silu", "gelu", "gelu_tanh", "relu", "leaky_relu", "mish", "elu"]
 Order = Literal["pre", "post"]
 Downsample = Literal["conv", "avgpool", "maxpool", "resblock", "pixel_unshuffle", "conv4"]
-Upsample = Literal["nearest", "bilinear", "transposed", "resblock"]
+Upsample = Literal["nearest", "bilinear", "transposed", "resblock", "filter"]
 TimeEmbedding = Literal["sinusoidal", "fourier", "learned"]
 TimeInjection = Literal["add", "scale_shift"]
 AttentionType = Literal["self", "transformer", "joint", "linear"]
@@ -25,9 +25,9 @@ OutputPyramid = Literal["none", "skip"]
 # the denoiser a raw network is wrapped in (Karras et al. 2022, table 1; EDM2 uses edm's)
 Preconditioning = Literal["edm", "vp", "ve"]
 # where the width changes between levels: in the next ResBlock (diffusers) or in the resampler (lucidrains)
-ChannelChange = Literal["block", "resample"]
+ChannelChange = Literal["block", "resample", "mirror"]
 # which encoder outputs a U-Net keeps for its decoder
-Skips = Literal["every", "blocks"]
+Skips = Literal["every", "blocks", "levels"]
 
 
 @dataclass(frozen=True)
